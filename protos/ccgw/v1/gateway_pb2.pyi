@@ -1,0 +1,99 @@
+from protos.ccgw.v1 import common_pb2 as _common_pb2
+from protos.ccgw.v1 import worker_pb2 as _worker_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ListWorkersRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class WorkerInfo(_message.Message):
+    __slots__ = ("worker_id", "models", "evidence", "evidence_sha256", "in_flight", "capacity", "region", "admitted_at_ms")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    ADMITTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    models: _containers.RepeatedScalarFieldContainer[str]
+    evidence: _common_pb2.EvidenceBundle
+    evidence_sha256: str
+    in_flight: int
+    capacity: int
+    region: str
+    admitted_at_ms: int
+    def __init__(self, worker_id: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., evidence: _Optional[_Union[_common_pb2.EvidenceBundle, _Mapping]] = ..., evidence_sha256: _Optional[str] = ..., in_flight: _Optional[int] = ..., capacity: _Optional[int] = ..., region: _Optional[str] = ..., admitted_at_ms: _Optional[int] = ...) -> None: ...
+
+class ListWorkersResponse(_message.Message):
+    __slots__ = ("workers",)
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerInfo]
+    def __init__(self, workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ...) -> None: ...
+
+class ChallengeWorkerRequest(_message.Message):
+    __slots__ = ("worker_id", "nonce")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    nonce: bytes
+    def __init__(self, worker_id: _Optional[str] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+
+class ChallengeWorkerResponse(_message.Message):
+    __slots__ = ("evidence",)
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    evidence: _common_pb2.EvidenceBundle
+    def __init__(self, evidence: _Optional[_Union[_common_pb2.EvidenceBundle, _Mapping]] = ...) -> None: ...
+
+class ReceiptEnvelope(_message.Message):
+    __slots__ = ("jws", "log_index")
+    JWS_FIELD_NUMBER: _ClassVar[int]
+    LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    jws: str
+    log_index: int
+    def __init__(self, jws: _Optional[str] = ..., log_index: _Optional[int] = ...) -> None: ...
+
+class InferEvent(_message.Message):
+    __slots__ = ("started", "chunk", "receipt")
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    started: _worker_pb2.JobStarted
+    chunk: _worker_pb2.SealedChunk
+    receipt: ReceiptEnvelope
+    def __init__(self, started: _Optional[_Union[_worker_pb2.JobStarted, _Mapping]] = ..., chunk: _Optional[_Union[_worker_pb2.SealedChunk, _Mapping]] = ..., receipt: _Optional[_Union[ReceiptEnvelope, _Mapping]] = ...) -> None: ...
+
+class GetReceiptRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: bytes
+    def __init__(self, job_id: _Optional[bytes] = ...) -> None: ...
+
+class GetReceiptResponse(_message.Message):
+    __slots__ = ("receipt",)
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    receipt: ReceiptEnvelope
+    def __init__(self, receipt: _Optional[_Union[ReceiptEnvelope, _Mapping]] = ...) -> None: ...
+
+class GetBalanceRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetBalanceResponse(_message.Message):
+    __slots__ = ("account", "balance_micro", "held_micro")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_MICRO_FIELD_NUMBER: _ClassVar[int]
+    HELD_MICRO_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    balance_micro: int
+    held_micro: int
+    def __init__(self, account: _Optional[str] = ..., balance_micro: _Optional[int] = ..., held_micro: _Optional[int] = ...) -> None: ...
