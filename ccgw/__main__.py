@@ -1,0 +1,3 @@
+from ccgw.cli import main
+
+raise SystemExit(main())

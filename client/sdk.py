@@ -1,0 +1,307 @@
+"""The client SDK: trust nothing the gateway says.
+
+1. list workers and verify each one's evidence itself, against the client's own policy and roots
+   (cached per evidence digest), optionally demanding fresh evidence for its own nonce;
+2. seal the request to the chosen worker's attested key, the routing header bound through HPKE;
+3. open each answer chunk under the client's own response key, refusing gaps, reorders,
+   duplicates and truncation;
+4. verify the receipt with the worker's attested receipt key and against what it sent and got.
+Text is yielded only after its chunk authenticated; `complete()` returns only fully verified answers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import jwt
+
+from client.errors import AnswerRejected, GatewayRefused, NoTrustedWorker
+from protos.ccgw.v1 import common_pb2 as cpb
+from protos.ccgw.v1 import gateway_pb2 as gpb
+from protos.ccgw.v1 import gateway_pb2_grpc as ggrpc
+from verify import limits
+from verify.attestation.bundle import VerifiedWorker, verify_bundle
+from verify.attestation.policy import Policy
+from verify.attestation.roots import RootStore
+from verify.chunks import ChunkOpener
+from verify.errors import MalformedError, VerifyError
+from verify.hpke import request_sha256, seal_request
+from verify.receipts import Receipt, check_usage, match_job, verify_receipt
+
+MESSAGE_BYTES_MAX = limits.SEALED_REQUEST_BYTES_MAX + 64 * limits.KIB
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    rpc_deadline_s: float = 30.0
+    job_deadline_s: float = 600.0
+    retry_attempts_max: int = 3  # other workers tried when one is unavailable before answering
+    max_input_tokens: int = 1_536
+
+
+@dataclass(frozen=True)
+class TrustedWorker:
+    worker_id: str
+    verified: VerifiedWorker
+    in_flight: int
+    capacity: int
+
+
+@dataclass
+class Answer:
+    text: str = ""
+    receipt: Receipt | None = None
+    receipt_jws: str = ""
+    log_index: int = -1
+    usage: cpb.Usage = field(default_factory=cpb.Usage)
+    finish_reason: str = ""
+    worker_id: str = ""
+
+
+@dataclass(frozen=True)
+class TextEvent:
+    text: str
+
+
+class Client:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        token: str,
+        policy: Policy,
+        roots: RootStore,
+        limits: ClientLimits = ClientLimits(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._stub = ggrpc.GatewayStub(channel)
+        self._token = token
+        # The client's own token: its subject is the account it pays from (not a trust decision).
+        self.account = str(jwt.decode(token, options={"verify_signature": False})["sub"])
+        self._policy, self._roots = policy, roots
+        self._limits = limits
+        self._clock = clock
+        self._verified: dict[str, VerifiedWorker] = {}
+        self.rejected: dict[str, str] = {}  # worker id -> why its evidence was refused
+
+    @classmethod
+    def connect(cls, address: str, token: str, policy: Policy, roots: RootStore, **kw: object) -> Client:
+        channel = grpc.aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
+                ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+            ],
+        )
+        return cls(channel, token, policy, roots, **kw)  # type: ignore[arg-type]
+
+    @property
+    def _md(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self._token}")]
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+
+    async def _call(self, method: Callable[..., object], request: object) -> object:
+        try:
+            return await method(request, metadata=self._md, timeout=self._limits.rpc_deadline_s)  # type: ignore[misc]
+        except grpc.aio.AioRpcError as exc:
+            raise GatewayRefused(exc.code(), exc.details() or "") from exc
+
+    async def workers(self, model: str) -> list[TrustedWorker]:
+        """Workers serving `model` whose evidence passes THIS client's policy."""
+        resp = await self._call(self._stub.ListWorkers, gpb.ListWorkersRequest(model=model))
+        assert isinstance(resp, gpb.ListWorkersResponse)
+        out = []
+        for w in resp.workers:
+            try:
+                v = self._verify(w.evidence)
+            except VerifyError as exc:
+                self.rejected[w.worker_id] = str(exc)
+                continue
+            if model not in v.models or w.worker_id != "w-" + v.key_id[:16]:
+                self.rejected[w.worker_id] = "worker id or models do not match its evidence"
+                continue
+            out.append(TrustedWorker(w.worker_id, v, w.in_flight, w.capacity))
+        return sorted(out, key=lambda t: t.in_flight / max(1, t.capacity))
+
+    def _verify(self, bundle: cpb.EvidenceBundle, nonce: bytes | None = None) -> VerifiedWorker:
+        from verify.binding import evidence_sha256
+
+        digest = evidence_sha256(bundle)
+        cached = self._verified.get(digest)
+        if cached is not None and nonce is None:
+            age_s = (self._clock() * 1000 - cached.issued_at_ms) / 1000
+            if age_s <= self._policy.max_evidence_age_s:
+                return cached
+        v = verify_bundle(bundle, self._policy, self._roots, self._now(), expected_nonce=nonce)
+        self._verified[digest] = v
+        return v
+
+    async def challenge(self, worker_id: str) -> VerifiedWorker:
+        """Fresh evidence for the client's own nonce."""
+        nonce = os.urandom(limits.NONCE_BYTES)
+        resp = await self._call(
+            self._stub.ChallengeWorker, gpb.ChallengeWorkerRequest(worker_id=worker_id, nonce=nonce)
+        )
+        assert isinstance(resp, gpb.ChallengeWorkerResponse)
+        return self._verify(resp.evidence, nonce)
+
+    async def balance(self) -> tuple[int, int]:
+        resp = await self._call(self._stub.GetBalance, gpb.GetBalanceRequest())
+        assert isinstance(resp, gpb.GetBalanceResponse)
+        return resp.balance_micro, resp.held_micro
+
+    def seal(
+        self,
+        worker: TrustedWorker,
+        model: str,
+        *,
+        prompt: str | None = None,
+        messages: Sequence[tuple[str, str]] | None = None,
+        max_new_tokens: int = 64,
+        sampling: cpb.SamplingParams | None = None,
+        suite: int = cpb.X25519_SHA256_CHACHA20POLY1305,
+        job_id: bytes | None = None,
+    ) -> tuple[cpb.SealedRequest, cpb.InnerRequest]:
+        if (prompt is None) == (messages is None):
+            raise MalformedError("give exactly one of prompt or messages")
+        inner = cpb.InnerRequest(
+            response_key=os.urandom(32), request_nonce=os.urandom(32), sampling=sampling
+        )
+        if prompt is not None:
+            inner.prompt = prompt
+        else:
+            inner.chat.messages.extend(cpb.ChatMessage(role=r, content=c) for r, c in messages or ())
+        header = cpb.RoutingHeader(
+            job_id=job_id or os.urandom(limits.JOB_ID_BYTES),
+            model=model,
+            worker_id=worker.worker_id,
+            key_id=worker.verified.key_id,
+            suite=suite,  # type: ignore[arg-type]
+            max_input_tokens=self._limits.max_input_tokens,
+            max_new_tokens=max_new_tokens,
+            issued_at_ms=int(self._clock() * 1000),
+            account=self.account,
+        )
+        return seal_request(header, inner, worker.verified.keys), inner
+
+    async def stream(
+        self, worker: TrustedWorker, sealed: cpb.SealedRequest, inner: cpb.InnerRequest, answer: Answer
+    ) -> AsyncIterator[TextEvent]:
+        """Send one sealed request; yield authenticated text; fill `answer` once all verifies."""
+        header = cpb.RoutingHeader.FromString(sealed.header)
+        opener: ChunkOpener | None = None
+        parts: list[str] = []
+        call = self._stub.Infer(sealed, metadata=self._md, timeout=self._limits.job_deadline_s)
+        try:
+            async for ev in call:
+                kind = ev.WhichOneof("event")
+                if kind == "started":
+                    if opener is not None or bytes(ev.started.job_id) != header.job_id:
+                        raise AnswerRejected("unexpected job start")
+                    opener = ChunkOpener(bytes(inner.response_key), bytes(ev.started.answer_salt), header.job_id)
+                elif kind == "chunk":
+                    if opener is None:
+                        raise AnswerRejected("answer chunk before the job started")
+                    piece = cpb.AnswerPiece.FromString(
+                        opener.open(ev.chunk.index, ev.chunk.ciphertext, ev.chunk.final)
+                    )
+                    parts.append(piece.text)
+                    if ev.chunk.final:
+                        answer.usage.CopyFrom(piece.usage)
+                        answer.finish_reason = piece.finish_reason
+                    if piece.text:
+                        yield TextEvent(piece.text)
+                elif kind == "receipt":
+                    if opener is None:
+                        raise AnswerRejected("receipt before any answer")
+                    answer_sha = opener.finish()
+                    answer.receipt = self._check_receipt(
+                        ev.receipt.jws, worker, sealed, header, answer_sha, opener.digest.count, answer
+                    )
+                    answer.receipt_jws = ev.receipt.jws
+                    answer.log_index = ev.receipt.log_index
+                    answer.text = "".join(parts)
+                    answer.worker_id = worker.worker_id
+                    return
+        except grpc.aio.AioRpcError as exc:
+            raise GatewayRefused(exc.code(), exc.details() or "") from exc
+        except VerifyError as exc:
+            raise AnswerRejected(f"answer refused: {exc}") from exc
+        if opener is not None:
+            try:
+                opener.finish()
+            except VerifyError as exc:
+                raise AnswerRejected(f"answer refused: {exc}") from exc
+        raise AnswerRejected("the stream ended without a receipt")
+
+    def _check_receipt(
+        self,
+        jws: str,
+        worker: TrustedWorker,
+        sealed: cpb.SealedRequest,
+        header: cpb.RoutingHeader,
+        answer_sha: str,
+        chunks: int,
+        answer: Answer,
+    ) -> Receipt:
+        v = worker.verified
+        receipt = verify_receipt(jws, v.keys.receipt_ed25519, v.key_id)
+        match_job(
+            receipt,
+            job_id=header.job_id.hex(),
+            worker_id=worker.worker_id,
+            key_id=v.key_id,
+            account=self.account,
+            model=header.model,
+            model_digest=v.models[header.model].hex(),
+            request_sha256=request_sha256(sealed),
+            answer_sha256=answer_sha,
+            answer_chunks=chunks,
+            evidence_sha256=v.evidence_sha256,
+            input_tokens=answer.usage.input_tokens,
+            output_tokens=answer.usage.output_tokens,
+        )
+        check_usage(receipt, header.max_input_tokens, header.max_new_tokens)
+        return receipt
+
+    async def complete(
+        self,
+        model: str,
+        *,
+        prompt: str | None = None,
+        messages: Sequence[tuple[str, str]] | None = None,
+        max_new_tokens: int = 64,
+        sampling: cpb.SamplingParams | None = None,
+        suite: int = cpb.X25519_SHA256_CHACHA20POLY1305,
+    ) -> Answer:
+        """Pick a trusted worker, seal, call, verify; retry on other workers (same job id, so the
+        gateway holds and charges once) while none has started answering."""
+        candidates = await self.workers(model)
+        if not candidates:
+            why = "; ".join(f"{k}: {v}" for k, v in self.rejected.items()) or "none listed"
+            raise NoTrustedWorker(f"no worker for {model!r} passes the client's policy ({why})")
+        job_id = os.urandom(limits.JOB_ID_BYTES)
+        last: Exception | None = None
+        for worker in candidates[: self._limits.retry_attempts_max]:
+            sealed, inner = self.seal(
+                worker, model, prompt=prompt, messages=messages,
+                max_new_tokens=max_new_tokens, sampling=sampling, suite=suite, job_id=job_id,
+            )
+            answer = Answer()
+            got_text = False
+            try:
+                async for _ in self.stream(worker, sealed, inner, answer):
+                    got_text = True
+                return answer
+            except GatewayRefused as exc:
+                if exc.code != grpc.StatusCode.UNAVAILABLE or got_text:
+                    raise
+                last = exc
+        assert last is not None
+        raise last

@@ -1,0 +1,179 @@
+"""The worker agent: dials out to a gateway, registers with evidence, answers challenges, runs
+jobs concurrently and streams sealed chunks and receipts back; reconnects with capped backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+
+import grpc
+import structlog
+
+from enclave.config import WorkerConfig
+from enclave.engine import Engine
+from enclave.errors import EnclaveError, RequestRejected
+from enclave.evidence_bundle import collect_bundle
+from enclave.jobs import JobContext, JobRunner
+from enclave.keys import Keyring
+from enclave.tee import CpuTee, GpuAttester
+from enclave.telemetry import Telemetry
+from protos.ccgw.v1 import common_pb2 as cpb
+from protos.ccgw.v1 import worker_pb2 as wpb
+from protos.ccgw.v1 import worker_pb2_grpc as wgrpc
+from verify import binding, limits
+
+log = structlog.get_logger("enclave.agent")
+SOFTWARE_VERSION = "ccgw-worker/0.1.0"
+
+
+class WorkerAgent:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        engines: Mapping[str, Engine],
+        cpu: CpuTee,
+        gpu: GpuAttester | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._limits = config.limits
+        self._engines = dict(engines)
+        self._cpu, self._gpu = cpu, gpu
+        self._clock = clock
+        self.keys = Keyring()
+        self._runner = JobRunner(self.keys, self._engines, self._limits, clock)
+        self._telemetry = Telemetry(config.device)
+        self._tasks: dict[bytes, asyncio.Task[None]] = {}
+        self.worker_id: str | None = None
+        self.admitted = asyncio.Event()
+
+    def _bundle(self, nonce: bytes) -> cpb.EvidenceBundle:
+        return collect_bundle(
+            cpu=self._cpu,
+            gpu=self._gpu,
+            keys=self.keys.public,
+            nonce=nonce,
+            models={n: e.model_sha256 for n, e in self._engines.items()},
+            issued_at_ms=int(self._clock() * 1000),
+        )
+
+    async def run(self) -> None:
+        """Connect, and reconnect after failures with capped exponential backoff."""
+        backoff = self._limits.reconnect_backoff_initial_s
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                async with grpc.aio.insecure_channel(
+                    self._config.gateway,
+                    options=[("grpc.max_receive_message_length", limits.SEALED_REQUEST_BYTES_MAX + 65536)],
+                ) as channel:
+                    await self._session(channel)
+                    backoff = self._limits.reconnect_backoff_initial_s
+            except grpc.aio.AioRpcError as exc:
+                log.warning("gateway_stream_failed", code=exc.code().name, details=exc.details())
+                if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                    raise
+            finally:
+                self.admitted.clear()
+                for t in self._tasks.values():
+                    t.cancel()
+            if self._limits.reconnect_attempts_max and attempts >= self._limits.reconnect_attempts_max:
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self._limits.reconnect_backoff_max_s)
+
+    async def _session(self, channel: grpc.aio.Channel) -> None:
+        outbox: asyncio.Queue[wpb.WorkerMessage | None] = asyncio.Queue(self._limits.outbox_messages_max)
+        hello = wpb.WorkerHello(
+            models=sorted(self._engines),
+            software_version=SOFTWARE_VERSION,
+            max_concurrent_jobs=self._limits.jobs_in_flight_max,
+            region=self._config.region,
+        )
+
+        async def requests() -> AsyncIterator[wpb.WorkerMessage]:
+            yield wpb.WorkerMessage(hello=hello)
+            while (m := await outbox.get()) is not None:
+                yield m
+
+        stub = wgrpc.WorkerLinkStub(channel)
+        call = stub.Connect(
+            requests(), metadata=[("authorization", f"Bearer {self._config.provider_token}")]
+        )
+        admission_digest: str | None = None
+        ctx: JobContext | None = None
+        heartbeats = asyncio.create_task(self._heartbeats(outbox))
+        try:
+            async for gm in call:
+                kind = gm.WhichOneof("msg")
+                if kind == "challenge":
+                    bundle = await asyncio.to_thread(self._bundle, bytes(gm.challenge.nonce))
+                    if admission_digest is None:
+                        admission_digest = binding.evidence_sha256(bundle)
+                    await outbox.put(wpb.WorkerMessage(evidence=bundle))
+                elif kind == "admitted":
+                    if gm.admitted.evidence_sha256 != admission_digest:
+                        log.error("admission_digest_mismatch")
+                        return
+                    ctx = JobContext(gm.admitted.worker_id, admission_digest)
+                    self.worker_id = ctx.worker_id
+                    self.admitted.set()
+                    log.info("admitted", worker_id=ctx.worker_id)
+                elif kind == "job" and ctx is not None:
+                    self._start_job(gm.job.request, ctx, outbox)
+                elif kind == "cancel":
+                    task = self._tasks.get(bytes(gm.cancel.job_id))
+                    if task is not None:
+                        task.cancel()
+        finally:
+            heartbeats.cancel()
+            await outbox.put(None)
+
+    def _start_job(
+        self, sealed: cpb.SealedRequest, ctx: JobContext, outbox: asyncio.Queue[wpb.WorkerMessage | None]
+    ) -> None:
+        try:
+            job_id = bytes(cpb.RoutingHeader.FromString(sealed.header).job_id)
+        except Exception:  # noqa: BLE001 - unparsable header: the runner reports it below
+            job_id = b""
+        if len(self._tasks) >= self._limits.jobs_in_flight_max or job_id in self._tasks:
+            outbox.put_nowait(_failed(job_id, wpb.OVERLOADED, "worker is at capacity"))
+            return
+        task = asyncio.create_task(self._run_job(sealed, ctx, job_id, outbox))
+        self._tasks[job_id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(job_id, None))
+
+    async def _run_job(
+        self,
+        sealed: cpb.SealedRequest,
+        ctx: JobContext,
+        job_id: bytes,
+        outbox: asyncio.Queue[wpb.WorkerMessage | None],
+    ) -> None:
+        try:
+            async for msg in self._runner.run(sealed, ctx):
+                await outbox.put(msg)
+        except asyncio.CancelledError:
+            outbox.put_nowait(_failed(job_id, wpb.CANCELLED, "job cancelled"))
+            raise
+        except RequestRejected as exc:
+            log.info("job_rejected", job_id=job_id.hex(), code=exc.code, reason=str(exc))
+            await outbox.put(_failed(job_id, wpb.FailureCode.Value(exc.code), str(exc)))
+        except EnclaveError as exc:
+            log.warning("job_failed", job_id=job_id.hex(), error=exc.__class__.__name__)
+            await outbox.put(_failed(job_id, wpb.ENGINE_ERROR, "inference failed"))
+        except Exception:
+            log.exception("job_internal_error", job_id=job_id.hex())
+            await outbox.put(_failed(job_id, wpb.ENGINE_ERROR, "internal error"))
+
+    async def _heartbeats(self, outbox: asyncio.Queue[wpb.WorkerMessage | None]) -> None:
+        while True:
+            await asyncio.sleep(self._limits.heartbeat_interval_s)
+            hb = self._telemetry.heartbeat(len(self._tasks), self._limits.jobs_in_flight_max)
+            await outbox.put(wpb.WorkerMessage(heartbeat=hb))
+
+
+def _failed(job_id: bytes, code: int, message: str) -> wpb.WorkerMessage:
+    return wpb.WorkerMessage(failed=wpb.JobFailed(job_id=job_id, code=code, message=message))  # type: ignore[arg-type]

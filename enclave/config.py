@@ -1,0 +1,38 @@
+"""Every limit of a worker process, named with its unit, in one frozen config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    jobs_in_flight_max: int = 8
+    request_window_s: int = 300  # a request's issued_at must be within ± this of the worker clock
+    replay_cache_entries_max: int = 100_000  # job ids remembered (they expire after the window)
+    prompt_tokens_max: int = 1_536
+    new_tokens_max: int = 512
+    outbox_messages_max: int = 1_024
+    heartbeat_interval_s: float = 10.0
+    reconnect_backoff_initial_s: float = 0.5
+    reconnect_backoff_max_s: float = 30.0
+    reconnect_attempts_max: int = 0  # 0 = keep trying
+    chunk_tokens_max: int = 16  # coalesce at most this many tokens into one answer chunk
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    path: Path
+    expected_sha256: bytes | None = None  # refuse to load weights with another digest
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    gateway: str
+    provider_token: str
+    models: tuple[ModelSpec, ...]
+    region: str = ""
+    device: str = "cpu"
+    limits: WorkerLimits = field(default_factory=WorkerLimits)

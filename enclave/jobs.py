@@ -1,0 +1,186 @@
+"""Running one sealed job inside the enclave (DESIGN.md steps 6-7).
+
+Before any decryption: the header parses, names this worker, this key and a served model, its
+token limits fit, the ciphertext has the exact size its bucket implies, the request is inside the
+time window and its job id has not been seen. Then: open, generate, seal every piece as an
+authenticated chunk, mark the last, and sign a receipt over what was received and sent. Nothing
+here logs or keeps a prompt or an answer.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from enclave.config import WorkerLimits
+from enclave.engine import Engine, Finished, GenerationRequest, TextDelta
+from enclave.errors import Replayed, RequestRejected, TooLarge
+from enclave.keys import Keyring
+from protos.ccgw.v1 import common_pb2 as cpb
+from protos.ccgw.v1 import worker_pb2 as wpb
+from verify.chunks import ANSWER_SALT_BYTES, ChunkSealer
+from verify.errors import LimitError, VerifyError
+from verify.hpke import check_sealed_size, parse_header, request_sha256
+from verify.receipts import RECEIPT_VERSION, Receipt
+
+log = structlog.get_logger("enclave.jobs")
+
+
+class ReplayGuard:
+    """Remembers job ids for the request window; bounded (oldest evicted first, and a request
+    older than the window is refused anyway, so eviction never re-opens a replay)."""
+
+    def __init__(self, window_s: int, entries_max: int, clock: Callable[[], float]) -> None:
+        self._window_ms = window_s * 1000
+        self._max = entries_max
+        self._clock = clock
+        self._seen: OrderedDict[bytes, int] = OrderedDict()
+
+    def check_and_add(self, job_id: bytes, issued_at_ms: int) -> None:
+        now_ms = int(self._clock() * 1000)
+        if abs(now_ms - issued_at_ms) > self._window_ms:
+            raise Replayed("request is outside the worker's time window")
+        while self._seen and next(iter(self._seen.values())) < now_ms - 2 * self._window_ms:
+            self._seen.popitem(last=False)
+        if job_id in self._seen:
+            raise Replayed("job id already seen by this worker")
+        if len(self._seen) >= self._max:
+            raise Replayed("replay cache is full; retry later")
+        self._seen[job_id] = now_ms
+
+
+@dataclass
+class JobContext:
+    worker_id: str
+    evidence_sha256: str
+
+
+class JobRunner:
+    def __init__(
+        self,
+        keys: Keyring,
+        engines: Mapping[str, Engine],
+        limits: WorkerLimits,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._keys = keys
+        self._engines = engines
+        self._limits = limits
+        self._clock = clock
+        self.replay = ReplayGuard(limits.request_window_s, limits.replay_cache_entries_max, clock)
+
+    def check(self, sealed: cpb.SealedRequest, ctx: JobContext) -> cpb.RoutingHeader:
+        """All checks that need no decryption. Raises RequestRejected subclasses."""
+        try:
+            header = parse_header(sealed.header)
+            check_sealed_size(sealed, header)
+        except LimitError as exc:
+            raise TooLarge(str(exc)) from exc
+        except VerifyError as exc:
+            raise RequestRejected(str(exc)) from exc
+        if header.worker_id != ctx.worker_id or header.key_id != self._keys.key_id:
+            raise RequestRejected("request is not addressed to this worker's key")
+        if header.model not in self._engines:
+            raise RequestRejected(f"model {header.model!r} is not served here")
+        if not 0 < header.max_input_tokens or not 0 < header.max_new_tokens:
+            raise RequestRejected("token limits must be positive")
+        if header.max_new_tokens > self._limits.new_tokens_max:
+            raise TooLarge(f"max_new_tokens exceeds {self._limits.new_tokens_max}")
+        self.replay.check_and_add(bytes(header.job_id), header.issued_at_ms)
+        return header
+
+    async def run(
+        self, sealed: cpb.SealedRequest, ctx: JobContext
+    ) -> AsyncIterator[wpb.WorkerMessage]:
+        header = self.check(sealed, ctx)
+        job_id = bytes(header.job_id)
+        try:
+            opened = self._keys.open_request(sealed, header)
+        except VerifyError as exc:
+            raise RequestRejected(f"request does not open: {exc.__class__.__name__}") from exc
+        inner = opened.inner
+        engine = self._engines[header.model]
+        s = inner.sampling
+        req = GenerationRequest(
+            prompt=inner.prompt if inner.WhichOneof("input") == "prompt" else None,
+            messages=tuple((m.role, m.content) for m in inner.chat.messages)
+            if inner.WhichOneof("input") == "chat"
+            else None,
+            max_new_tokens=header.max_new_tokens,
+            max_input_tokens=min(header.max_input_tokens, self._limits.prompt_tokens_max),
+            temperature=s.temperature,
+            top_p=s.top_p if s.top_p > 0 else 1.0,
+            top_k=s.top_k,
+            seed=s.seed if s.HasField("seed") else None,
+            stop=tuple(s.stop),
+        )
+        salt = os.urandom(ANSWER_SALT_BYTES)
+        sealer = ChunkSealer(bytes(inner.response_key), salt, job_id)
+        started_ms = int(self._clock() * 1000)
+        yield wpb.WorkerMessage(started=wpb.JobStarted(job_id=job_id, answer_salt=salt))
+
+        def chunk(piece: cpb.AnswerPiece, final: bool) -> wpb.WorkerMessage:
+            index, ct = sealer.seal(piece.SerializeToString(), final)
+            return wpb.WorkerMessage(
+                chunk=wpb.JobChunk(
+                    job_id=job_id, chunk=wpb.SealedChunk(index=index, ciphertext=ct, final=final)
+                )
+            )
+
+        pending_text, pending_tokens = [], 0
+        finished: Finished | None = None
+        gen = engine.generate(req)
+        try:
+            async for ev in gen:
+                if isinstance(ev, TextDelta):
+                    pending_text.append(ev.text)
+                    pending_tokens += ev.tokens
+                    if pending_tokens >= self._limits.chunk_tokens_max:
+                        yield chunk(cpb.AnswerPiece(text="".join(pending_text), tokens=pending_tokens), False)
+                        pending_text, pending_tokens = [], 0
+                else:
+                    finished = ev
+        finally:
+            await gen.aclose()
+        if finished is None:
+            raise RequestRejected("engine ended without finishing")
+        usage = cpb.Usage(input_tokens=finished.input_tokens, output_tokens=finished.output_tokens)
+        yield chunk(
+            cpb.AnswerPiece(
+                text="".join(pending_text), tokens=pending_tokens, usage=usage,
+                finish_reason=finished.finish_reason,
+            ),
+            True,
+        )
+        receipt = Receipt(
+            v=RECEIPT_VERSION,
+            job_id=job_id.hex(),
+            worker_id=ctx.worker_id,
+            key_id=self._keys.key_id,
+            account=header.account,
+            model=header.model,
+            model_digest=engine.model_sha256.hex(),
+            request_sha256=request_sha256(sealed),
+            answer_sha256=sealer.digest.hexdigest(),
+            answer_chunks=sealer.digest.count,
+            input_tokens=finished.input_tokens,
+            output_tokens=finished.output_tokens,
+            started_at_ms=started_ms,
+            finished_at_ms=int(self._clock() * 1000),
+            evidence_sha256=ctx.evidence_sha256,
+            finish_reason=finished.finish_reason,
+        )
+        yield wpb.WorkerMessage(receipt=wpb.JobReceipt(job_id=job_id, jws=self._keys.sign(receipt)))
+        log.info(
+            "job_done",
+            job_id=job_id.hex(),
+            request_bytes=len(sealed.ciphertext),
+            chunks=sealer.digest.count,
+            input_tokens=finished.input_tokens,
+            output_tokens=finished.output_tokens,
+        )

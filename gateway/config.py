@@ -1,0 +1,58 @@
+"""Every operational limit of a gateway process, named with its unit, in one frozen config.
+
+Protocol limits shared by every party (request/chunk/evidence bytes) live in verify.limits; this
+holds what one gateway decides for itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Prices:
+    """Micro-tokens per 1,000 tokens."""
+
+    input_per_1k_micro: int = 1_000
+    output_per_1k_micro: int = 2_000
+
+
+@dataclass(frozen=True)
+class GatewayLimits:
+    workers_max: int = 1_000  # registry size
+    jobs_in_flight_max: int = 1_000  # whole gateway
+    jobs_in_flight_per_worker_max: int = 64
+    worker_outbox_messages_max: int = 256  # queued messages to one worker
+    job_events_max: int = 4_096  # buffered events of one job not yet sent to its client
+    hello_timeout_s: float = 10.0
+    evidence_timeout_s: float = 30.0
+    job_deadline_s: float = 300.0  # whole job, dispatch to receipt
+    first_event_timeout_s: float = 60.0
+    heartbeat_timeout_s: float = 60.0
+    rechallenge_interval_s: float = 300.0
+    client_challenge_timeout_s: float = 30.0
+    list_workers_max: int = 256
+    prompt_tokens_max: int = 32_768
+    new_tokens_max: int = 8_192
+    shutdown_grace_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    listen: str = "127.0.0.1:0"
+    db_path: Path = Path("ccgw-gateway.sqlite3")
+    # JWT verification keys (Ed25519 public keys, PEM); tokens are EdDSA only.
+    auth_public_keys_pem: tuple[bytes, ...] = ()
+    auth_audience: str = "ccgw"
+    allow_simulated_tee: bool = False
+    simulated_root_pem: bytes | None = None
+    policy_path: Path | None = None
+    prices: dict[str, Prices] = field(default_factory=dict)  # per model; missing = default_price
+    default_price: Prices = Prices()
+    fee_bps: int = 500  # network fee, basis points of the job cost
+    network_account: str = "network:fee"
+    limits: GatewayLimits = GatewayLimits()
+
+    def price(self, model: str) -> Prices:
+        return self.prices.get(model, self.default_price)

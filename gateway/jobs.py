@@ -1,0 +1,212 @@
+"""Routing one sealed job and accounting for it (DESIGN.md steps 5 and 8).
+
+The gateway never sees plaintext. It checks what it can see (header, sizes, limits, the caller's
+account), holds the job's maximum cost, forwards the sealed bytes to the named worker, relays the
+sealed chunks while hashing them, and verifies the worker's receipt against the worker's attested
+key and the bytes it relayed before settling. Any failure voids the hold: no reward without a
+verified receipt, and at most one reward per job id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import structlog
+
+from gateway.config import GatewayConfig
+from gateway.errors import (
+    BadRequest,
+    Conflict,
+    DeadlineExceeded,
+    Overloaded,
+    PermissionDenied,
+    ReceiptRejected,
+    TooLarge,
+    WorkerRejected,
+    WorkerUnavailable,
+)
+from gateway.registry import JobChannel, Registry, WorkerSession
+from gateway.store.base import Store
+from protos.ccgw.v1 import common_pb2 as cpb
+from protos.ccgw.v1 import gateway_pb2 as gpb
+from protos.ccgw.v1 import worker_pb2 as wpb
+from verify import limits
+from verify.chunks import ANSWER_SALT_BYTES, AnswerDigest
+from verify.errors import ReceiptError, StreamError
+from verify.hpke import check_sealed_size, parse_header, request_sha256
+from verify.ledger_rules import cost_micro, fee_micro
+from verify.receipts import check_usage, match_job, verify_receipt
+
+log = structlog.get_logger("gateway.jobs")
+
+
+class JobRouter:
+    def __init__(self, config: GatewayConfig, registry: Registry, store: Store) -> None:
+        self._config = config
+        self._limits = config.limits
+        self._registry = registry
+        self._store = store
+        self._in_flight: set[bytes] = set()
+
+    def max_cost(self, header: cpb.RoutingHeader) -> int:
+        p = self._config.price(header.model)
+        return cost_micro(
+            header.max_input_tokens, header.max_new_tokens, p.input_per_1k_micro, p.output_per_1k_micro
+        )
+
+    def _admit(self, account: str, sealed: cpb.SealedRequest) -> tuple[cpb.RoutingHeader, WorkerSession]:
+        header = parse_header(sealed.header)
+        check_sealed_size(sealed, header)
+        if header.account != account:
+            raise PermissionDenied("the routing header names another account than the caller's")
+        if not 0 < header.max_input_tokens <= self._limits.prompt_tokens_max:
+            raise TooLarge(f"max_input_tokens must be within 1..{self._limits.prompt_tokens_max}")
+        if not 0 < header.max_new_tokens <= self._limits.new_tokens_max:
+            raise TooLarge(f"max_new_tokens must be within 1..{self._limits.new_tokens_max}")
+        session = self._registry.get(header.worker_id)
+        if header.key_id != session.verified.key_id:
+            raise BadRequest("request is sealed to a key this worker does not hold")
+        if header.model not in session.verified.models:
+            raise BadRequest(f"worker {session.worker_id} does not serve {header.model!r}")
+        if header.job_id in self._in_flight:
+            raise Conflict("this job id is already in flight")
+        if len(self._in_flight) >= self._limits.jobs_in_flight_max:
+            raise Overloaded("gateway is at its in-flight job limit")
+        if len(session.jobs) >= min(session.capacity, self._limits.jobs_in_flight_per_worker_max):
+            raise Overloaded(f"worker {session.worker_id} is at capacity")
+        return header, session
+
+    async def run(self, account: str, sealed: cpb.SealedRequest) -> AsyncIterator[gpb.InferEvent]:
+        header, session = self._admit(account, sealed)
+        job_id = header.job_id
+        started_s = time.monotonic()
+        jlog = log.bind(job_id=job_id.hex(), worker_id=session.worker_id, account=account)
+        await self._store.hold(job_id, account, self.max_cost(header))
+        channel = JobChannel(job_id=job_id, events=asyncio.Queue(self._limits.job_events_max))
+        self._in_flight.add(job_id)
+        session.jobs[job_id] = channel
+        settled = False
+        outcome = "error"
+        try:
+            session.send(wpb.GatewayMessage(job=wpb.Job(request=sealed)))
+            async for event in self._relay(header, session, sealed, channel):
+                if event.WhichOneof("event") == "receipt":
+                    settled = True
+                yield event
+            outcome = "ok"
+        except (GeneratorExit, asyncio.CancelledError):
+            outcome = "cancelled"
+            if not session.closed:
+                session.outbox.put_nowait(wpb.GatewayMessage(cancel=wpb.CancelJob(job_id=job_id)))
+            raise
+        finally:
+            session.jobs.pop(job_id, None)
+            self._in_flight.discard(job_id)
+            if not settled:
+                await asyncio.shield(self._store.void(job_id))
+            jlog.info(
+                "job",
+                outcome=outcome,
+                request_bytes=len(sealed.ciphertext),
+                duration_ms=int((time.monotonic() - started_s) * 1000),
+            )
+
+    async def _relay(
+        self,
+        header: cpb.RoutingHeader,
+        session: WorkerSession,
+        sealed: cpb.SealedRequest,
+        channel: JobChannel,
+    ) -> AsyncIterator[gpb.InferEvent]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._limits.job_deadline_s
+        digest = AnswerDigest()
+        req_sha = request_sha256(sealed)
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise DeadlineExceeded("the job ran past its deadline")
+            try:
+                msg = await asyncio.wait_for(channel.events.get(), remaining)
+            except TimeoutError as exc:
+                raise DeadlineExceeded("the job ran past its deadline") from exc
+            kind = msg.WhichOneof("msg")
+            if kind == "started":
+                if len(msg.started.answer_salt) != ANSWER_SALT_BYTES:
+                    raise WorkerUnavailable("worker sent a malformed job start")
+                yield gpb.InferEvent(started=msg.started)
+            elif kind == "chunk":
+                c = msg.chunk.chunk
+                if len(c.ciphertext) > limits.CHUNK_CIPHERTEXT_BYTES_MAX:
+                    raise WorkerUnavailable("worker sent an oversized chunk")
+                try:
+                    digest.update(c.index, c.ciphertext, c.final)
+                except StreamError as exc:
+                    raise WorkerUnavailable(f"worker broke the chunk order: {exc}") from exc
+                yield gpb.InferEvent(chunk=c)
+            elif kind == "receipt":
+                log_index = await self._settle(header, session, req_sha, digest, msg.receipt.jws)
+                yield gpb.InferEvent(
+                    receipt=gpb.ReceiptEnvelope(jws=msg.receipt.jws, log_index=log_index)
+                )
+                return
+            elif kind == "failed":
+                code = wpb.FailureCode.Name(msg.failed.code)
+                raise WorkerRejected(code, msg.failed.message[:200])
+            else:  # the worker disconnected (registry closes channels with an empty message)
+                raise WorkerUnavailable(f"worker {session.worker_id} disconnected during the job")
+
+    async def _settle(
+        self,
+        header: cpb.RoutingHeader,
+        session: WorkerSession,
+        req_sha: str,
+        digest: AnswerDigest,
+        jws: str,
+    ) -> int:
+        v = session.verified
+        try:
+            if not digest.finished:
+                raise ReceiptError("receipt arrived before the final chunk")
+            receipt = verify_receipt(jws, v.keys.receipt_ed25519, v.key_id)
+            match_job(
+                receipt,
+                job_id=header.job_id.hex(),
+                worker_id=session.worker_id,
+                key_id=v.key_id,
+                account=header.account,
+                model=header.model,
+                model_digest=v.models[header.model].hex(),
+                request_sha256=req_sha,
+                answer_sha256=digest.hexdigest(),
+                answer_chunks=digest.count,
+                evidence_sha256=v.evidence_sha256,
+            )
+            check_usage(receipt, header.max_input_tokens, header.max_new_tokens)
+        except ReceiptError as exc:
+            log.warning("receipt_rejected", reason=str(exc))
+            raise ReceiptRejected(f"worker receipt refused: {exc}") from exc
+        p = self._config.price(header.model)
+        cost = cost_micro(
+            receipt.input_tokens, receipt.output_tokens, p.input_per_1k_micro, p.output_per_1k_micro
+        )
+        result = await self._store.settle(
+            header.job_id,
+            receipt_jws=jws,
+            provider_account=session.provider_account,
+            client_account=header.account,
+            cost_micro=cost,
+            fee_micro=fee_micro(cost, self._config.fee_bps),
+            evidence_sha256=v.evidence_sha256,
+        )
+        log.info(
+            "job_settled",
+            cost_micro=cost,
+            input_tokens=receipt.input_tokens,
+            output_tokens=receipt.output_tokens,
+            log_index=result.log_index,
+            already_settled=result.already_settled,
+        )
+        return result.log_index

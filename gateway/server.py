@@ -1,0 +1,96 @@
+"""Assemble and run a gateway: store, registry, verifier, router, servicers, health, shutdown."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from gateway.auth import Authenticator
+from gateway.config import GatewayConfig
+from gateway.jobs import JobRouter
+from gateway.registry import Registry
+from gateway.service import GatewayServicer, WorkerLinkServicer
+from gateway.store.base import Store
+from gateway.store.sqlite import SqliteStore
+from gateway.worker_link import WorkerLink
+from protos.ccgw.v1 import common_pb2 as cpb
+from protos.ccgw.v1 import gateway_pb2_grpc as ggrpc
+from protos.ccgw.v1 import worker_pb2_grpc as wgrpc
+from verify import limits
+from verify.attestation.bundle import VerifiedWorker, verify_bundle
+from verify.attestation.policy import Policy
+from verify.attestation.roots import RootStore
+
+log = structlog.get_logger("gateway.server")
+
+MESSAGE_BYTES_MAX = limits.SEALED_REQUEST_BYTES_MAX + 64 * limits.KIB
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def load_policy(config: GatewayConfig) -> tuple[Policy, RootStore]:
+    policy = Policy()
+    roots = RootStore.default()
+    if config.allow_simulated_tee:
+        if config.simulated_root_pem is None:
+            raise ValueError("--allow-simulated-tee needs the simulated root certificate")
+        policy = policy.allowing_simulated()
+        roots = roots.with_simulated(config.simulated_root_pem)
+        log.warning(
+            "simulated_tee_allowed",
+            warning="this gateway admits workers on SIMULATED TEE evidence: no hardware protection",
+        )
+    return policy, roots
+
+
+@dataclass
+class RunningGateway:
+    server: grpc.aio.Server
+    port: int
+    store: Store
+    registry: Registry
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        await self.server.stop(grace_s)
+        await self.store.close()
+
+
+async def start_gateway(
+    config: GatewayConfig, *, store: Store | None = None, policy: Policy | None = None,
+    roots: RootStore | None = None,
+) -> RunningGateway:
+    base_policy, base_roots = load_policy(config)
+    policy = policy or base_policy
+    roots = roots or base_roots
+    store = store or SqliteStore(config.db_path, config.network_account)
+    registry = Registry(config.limits.workers_max)
+
+    def verifier(bundle: cpb.EvidenceBundle, nonce: bytes) -> VerifiedWorker:
+        return verify_bundle(bundle, policy, roots, _utcnow(), expected_nonce=nonce)
+
+    auth = Authenticator(config.auth_public_keys_pem, config.auth_audience)
+    link = WorkerLink(config, registry, verifier, _utcnow)
+    router = JobRouter(config, registry, store)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
+            ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+        ]
+    )
+    ggrpc.add_GatewayServicer_to_server(
+        GatewayServicer(config, auth, registry, router, link, store), server
+    )
+    wgrpc.add_WorkerLinkServicer_to_server(WorkerLinkServicer(auth, link), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(config.listen)
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    log.info("gateway_started", port=port, workers_max=config.limits.workers_max)
+    return RunningGateway(server=server, port=port, store=store, registry=registry)

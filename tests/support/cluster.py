@@ -1,0 +1,123 @@
+"""A real gateway (grpc.aio on 127.0.0.1:0, SQLite in a temp dir) and real worker agents on the
+simulated TEE, for integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from client.sdk import Client, ClientLimits
+from enclave.agent import WorkerAgent
+from enclave.config import WorkerConfig, WorkerLimits
+from enclave.engine import Engine
+from gateway.auth import issue_token
+from gateway.config import GatewayConfig, GatewayLimits
+from gateway.server import RunningGateway, start_gateway
+from simtee import SimulatedSnpTee, SimulatedVendor
+from verify.attestation.policy import Policy
+from verify.attestation.roots import RootStore
+
+
+@dataclass
+class Cluster:
+    gateway: RunningGateway
+    auth_key: Ed25519PrivateKey
+    vendor: SimulatedVendor
+    workers: list[WorkerAgent] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.gateway.port}"
+
+    def token(self, sub: str, role: str) -> str:
+        return issue_token(self.auth_key, sub=sub, role=role)
+
+    async def add_worker(
+        self,
+        engines: Mapping[str, Engine],
+        provider: str = "provider:p1",
+        limits: WorkerLimits | None = None,
+        tee: Any = None,
+    ) -> WorkerAgent:
+        config = WorkerConfig(
+            gateway=self.address,
+            provider_token=self.token(provider, "provider"),
+            models=(),
+            limits=limits or WorkerLimits(reconnect_attempts_max=1),
+        )
+        agent = WorkerAgent(config, engines, tee or SimulatedSnpTee(self.vendor))
+        self.workers.append(agent)
+        self.tasks.append(asyncio.create_task(agent.run()))
+        await asyncio.wait_for(agent.admitted.wait(), 10)
+        return agent
+
+    def client(self, account: str = "client:alice", policy: Policy | None = None,
+               limits: ClientLimits | None = None) -> Client:
+        roots = RootStore.default().with_simulated(self.vendor.root_pem())
+        channel = grpc.aio.insecure_channel(self.address)
+        self.channels.append(channel)
+        return Client(
+            channel,
+            self.token(account, "client"),
+            policy or Policy().allowing_simulated(),
+            roots,
+            limits or ClientLimits(),
+        )
+
+    async def deposit(self, account: str, amount_micro: int) -> None:
+        await self.gateway.store.deposit(account, amount_micro, f"test-deposit-{account}-{time.time_ns()}")
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for c in self.channels:
+            await c.close()
+        await self.gateway.stop(0)
+
+
+_VENDOR: SimulatedVendor | None = None
+
+
+def vendor() -> SimulatedVendor:
+    global _VENDOR
+    if _VENDOR is None:
+        _VENDOR = SimulatedVendor.generate()
+    return _VENDOR
+
+
+@contextlib.asynccontextmanager
+async def cluster(tmp_path: Path, limits: GatewayLimits | None = None, **cfg: Any) -> AsyncIterator[Cluster]:
+    key = Ed25519PrivateKey.generate()
+    v = vendor()
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    config = GatewayConfig(
+        listen="127.0.0.1:0",
+        db_path=tmp_path / "gw.sqlite3",
+        auth_public_keys_pem=(pub,),
+        allow_simulated_tee=True,
+        simulated_root_pem=v.root_pem(),
+        limits=limits or GatewayLimits(),
+        **cfg,
+    )
+    gw = await start_gateway(config)
+    c = Cluster(gateway=gw, auth_key=key, vendor=v)
+    try:
+        yield c
+    finally:
+        await c.close()
