@@ -55,6 +55,8 @@ class RunningGateway:
     port: int
     store: Store
     registry: Registry
+    router: JobRouter
+    link: WorkerLink
 
     async def stop(self, grace_s: float | None = None) -> None:
         await self.server.stop(grace_s)
@@ -93,4 +95,4 @@ async def start_gateway(
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     log.info("gateway_started", port=port, workers_max=config.limits.workers_max)
-    return RunningGateway(server=server, port=port, store=store, registry=registry)
+    return RunningGateway(server=server, port=port, store=store, registry=registry, router=router, link=link)

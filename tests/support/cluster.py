@@ -36,6 +36,12 @@ class Cluster:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     channels: list[grpc.aio.Channel] = field(default_factory=list)
 
+    def gateway_router(self) -> Any:
+        return self.gateway.router
+
+    def gateway_link(self) -> Any:
+        return self.gateway.link
+
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.gateway.port}"
@@ -58,8 +64,16 @@ class Cluster:
         )
         agent = WorkerAgent(config, engines, tee or SimulatedSnpTee(self.vendor))
         self.workers.append(agent)
-        self.tasks.append(asyncio.create_task(agent.run()))
-        await asyncio.wait_for(agent.admitted.wait(), 10)
+        task = asyncio.create_task(agent.run())
+        self.tasks.append(task)
+        admitted = asyncio.create_task(agent.admitted.wait())
+        await asyncio.wait({task, admitted}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            admitted.cancel()
+            task.result()  # raises the agent's error (e.g. PERMISSION_DENIED)
+            raise RuntimeError("worker agent stopped before admission")
+        if not admitted.done():
+            raise TimeoutError("worker was not admitted within 10 s")
         return agent
 
     def client(self, account: str = "client:alice", policy: Policy | None = None,
