@@ -1,9 +1,9 @@
 """The client package's exception tree.
 
-    ClientError
-    ├── NoTrustedWorker     no worker for the model passes the client's own policy
-    ├── GatewayRefused      the gateway answered with an error status (code and details kept)
-    └── AnswerRejected      the answer or receipt failed verification (wraps the VerifyError)
+ClientError
+├── NoTrustedWorker     no worker for the model passes the client's own policy
+├── GatewayRefused      the gateway answered with an error status (code and details kept)
+└── AnswerRejected      the answer or receipt failed verification (wraps the VerifyError)
 """
 
 from __future__ import annotations

@@ -89,7 +89,9 @@ class Client:
         self.rejected: dict[str, str] = {}  # worker id -> why its evidence was refused
 
     @classmethod
-    def connect(cls, address: str, token: str, policy: Policy, roots: RootStore, **kw: object) -> Client:
+    def connect(
+        cls, address: str, token: str, policy: Policy, roots: RootStore, **kw: object
+    ) -> Client:
         channel = grpc.aio.insecure_channel(
             address,
             options=[
@@ -176,7 +178,9 @@ class Client:
         if prompt is not None:
             inner.prompt = prompt
         else:
-            inner.chat.messages.extend(cpb.ChatMessage(role=r, content=c) for r, c in messages or ())
+            inner.chat.messages.extend(
+                cpb.ChatMessage(role=r, content=c) for r, c in messages or ()
+            )
         header = cpb.RoutingHeader(
             job_id=job_id or os.urandom(limits.JOB_ID_BYTES),
             model=model,
@@ -191,7 +195,11 @@ class Client:
         return seal_request(header, inner, worker.verified.keys), inner
 
     async def stream(
-        self, worker: TrustedWorker, sealed: cpb.SealedRequest, inner: cpb.InnerRequest, answer: Answer
+        self,
+        worker: TrustedWorker,
+        sealed: cpb.SealedRequest,
+        inner: cpb.InnerRequest,
+        answer: Answer,
     ) -> AsyncIterator[TextEvent]:
         """Send one sealed request; yield authenticated text; fill `answer` once all verifies."""
         header = cpb.RoutingHeader.FromString(sealed.header)
@@ -204,7 +212,9 @@ class Client:
                 if kind == "started":
                     if opener is not None or bytes(ev.started.job_id) != header.job_id:
                         raise AnswerRejected("unexpected job start")
-                    opener = ChunkOpener(bytes(inner.response_key), bytes(ev.started.answer_salt), header.job_id)
+                    opener = ChunkOpener(
+                        bytes(inner.response_key), bytes(ev.started.answer_salt), header.job_id
+                    )
                 elif kind == "chunk":
                     if opener is None:
                         raise AnswerRejected("answer chunk before the job started")
@@ -222,7 +232,13 @@ class Client:
                         raise AnswerRejected("receipt before any answer")
                     answer_sha = opener.finish()
                     answer.receipt = self._check_receipt(
-                        ev.receipt.jws, worker, sealed, header, answer_sha, opener.digest.count, answer
+                        ev.receipt.jws,
+                        worker,
+                        sealed,
+                        header,
+                        answer_sha,
+                        opener.digest.count,
+                        answer,
                     )
                     answer.receipt_jws = ev.receipt.jws
                     answer.log_index = ev.receipt.log_index
@@ -290,8 +306,14 @@ class Client:
         last: Exception | None = None
         for worker in candidates[: self._limits.retry_attempts_max]:
             sealed, inner = self.seal(
-                worker, model, prompt=prompt, messages=messages,
-                max_new_tokens=max_new_tokens, sampling=sampling, suite=suite, job_id=job_id,
+                worker,
+                model,
+                prompt=prompt,
+                messages=messages,
+                max_new_tokens=max_new_tokens,
+                sampling=sampling,
+                suite=suite,
+                job_id=job_id,
             )
             answer = Answer()
             got_text = False

@@ -67,25 +67,35 @@ class WorkerAgent:
             try:
                 async with grpc.aio.insecure_channel(
                     self._config.gateway,
-                    options=[("grpc.max_receive_message_length", limits.SEALED_REQUEST_BYTES_MAX + 65536)],
+                    options=[
+                        ("grpc.max_receive_message_length", limits.SEALED_REQUEST_BYTES_MAX + 65536)
+                    ],
                 ) as channel:
                     await self._session(channel)
                     backoff = self._limits.reconnect_backoff_initial_s
             except grpc.aio.AioRpcError as exc:
                 log.warning("gateway_stream_failed", code=exc.code().name, details=exc.details())
-                if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                if exc.code() in (
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                ):
                     raise
             finally:
                 self.admitted.clear()
                 for t in self._tasks.values():
                     t.cancel()
-            if self._limits.reconnect_attempts_max and attempts >= self._limits.reconnect_attempts_max:
+            if (
+                self._limits.reconnect_attempts_max
+                and attempts >= self._limits.reconnect_attempts_max
+            ):
                 return
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._limits.reconnect_backoff_max_s)
 
     async def _session(self, channel: grpc.aio.Channel) -> None:
-        outbox: asyncio.Queue[wpb.WorkerMessage | None] = asyncio.Queue(self._limits.outbox_messages_max)
+        outbox: asyncio.Queue[wpb.WorkerMessage | None] = asyncio.Queue(
+            self._limits.outbox_messages_max
+        )
         hello = wpb.WorkerHello(
             models=sorted(self._engines),
             software_version=SOFTWARE_VERSION,
@@ -114,7 +124,7 @@ class WorkerAgent:
                         admission_digest = binding.evidence_sha256(bundle)
                     await outbox.put(wpb.WorkerMessage(evidence=bundle))
                 elif kind == "admitted":
-                    if gm.admitted.evidence_sha256 != admission_digest:
+                    if admission_digest is None or gm.admitted.evidence_sha256 != admission_digest:
                         log.error("admission_digest_mismatch")
                         return
                     ctx = JobContext(gm.admitted.worker_id, admission_digest)
@@ -132,7 +142,10 @@ class WorkerAgent:
             await outbox.put(None)
 
     def _start_job(
-        self, sealed: cpb.SealedRequest, ctx: JobContext, outbox: asyncio.Queue[wpb.WorkerMessage | None]
+        self,
+        sealed: cpb.SealedRequest,
+        ctx: JobContext,
+        outbox: asyncio.Queue[wpb.WorkerMessage | None],
     ) -> None:
         try:
             job_id = bytes(cpb.RoutingHeader.FromString(sealed.header).job_id)

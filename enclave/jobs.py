@@ -87,7 +87,7 @@ class JobRunner:
             raise RequestRejected("request is not addressed to this worker's key")
         if header.model not in self._engines:
             raise RequestRejected(f"model {header.model!r} is not served here")
-        if not 0 < header.max_input_tokens or not 0 < header.max_new_tokens:
+        if not header.max_input_tokens > 0 or not header.max_new_tokens > 0:
             raise RequestRejected("token limits must be positive")
         if header.max_new_tokens > self._limits.new_tokens_max:
             raise TooLarge(f"max_new_tokens exceeds {self._limits.new_tokens_max}")
@@ -141,18 +141,25 @@ class JobRunner:
                     pending_text.append(ev.text)
                     pending_tokens += ev.tokens
                     if pending_tokens >= self._limits.chunk_tokens_max:
-                        yield chunk(cpb.AnswerPiece(text="".join(pending_text), tokens=pending_tokens), False)
+                        yield chunk(
+                            cpb.AnswerPiece(text="".join(pending_text), tokens=pending_tokens),
+                            False,
+                        )
                         pending_text, pending_tokens = [], 0
                 else:
                     finished = ev
         finally:
-            await gen.aclose()
+            aclose = getattr(gen, "aclose", None)
+            if aclose is not None:
+                await aclose()
         if finished is None:
             raise RequestRejected("engine ended without finishing")
         usage = cpb.Usage(input_tokens=finished.input_tokens, output_tokens=finished.output_tokens)
         yield chunk(
             cpb.AnswerPiece(
-                text="".join(pending_text), tokens=pending_tokens, usage=usage,
+                text="".join(pending_text),
+                tokens=pending_tokens,
+                usage=usage,
                 finish_reason=finished.finish_reason,
             ),
             True,

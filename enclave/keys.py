@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
 from protos.ccgw.v1 import common_pb2 as pb
-from verify import binding, hpke as vhpke
+from verify import binding
+from verify import hpke as vhpke
 from verify.receipts import Receipt, sign_receipt
 
 
@@ -32,8 +33,7 @@ class Keyring:
         self._ed = ed25519.Ed25519PrivateKey.generate()
         self._public = pb.WorkerKeys(
             hpke_x25519=_raw_public(self._x25519.public_key()),
-            hpke_mlkem768_x25519=mk.public_key().public_bytes_raw()
-            + _raw_public(xk.public_key()),
+            hpke_mlkem768_x25519=mk.public_key().public_bytes_raw() + _raw_public(xk.public_key()),
             receipt_ed25519=_raw_public(self._ed.public_key()),
         )
         self._key_id = binding.key_id(self._public)

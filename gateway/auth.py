@@ -8,7 +8,7 @@ secret, RS/ES), a missing or wrong audience, a missing or past `exp`, an unknown
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import jwt
@@ -28,7 +28,7 @@ class Principal:
 
 
 class Authenticator:
-    def __init__(self, public_keys_pem: Sequence[bytes], audience: str) -> None:
+    def __init__(self, public_keys_pem: Iterable[bytes], audience: str) -> None:
         keys = []
         for pem in public_keys_pem:
             k = serialization.load_pem_public_key(pem)
@@ -40,7 +40,7 @@ class Authenticator:
         self._keys = keys
         self._audience = audience
 
-    def authenticate(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal:
+    def authenticate(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Principal:
         token = None
         for key, value in metadata or ():
             if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):

@@ -53,10 +53,15 @@ class JobRouter:
     def max_cost(self, header: cpb.RoutingHeader) -> int:
         p = self._config.price(header.model)
         return cost_micro(
-            header.max_input_tokens, header.max_new_tokens, p.input_per_1k_micro, p.output_per_1k_micro
+            header.max_input_tokens,
+            header.max_new_tokens,
+            p.input_per_1k_micro,
+            p.output_per_1k_micro,
         )
 
-    def _admit(self, account: str, sealed: cpb.SealedRequest) -> tuple[cpb.RoutingHeader, WorkerSession]:
+    def _admit(
+        self, account: str, sealed: cpb.SealedRequest
+    ) -> tuple[cpb.RoutingHeader, WorkerSession]:
         header = parse_header(sealed.header)
         check_sealed_size(sealed, header)
         if header.account != account:

@@ -75,7 +75,8 @@ class Registry:
 
     def serving(self, model: str) -> list[WorkerSession]:
         return [
-            s for s in self._workers.values()
+            s
+            for s in self._workers.values()
             if not s.closed and (not model or model in s.verified.models)
         ]
 

@@ -64,7 +64,10 @@ class RunningGateway:
 
 
 async def start_gateway(
-    config: GatewayConfig, *, store: Store | None = None, policy: Policy | None = None,
+    config: GatewayConfig,
+    *,
+    store: Store | None = None,
+    policy: Policy | None = None,
     roots: RootStore | None = None,
 ) -> RunningGateway:
     base_policy, base_roots = load_policy(config)
@@ -89,10 +92,12 @@ async def start_gateway(
         GatewayServicer(config, auth, registry, router, link, store), server
     )
     wgrpc.add_WorkerLinkServicer_to_server(WorkerLinkServicer(auth, link), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(config.listen)
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     log.info("gateway_started", port=port, workers_max=config.limits.workers_max)
-    return RunningGateway(server=server, port=port, store=store, registry=registry, router=router, link=link)
+    return RunningGateway(
+        server=server, port=port, store=store, registry=registry, router=router, link=link
+    )

@@ -42,10 +42,12 @@ def unary(
     fn: Callable[[Any, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]],
 ) -> Callable[[Any, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
     @functools.wraps(fn)
-    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> Resp:
+    async def wrapper(
+        self: Any, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
+    ) -> Resp:
         try:
             return await fn(self, request, context)
-        except Exception as exc:  # noqa: BLE001 - mapped (and logged if unknown) in one place
+        except Exception as exc:
             await _abort(context, exc)
             raise  # unreachable: abort raises
 
@@ -87,7 +89,7 @@ class GatewayServicer(ggrpc.GatewayServicer):
         return p
 
     @unary
-    async def ListWorkers(  # noqa: N802
+    async def ListWorkers(
         self, request: gpb.ListWorkersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gpb.ListWorkersResponse:
         self._principal(context, "client", "admin")
@@ -109,7 +111,7 @@ class GatewayServicer(ggrpc.GatewayServicer):
         )
 
     @unary
-    async def ChallengeWorker(  # noqa: N802
+    async def ChallengeWorker(
         self, request: gpb.ChallengeWorkerRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gpb.ChallengeWorkerResponse:
         self._principal(context, "client", "admin")
@@ -120,7 +122,7 @@ class GatewayServicer(ggrpc.GatewayServicer):
         return gpb.ChallengeWorkerResponse(evidence=bundle)
 
     @streaming
-    async def Infer(  # noqa: N802
+    async def Infer(
         self, request: cpb.SealedRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[gpb.InferEvent]:
         p = self._principal(context, "client")
@@ -128,7 +130,7 @@ class GatewayServicer(ggrpc.GatewayServicer):
             yield event
 
     @unary
-    async def GetReceipt(  # noqa: N802
+    async def GetReceipt(
         self, request: gpb.GetReceiptRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gpb.GetReceiptResponse:
         self._principal(context, "client", "provider", "admin")
@@ -138,7 +140,7 @@ class GatewayServicer(ggrpc.GatewayServicer):
         return gpb.GetReceiptResponse(receipt=gpb.ReceiptEnvelope(jws=found[0], log_index=found[1]))
 
     @unary
-    async def GetBalance(  # noqa: N802
+    async def GetBalance(
         self, request: gpb.GetBalanceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gpb.GetBalanceResponse:
         p = self._principal(context, "client", "provider", "admin")
@@ -151,7 +153,7 @@ class WorkerLinkServicer(wgrpc.WorkerLinkServicer):
         self._auth, self._link = auth, link
 
     @streaming
-    async def Connect(  # noqa: N802
+    async def Connect(
         self,
         request_iterator: AsyncIterator[wpb.WorkerMessage],
         context: grpc.aio.ServicerContext[Any, Any],

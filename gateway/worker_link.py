@@ -11,6 +11,7 @@ longer than the heartbeat timeout is evicted too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -46,7 +47,9 @@ class WorkerLink:
         self._verify = verifier
         self._clock = clock
 
-    async def _next(self, it: AsyncIterator[wpb.WorkerMessage], timeout_s: float, what: str) -> wpb.WorkerMessage:
+    async def _next(
+        self, it: AsyncIterator[wpb.WorkerMessage], timeout_s: float, what: str
+    ) -> wpb.WorkerMessage:
         try:
             return await asyncio.wait_for(anext(it), timeout_s)
         except TimeoutError as exc:
@@ -82,7 +85,9 @@ class WorkerLink:
             verified=verified,
             evidence=ev_msg.evidence,
             region=hello.region[:64],
-            capacity=max(1, min(hello.max_concurrent_jobs, self._limits.jobs_in_flight_per_worker_max)),
+            capacity=max(
+                1, min(hello.max_concurrent_jobs, self._limits.jobs_in_flight_per_worker_max)
+            ),
             outbox=asyncio.Queue(self._limits.worker_outbox_messages_max),
         )
         self._registry.add(session)
@@ -92,8 +97,13 @@ class WorkerLink:
                 "admitted_simulated_tee",
                 warning="SIMULATED TEE evidence accepted (--allow-simulated-tee): no hardware protection",
             )
-        wlog.info("worker_admitted", platform=verified.platform, root=verified.root,
-                  models=sorted(verified.models), evidence_sha256=verified.evidence_sha256)
+        wlog.info(
+            "worker_admitted",
+            platform=verified.platform,
+            root=verified.root,
+            models=sorted(verified.models),
+            evidence_sha256=verified.evidence_sha256,
+        )
         reader = asyncio.create_task(self._read(session, requests))
         rechallenger = asyncio.create_task(self._rechallenge(session))
         try:
@@ -104,7 +114,9 @@ class WorkerLink:
             )
             while True:
                 get = asyncio.create_task(session.outbox.get())
-                done, _ = await asyncio.wait({get, reader, rechallenger}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {get, reader, rechallenger}, return_when=asyncio.FIRST_COMPLETED
+                )
                 if get not in done:
                     get.cancel()
                     break
@@ -118,15 +130,15 @@ class WorkerLink:
     def _close(self, session: WorkerSession) -> None:
         self._registry.remove(session)
         for channel in list(session.jobs.values()):
-            try:
+            with contextlib.suppress(asyncio.QueueFull):
                 channel.events.put_nowait(wpb.WorkerMessage())  # empty = disconnected
-            except asyncio.QueueFull:
-                pass
         for fut in session.challenges.values():
             if not fut.done():
                 fut.cancel()
 
-    async def _read(self, session: WorkerSession, requests: AsyncIterator[wpb.WorkerMessage]) -> None:
+    async def _read(
+        self, session: WorkerSession, requests: AsyncIterator[wpb.WorkerMessage]
+    ) -> None:
         wlog = log.bind(worker_id=session.worker_id)
         while True:
             try:
@@ -157,7 +169,9 @@ class WorkerLink:
                 wlog.warning("unexpected_worker_message", kind=kind)
                 return
 
-    async def challenge(self, session: WorkerSession, nonce: bytes, timeout_s: float) -> cpb.EvidenceBundle:
+    async def challenge(
+        self, session: WorkerSession, nonce: bytes, timeout_s: float
+    ) -> cpb.EvidenceBundle:
         if len(nonce) != limits.NONCE_BYTES:
             raise BadRequest(f"nonce must be {limits.NONCE_BYTES} bytes")
         if nonce in session.challenges:

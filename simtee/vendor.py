@@ -87,13 +87,21 @@ class SimulatedVendor:
         return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (self.ask, self.ark))
 
     def issue_vcek(
-        self, key: ec.EllipticCurvePrivateKey, chip_id: bytes, tcb: sevsnp.TcbVersion, now: dt.datetime
+        self,
+        key: ec.EllipticCurvePrivateKey,
+        chip_id: bytes,
+        tcb: sevsnp.TcbVersion,
+        now: dt.datetime,
     ) -> x509.Certificate:
         exts: list[x509.ExtensionType] = [
-            x509.UnrecognizedExtension(x509.ObjectIdentifier(f"{_AMD_OID}.3.1"), _der_int(tcb.bootloader)),
+            x509.UnrecognizedExtension(
+                x509.ObjectIdentifier(f"{_AMD_OID}.3.1"), _der_int(tcb.bootloader)
+            ),
             x509.UnrecognizedExtension(x509.ObjectIdentifier(f"{_AMD_OID}.3.2"), _der_int(tcb.tee)),
             x509.UnrecognizedExtension(x509.ObjectIdentifier(f"{_AMD_OID}.3.3"), _der_int(tcb.snp)),
-            x509.UnrecognizedExtension(x509.ObjectIdentifier(f"{_AMD_OID}.3.8"), _der_int(tcb.microcode)),
+            x509.UnrecognizedExtension(
+                x509.ObjectIdentifier(f"{_AMD_OID}.3.8"), _der_int(tcb.microcode)
+            ),
             x509.UnrecognizedExtension(
                 x509.ObjectIdentifier(f"{_AMD_OID}.4"), bytes([0x04, len(chip_id)]) + chip_id
             ),
@@ -152,9 +160,7 @@ class SimulatedSnpTee:
         self.measurement = measurement
         self.debug = debug
         self.chip_id = os.urandom(64)
-        self.tcb = tcb or sevsnp.TcbVersion(
-            (3) | (0 << 8) | (8 << 48) | (115 << 56)
-        )
+        self.tcb = tcb or sevsnp.TcbVersion((3) | (0 << 8) | (8 << 48) | (115 << 56))
         self._vcek_key = ec.generate_private_key(ec.SECP384R1())
         self.vcek = vendor.issue_vcek(
             self._vcek_key, self.chip_id, self.tcb, now or dt.datetime.now(dt.UTC)
@@ -167,8 +173,10 @@ class SimulatedSnpTee:
         if len(report_data) != 64:
             raise ValueError("report_data must be 64 bytes")
         r = bytearray(sevsnp.REPORT_BYTES)
-        policy = sevsnp.POLICY_RESERVED_MBO | sevsnp.POLICY_SMT | (
-            sevsnp.POLICY_DEBUG if self.debug else 0
+        policy = (
+            sevsnp.POLICY_RESERVED_MBO
+            | sevsnp.POLICY_SMT
+            | (sevsnp.POLICY_DEBUG if self.debug else 0)
         )
         struct.pack_into("<IIQ", r, 0x00, 2, 1, policy)
         struct.pack_into("<II", r, 0x30, 0, sevsnp.SIG_ALGO_ECDSA_P384_SHA384)

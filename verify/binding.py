@@ -55,9 +55,7 @@ def gpu_evidence_sha256(gpus: Sequence[pb.GpuEvidence]) -> bytes:
         return b""
     if len(gpus) > limits.GPUS_PER_BUNDLE_MAX:
         raise LimitError(f"{len(gpus)} GPUs in one bundle exceeds {limits.GPUS_PER_BUNDLE_MAX}")
-    enc = items(
-        fields("gpu", u64(g.index), g.arch.encode(), g.report, g.cert_chain) for g in gpus
-    )
+    enc = items(fields("gpu", u64(g.index), g.arch.encode(), g.report, g.cert_chain) for g in gpus)
     return hashlib.sha256(field(b"ccgw/v1/gpu-evidence") + enc).digest()
 
 

@@ -76,7 +76,9 @@ def request_sha256(sealed: pb.SealedRequest) -> str:
     ).hexdigest()
 
 
-def public_key_for(suite: int, keys: pb.WorkerKeys) -> x25519.X25519PublicKey | hpke.MLKEM768X25519PublicKey:
+def public_key_for(
+    suite: int, keys: pb.WorkerKeys
+) -> x25519.X25519PublicKey | hpke.MLKEM768X25519PublicKey:
     if suite == pb.X25519_SHA256_CHACHA20POLY1305:
         return x25519.X25519PublicKey.from_public_bytes(keys.hpke_x25519)
     if suite == pb.MLKEM768X25519_SHA256_CHACHA20POLY1305:

@@ -13,7 +13,14 @@ KIB: Final = 1024
 MIB: Final = 1024 * KIB
 
 # Inner requests are padded to one of these sizes before sealing (bytes).
-PAD_BUCKETS_BYTES: Final[tuple[int, ...]] = (1 * KIB, 4 * KIB, 16 * KIB, 64 * KIB, 256 * KIB, 1 * MIB)
+PAD_BUCKETS_BYTES: Final[tuple[int, ...]] = (
+    1 * KIB,
+    4 * KIB,
+    16 * KIB,
+    64 * KIB,
+    256 * KIB,
+    1 * MIB,
+)
 INNER_REQUEST_BYTES_MAX: Final = PAD_BUCKETS_BYTES[-1]
 # HPKE overhead: enc (32 for X25519, 1120 for ML-KEM-768+X25519) + 16-byte tag, rounded up.
 SEALED_REQUEST_OVERHEAD_BYTES_MAX: Final = 2 * KIB

@@ -113,7 +113,7 @@ def parse_claims(payload: bytes) -> Receipt:
         want = int if typ in (int, "int") else str
         if type(value) is not want:
             raise ReceiptError(f"receipt claim {name} has the wrong type")
-        if want is int and not 0 <= value < 2**63:
+        if isinstance(value, int) and not 0 <= value < 2**63:
             raise ReceiptError(f"receipt claim {name} out of range")
     receipt = Receipt(**claims)
     if receipt.v != RECEIPT_VERSION:

@@ -92,7 +92,11 @@ class SqliteStore:
 
     @staticmethod
     def _transfer(
-        c: sqlite3.Connection, tid: str, kind: str, job_id: bytes | None, legs: list[tuple[str, int]]
+        c: sqlite3.Connection,
+        tid: str,
+        kind: str,
+        job_id: bytes | None,
+        legs: list[tuple[str, int]],
     ) -> bool:
         """Insert a balanced transfer; False if the id exists already (idempotent)."""
         if sum(a for _, a in legs) != 0:
@@ -115,7 +119,11 @@ class SqliteStore:
 
         def fn(c: sqlite3.Connection) -> None:
             self._transfer(
-                c, transfer_id, "deposit", None, [(EXTERNAL, -amount_micro), (account, amount_micro)]
+                c,
+                transfer_id,
+                "deposit",
+                None,
+                [(EXTERNAL, -amount_micro), (account, amount_micro)],
             )
 
         await self._run(fn)
@@ -131,7 +139,10 @@ class SqliteStore:
             if available < amount_micro:
                 raise InsufficientFunds(f"{account} has {available} available")
             self._transfer(
-                c, transfer_id, "withdrawal", None,
+                c,
+                transfer_id,
+                "withdrawal",
+                None,
                 [(account, -amount_micro), (EXTERNAL, amount_micro)],
             )
 
@@ -139,7 +150,9 @@ class SqliteStore:
 
     async def hold(self, job_id: bytes, account: str, amount_micro: int) -> None:
         def fn(c: sqlite3.Connection) -> None:
-            row = c.execute("SELECT account, state FROM holds WHERE job_id = ?", (job_id,)).fetchone()
+            row = c.execute(
+                "SELECT account, state FROM holds WHERE job_id = ?", (job_id,)
+            ).fetchone()
             if row is not None:
                 if row[1] == "posted":
                     raise Conflict("job already settled")
@@ -189,14 +202,28 @@ class SqliteStore:
             (size,) = c.execute("SELECT COUNT(*) FROM receipts").fetchone()
             c.execute(
                 "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, size, receipt_jws, evidence_sha256, provider_account, client_account,
-                 cost_micro, fee_micro),
+                (
+                    job_id,
+                    size,
+                    receipt_jws,
+                    evidence_sha256,
+                    provider_account,
+                    client_account,
+                    cost_micro,
+                    fee_micro,
+                ),
             )
             c.execute("UPDATE holds SET state = 'posted' WHERE job_id = ?", (job_id,))
             self._transfer(
-                c, "reward:" + job_id.hex(), "reward", job_id,
-                [(client_account, -cost_micro), (provider_account, cost_micro - fee_micro),
-                 (self._network, fee_micro)],
+                c,
+                "reward:" + job_id.hex(),
+                "reward",
+                job_id,
+                [
+                    (client_account, -cost_micro),
+                    (provider_account, cost_micro - fee_micro),
+                    (self._network, fee_micro),
+                ],
             )
             return SettleResult(log_index=int(size), already_settled=False)
 
@@ -205,7 +232,8 @@ class SqliteStore:
     async def void(self, job_id: bytes) -> None:
         def fn(c: sqlite3.Connection) -> None:
             c.execute(
-                "UPDATE holds SET state = 'voided' WHERE job_id = ? AND state = 'pending'", (job_id,)
+                "UPDATE holds SET state = 'voided' WHERE job_id = ? AND state = 'pending'",
+                (job_id,),
             )
 
         await self._run(fn)
@@ -215,7 +243,9 @@ class SqliteStore:
 
     async def receipt(self, job_id: bytes) -> tuple[str, int] | None:
         def fn(c: sqlite3.Connection) -> tuple[str, int] | None:
-            row = c.execute("SELECT jws, log_index FROM receipts WHERE job_id = ?", (job_id,)).fetchone()
+            row = c.execute(
+                "SELECT jws, log_index FROM receipts WHERE job_id = ?", (job_id,)
+            ).fetchone()
             return None if row is None else (str(row[0]), int(row[1]))
 
         return await self._run(fn)

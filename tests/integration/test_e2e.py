@@ -22,7 +22,10 @@ async def test_happy_path_end_to_end(tmp_path: Path) -> None:
         provider = await c.gateway.store.balance("provider:p1")
         alice = await c.gateway.store.balance("client:alice")
         assert provider[0] > 0
-        assert alice == (1_000_000 - provider[0] - (await c.gateway.store.balance("network:fee"))[0], 0)
+        assert alice == (
+            1_000_000 - provider[0] - (await c.gateway.store.balance("network:fee"))[0],
+            0,
+        )
 
 
 async def test_gateway_without_allow_simulated_refuses_the_simulated_worker(tmp_path: Path) -> None:
@@ -31,7 +34,9 @@ async def test_gateway_without_allow_simulated_refuses_the_simulated_worker(tmp_
     import grpc
     import pytest
 
-    async with cluster(tmp_path, ) as c:
+    async with cluster(
+        tmp_path,
+    ) as c:
         from gateway.server import load_policy
 
         # Same gateway process, but its verifier uses the default (production) policy.
@@ -42,8 +47,13 @@ async def test_gateway_without_allow_simulated_refuses_the_simulated_worker(tmp_
         import datetime as dt
 
         def strict_verify(bundle: cpb.EvidenceBundle, nonce: bytes):  # type: ignore[no-untyped-def]
-            return verify_bundle(bundle, strict, roots.with_simulated(c.vendor.root_pem()),
-                                 dt.datetime.now(dt.UTC), expected_nonce=nonce)
+            return verify_bundle(
+                bundle,
+                strict,
+                roots.with_simulated(c.vendor.root_pem()),
+                dt.datetime.now(dt.UTC),
+                expected_nonce=nonce,
+            )
 
         c.gateway_link()._verify = strict_verify
         with pytest.raises(grpc.aio.AioRpcError) as err:

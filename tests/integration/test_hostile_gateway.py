@@ -58,7 +58,9 @@ def tamper_events(
     router.run = run  # type: ignore[method-assign]
 
 
-async def setup(c: Cluster, engine: EchoEngine | None = None, limits: WorkerLimits = ONE_TOKEN_CHUNKS) -> EchoEngine:
+async def setup(
+    c: Cluster, engine: EchoEngine | None = None, limits: WorkerLimits = ONE_TOKEN_CHUNKS
+) -> EchoEngine:
     engine = engine or EchoEngine()
     await c.add_worker({"echo": engine}, limits=limits)
     await c.deposit("client:alice", 10_000_000)
@@ -132,16 +134,26 @@ async def test_replayed_request_is_refused_by_worker(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "edit", "expected"),
     [
-        ("drop", lambda ev: [e for e in ev if not (e.HasField("chunk") and e.chunk.index == 1)], "expected"),
+        (
+            "drop",
+            lambda ev: [e for e in ev if not (e.HasField("chunk") and e.chunk.index == 1)],
+            "expected",
+        ),
         ("reorder", lambda ev: [ev[0], ev[2], ev[1], *ev[3:]], "expected"),
         ("duplicate", lambda ev: [ev[0], ev[1], ev[1], *ev[2:]], "expected"),
-        ("truncate", lambda ev: [e for e in ev if not (e.HasField("chunk") and e.chunk.final)], "truncated"),
+        (
+            "truncate",
+            lambda ev: [e for e in ev if not (e.HasField("chunk") and e.chunk.final)],
+            "truncated",
+        ),
         ("cut_stream", lambda ev: ev[:3], "truncated"),
         ("no_receipt", lambda ev: ev[:-1], "without a receipt"),
         ("mark_final_early", None, "fails authentication"),
     ],
 )
-async def test_chunk_tampering_is_detected_by_client(tmp_path: Path, name: str, edit, expected: str) -> None:  # type: ignore[no-untyped-def]
+async def test_chunk_tampering_is_detected_by_client(
+    tmp_path: Path, name: str, edit, expected: str
+) -> None:  # type: ignore[no-untyped-def]
     def mark_final(ev: list[gpb.InferEvent]) -> list[gpb.InferEvent]:
         ev[2].chunk.final = True
         return ev
@@ -166,7 +178,9 @@ async def test_answer_opens_only_with_the_clients_response_key(tmp_path: Path) -
         salt = events[0].started.answer_salt
         job_id = cpb.RoutingHeader.FromString(sealed.header).job_id
         first = events[1].chunk
-        right = ChunkOpener(inner.response_key, salt, job_id).open(first.index, first.ciphertext, first.final)
+        right = ChunkOpener(inner.response_key, salt, job_id).open(
+            first.index, first.ciphertext, first.final
+        )
         assert cpb.AnswerPiece.FromString(right).text == "epsilon "
         with pytest.raises(DecryptError):
             ChunkOpener(b"\x00" * 32, salt, job_id).open(first.index, first.ciphertext, first.final)
@@ -176,7 +190,9 @@ def _forge_other_key(jws: str) -> str:
     header, payload, _ = jws.split(".")
     other = Ed25519PrivateKey.generate()
     return jwt.api_jws.encode(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)), other, algorithm="EdDSA",
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)),
+        other,
+        algorithm="EdDSA",
         headers=json.loads(base64.urlsafe_b64decode(header + "==")),
     )
 
@@ -191,7 +207,11 @@ def _alter_claim(jws: str) -> str:
 
 def _alg_none(jws: str) -> str:
     _, payload, _ = jws.split(".")
-    h = base64.urlsafe_b64encode(json.dumps({"alg": "none", "typ": RECEIPT_TYP}).encode()).rstrip(b"=").decode()
+    h = (
+        base64.urlsafe_b64encode(json.dumps({"alg": "none", "typ": RECEIPT_TYP}).encode())
+        .rstrip(b"=")
+        .decode()
+    )
     return f"{h}.{payload}."
 
 
@@ -199,7 +219,9 @@ FORGERIES = {"other_key": _forge_other_key, "altered_claim": _alter_claim, "alg_
 
 
 @pytest.mark.parametrize("forgery", [*FORGERIES, "hs256_public_key"])
-async def test_forged_receipt_from_worker_is_refused_and_earns_nothing(tmp_path: Path, forgery: str) -> None:
+async def test_forged_receipt_from_worker_is_refused_and_earns_nothing(
+    tmp_path: Path, forgery: str
+) -> None:
     async with cluster(tmp_path) as c:
         agent = await c.add_worker({"echo": EchoEngine()})
         await c.deposit("client:alice", 10_000_000)
@@ -209,8 +231,12 @@ async def test_forged_receipt_from_worker_is_refused_and_earns_nothing(tmp_path:
             jws = real_sign(receipt)
             if forgery == "hs256_public_key":
                 secret = agent.keys.public.receipt_ed25519
-                return jwt.api_jws.encode(receipt.to_json(), secret, algorithm="HS256",
-                                          headers={"typ": RECEIPT_TYP, "kid": agent.keys.key_id})
+                return jwt.api_jws.encode(
+                    receipt.to_json(),
+                    secret,
+                    algorithm="HS256",
+                    headers={"typ": RECEIPT_TYP, "kid": agent.keys.key_id},
+                )
             return FORGERIES[forgery](jws)
 
         object.__setattr__(agent._runner, "_keys", _SigningProxy(agent.keys, forged))
@@ -229,7 +255,9 @@ class _SigningProxy:
 
 
 @pytest.mark.parametrize("forgery", list(FORGERIES))
-async def test_forged_receipt_from_gateway_is_refused_by_client(tmp_path: Path, forgery: str) -> None:
+async def test_forged_receipt_from_gateway_is_refused_by_client(
+    tmp_path: Path, forgery: str
+) -> None:
     async with cluster(tmp_path) as c:
         await setup(c)
 
@@ -260,10 +288,16 @@ async def test_same_job_id_twice_is_credited_once(tmp_path: Path) -> None:
         assert err.value.code == grpc.StatusCode.ALREADY_EXISTS
         assert await c.gateway.store.balance("provider:p1") == paid
         # Even a second settle of the same job (a replica retrying) moves no money.
-        jws, index = await c.gateway.store.receipt(cpb.RoutingHeader.FromString(sealed.header).job_id)  # type: ignore[misc]
+        jws, index = await c.gateway.store.receipt(
+            cpb.RoutingHeader.FromString(sealed.header).job_id
+        )  # type: ignore[misc]
         again = await c.gateway.store.settle(
-            cpb.RoutingHeader.FromString(sealed.header).job_id, receipt_jws=jws,
-            provider_account="provider:p1", client_account="client:alice", cost_micro=5, fee_micro=0,
+            cpb.RoutingHeader.FromString(sealed.header).job_id,
+            receipt_jws=jws,
+            provider_account="provider:p1",
+            client_account="client:alice",
+            cost_micro=5,
+            fee_micro=0,
             evidence_sha256="00",
         )
         assert again.already_settled and again.log_index == index
@@ -278,12 +312,16 @@ async def test_oversized_request_is_refused_before_decryption(tmp_path: Path) ->
         sealed, inner = client.seal(worker, "echo", prompt=PROMPT)
         from client.sdk import Answer
 
-        big = cpb.SealedRequest(header=sealed.header, ciphertext=sealed.ciphertext + b"\x00" * 2_000_000)
+        big = cpb.SealedRequest(
+            header=sealed.header, ciphertext=sealed.ciphertext + b"\x00" * 2_000_000
+        )
         with pytest.raises(GatewayRefused) as err:
             async for _ in client.stream(worker, big, inner, Answer()):
                 pass
         assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-        padded = cpb.SealedRequest(header=sealed.header, ciphertext=sealed.ciphertext + b"\x00" * 100)
+        padded = cpb.SealedRequest(
+            header=sealed.header, ciphertext=sealed.ciphertext + b"\x00" * 100
+        )
         with pytest.raises(GatewayRefused) as err:
             async for _ in client.stream(worker, padded, inner, Answer()):
                 pass
@@ -310,7 +348,9 @@ async def test_tokens_with_wrong_algorithms_are_refused(tmp_path: Path) -> None:
 
             async with grpc.aio.insecure_channel(c.address) as ch:
                 with pytest.raises(grpc.aio.AioRpcError) as err:
-                    await gateway_pb2_grpc.GatewayStub(ch).GetBalance(gpb.GetBalanceRequest(), metadata=md)
+                    await gateway_pb2_grpc.GatewayStub(ch).GetBalance(
+                        gpb.GetBalanceRequest(), metadata=md
+                    )
                 assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -321,5 +361,9 @@ def _hs256(claims: dict[str, object], secret: bytes) -> str:
     def b64(b: bytes) -> str:
         return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
-    signing = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())
+    signing = (
+        b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+        + "."
+        + b64(json.dumps(claims).encode())
+    )
     return signing + "." + b64(hmac.new(secret, signing.encode(), hashlib.sha256).digest())

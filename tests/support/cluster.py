@@ -76,8 +76,12 @@ class Cluster:
             raise TimeoutError("worker was not admitted within 10 s")
         return agent
 
-    def client(self, account: str = "client:alice", policy: Policy | None = None,
-               limits: ClientLimits | None = None) -> Client:
+    def client(
+        self,
+        account: str = "client:alice",
+        policy: Policy | None = None,
+        limits: ClientLimits | None = None,
+    ) -> Client:
         roots = RootStore.default().with_simulated(self.vendor.root_pem())
         channel = grpc.aio.insecure_channel(self.address)
         self.channels.append(channel)
@@ -90,7 +94,9 @@ class Cluster:
         )
 
     async def deposit(self, account: str, amount_micro: int) -> None:
-        await self.gateway.store.deposit(account, amount_micro, f"test-deposit-{account}-{time.time_ns()}")
+        await self.gateway.store.deposit(
+            account, amount_micro, f"test-deposit-{account}-{time.time_ns()}"
+        )
 
     async def close(self) -> None:
         for t in self.tasks:
@@ -114,7 +120,9 @@ def vendor() -> SimulatedVendor:
 
 
 @contextlib.asynccontextmanager
-async def cluster(tmp_path: Path, limits: GatewayLimits | None = None, **cfg: Any) -> AsyncIterator[Cluster]:
+async def cluster(
+    tmp_path: Path, limits: GatewayLimits | None = None, **cfg: Any
+) -> AsyncIterator[Cluster]:
     key = Ed25519PrivateKey.generate()
     v = vendor()
     pub = key.public_key().public_bytes(

@@ -23,11 +23,17 @@ NOW = dt.datetime.now(dt.UTC)
 SIM = Policy().allowing_simulated()
 
 
-def make(tee: SimulatedSnpTee | None = None, nonce: bytes | None = None) -> tuple[pb.EvidenceBundle, bytes]:
+def make(
+    tee: SimulatedSnpTee | None = None, nonce: bytes | None = None
+) -> tuple[pb.EvidenceBundle, bytes]:
     nonce = nonce or os.urandom(32)
     b = collect_bundle(
-        cpu=tee or SimulatedSnpTee(vendor()), gpu=None, keys=Keyring().public, nonce=nonce,
-        models={"m": b"\x07" * 32}, issued_at_ms=int(time.time() * 1000),
+        cpu=tee or SimulatedSnpTee(vendor()),
+        gpu=None,
+        keys=Keyring().public,
+        nonce=nonce,
+        models={"m": b"\x07" * 32},
+        issued_at_ms=int(time.time() * 1000),
     )
     return b, nonce
 

@@ -10,7 +10,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("grpc_tools") is None, reason="grpcio-tools not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("grpc_tools") is None, reason="grpcio-tools not installed"
+)
 def test_generated_code_matches_protos(tmp_path: Path) -> None:
     import sys
 
@@ -24,4 +26,6 @@ def test_generated_code_matches_protos(tmp_path: Path) -> None:
     for name in generated:
         committed = ROOT / "protos/ccgw/v1" / name
         assert committed.exists(), f"{name} is not committed"
-        assert committed.read_bytes() == (gen_dir / name).read_bytes(), f"{name} drifted; run scripts/gen_protos.py"
+        assert committed.read_bytes() == (gen_dir / name).read_bytes(), (
+            f"{name} drifted; run scripts/gen_protos.py"
+        )

@@ -22,8 +22,15 @@ KEYS = Keyring()
 
 def header(suite: int = pb.X25519_SHA256_CHACHA20POLY1305) -> pb.RoutingHeader:
     return pb.RoutingHeader(
-        job_id=os.urandom(16), model="m", worker_id="w", key_id=KEYS.key_id, suite=suite,  # type: ignore[arg-type]
-        max_input_tokens=10, max_new_tokens=10, issued_at_ms=1, account="a",
+        job_id=os.urandom(16),
+        model="m",
+        worker_id="w",
+        key_id=KEYS.key_id,
+        suite=suite,  # type: ignore[arg-type]
+        max_input_tokens=10,
+        max_new_tokens=10,
+        issued_at_ms=1,
+        account="a",
     )
 
 
@@ -47,7 +54,9 @@ def test_unpad_refuses_nonzero_padding_and_bad_length() -> None:
 @given(st.text(max_size=3000), st.sampled_from([1, 2]))
 def test_seal_open_round_trip_both_suites(prompt: str, suite: int) -> None:
     h = header(suite)
-    inner = pb.InnerRequest(prompt=prompt, response_key=os.urandom(32), request_nonce=os.urandom(32))
+    inner = pb.InnerRequest(
+        prompt=prompt, response_key=os.urandom(32), request_nonce=os.urandom(32)
+    )
     sealed = seal_request(h, inner, KEYS.public)
     opened = KEYS.open_request(sealed, parse_header(sealed.header))
     assert opened.inner.prompt == prompt
@@ -57,7 +66,9 @@ def test_seal_open_round_trip_both_suites(prompt: str, suite: int) -> None:
 
 def test_open_with_another_workers_key_fails() -> None:
     h = header()
-    inner = pb.InnerRequest(prompt="secret", response_key=os.urandom(32), request_nonce=os.urandom(32))
+    inner = pb.InnerRequest(
+        prompt="secret", response_key=os.urandom(32), request_nonce=os.urandom(32)
+    )
     sealed = seal_request(h, inner, KEYS.public)
     with pytest.raises(DecryptError):
         Keyring().open_request(sealed, parse_header(sealed.header))
@@ -86,9 +97,22 @@ def test_chunk_from_another_job_or_salt_fails() -> None:
 
 def receipt(**kw: object) -> Receipt:
     base: dict[str, object] = dict(
-        v=1, job_id="00", worker_id="w", key_id="k", account="a", model="m", model_digest="00",
-        request_sha256="00", answer_sha256="00", answer_chunks=1, input_tokens=1, output_tokens=1,
-        started_at_ms=1, finished_at_ms=2, evidence_sha256="00", finish_reason="stop",
+        v=1,
+        job_id="00",
+        worker_id="w",
+        key_id="k",
+        account="a",
+        model="m",
+        model_digest="00",
+        request_sha256="00",
+        answer_sha256="00",
+        answer_chunks=1,
+        input_tokens=1,
+        output_tokens=1,
+        started_at_ms=1,
+        finished_at_ms=2,
+        evidence_sha256="00",
+        finish_reason="stop",
     )
     base.update(kw)
     return Receipt(**base)  # type: ignore[arg-type]

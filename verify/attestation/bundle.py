@@ -50,7 +50,10 @@ def _check_sizes(bundle: pb.EvidenceBundle) -> None:
     if len(bundle.gpus) > limits.GPUS_PER_BUNDLE_MAX:
         raise LimitError("too many GPUs")
     for g in bundle.gpus:
-        if len(g.report) > limits.GPU_REPORT_BYTES_MAX or len(g.cert_chain) > limits.GPU_CERT_CHAIN_BYTES_MAX:
+        if (
+            len(g.report) > limits.GPU_REPORT_BYTES_MAX
+            or len(g.cert_chain) > limits.GPU_CERT_CHAIN_BYTES_MAX
+        ):
             raise LimitError(f"GPU {g.index} evidence too large")
     if bundle.version != 1:
         raise MalformedError(f"evidence bundle version {bundle.version} unsupported")

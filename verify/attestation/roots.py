@@ -48,7 +48,11 @@ class RootStore:
     @classmethod
     def from_dir(cls, directory: Path) -> RootStore:
         """Override the packaged roots: the same file names, read from `directory`."""
-        found = {n: (directory / f).read_bytes() for n, f in _PACKAGED.items() if (directory / f).exists()}
+        found = {
+            n: (directory / f).read_bytes()
+            for n, f in _PACKAGED.items()
+            if (directory / f).exists()
+        }
         if not found:
             raise MalformedError(f"no root certificates found in {directory}")
         return cls._from_files(found)

@@ -108,8 +108,13 @@ class SnpReport:
 def parse_report(data: bytes) -> SnpReport:
     if len(data) != REPORT_BYTES:
         raise MalformedError(f"SEV-SNP report is {len(data)} bytes, expected {REPORT_BYTES}")
-    u32 = lambda off: struct.unpack_from("<I", data, off)[0]  # noqa: E731
-    u64 = lambda off: struct.unpack_from("<Q", data, off)[0]  # noqa: E731
+
+    def u32(off: int) -> int:
+        return int(struct.unpack_from("<I", data, off)[0])
+
+    def u64(off: int) -> int:
+        return int(struct.unpack_from("<Q", data, off)[0])
+
     version = u32(0x00)
     if version not in SUPPORTED_VERSIONS:
         raise MalformedError(f"SEV-SNP report version {version} is not supported")
@@ -177,9 +182,7 @@ def verify_signature(report: SnpReport, vcek: x509.Certificate) -> None:
     r = int.from_bytes(report.signature_r, "little")
     s = int.from_bytes(report.signature_s, "little")
     try:
-        key.verify(
-            encode_dss_signature(r, s), report.raw[:SIGNED_BYTES], ec.ECDSA(hashes.SHA384())
-        )
+        key.verify(encode_dss_signature(r, s), report.raw[:SIGNED_BYTES], ec.ECDSA(hashes.SHA384()))
     except InvalidSignature as exc:
         raise SignatureError("SEV-SNP report signature does not verify with the VCEK") from exc
 

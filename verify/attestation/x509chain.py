@@ -43,13 +43,17 @@ def load_pem_chain(data: bytes, what: str) -> list[x509.Certificate]:
         except ValueError as exc:
             raise MalformedError(f"{what} certificate chain is not valid PEM") from exc
     if len(certs) > limits.CERTS_PER_CHAIN_MAX:
-        raise LimitError(f"{what} chain has {len(certs)} certificates; limit {limits.CERTS_PER_CHAIN_MAX}")
+        raise LimitError(
+            f"{what} chain has {len(certs)} certificates; limit {limits.CERTS_PER_CHAIN_MAX}"
+        )
     return certs
 
 
 def _check_time(cert: x509.Certificate, now: datetime, what: str) -> None:
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        raise ChainError(f"{what} certificate {cert.subject.rfc4514_string()} is not valid at {now.isoformat()}")
+        raise ChainError(
+            f"{what} certificate {cert.subject.rfc4514_string()} is not valid at {now.isoformat()}"
+        )
 
 
 def verify_chain(
@@ -82,5 +86,7 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, what: str) -> N
     try:
         cert.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature) as exc:
-        raise ChainError(f"{what}: {cert.subject.rfc4514_string()} is not issued by "
-                         f"{issuer.subject.rfc4514_string()} ({exc.__class__.__name__})") from exc
+        raise ChainError(
+            f"{what}: {cert.subject.rfc4514_string()} is not issued by "
+            f"{issuer.subject.rfc4514_string()} ({exc.__class__.__name__})"
+        ) from exc

@@ -1,0 +1,270 @@
+"""The `ccgw` command.
+
+ccgw demo                      gateway + worker (simulated TEE) + client, one real request
+ccgw gateway ...               run a gateway
+ccgw worker ...                run a worker (real TEE, or --simulated-tee VENDOR_DIR)
+ccgw ask ...                   send a prompt, print the answer and the receipt's verdict
+ccgw keygen PREFIX             an operator Ed25519 key pair (token signing)
+ccgw token ...                 issue a client/provider/admin token
+ccgw sim-root DIR              create a simulated TEE vendor (development only)
+ccgw tiny-model DIR            write a tiny random-weight Llama-family model (HF layout)
+ccgw deposit ...               credit an account in a gateway's SQLite ledger (admin)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from ccgw import logs
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ccgw", description="confidential-compute inference gateway")
+    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default per command)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("demo", help="run a gateway, a worker and one real request on loopback")
+    d.add_argument("--prompt", default="Confidential inference on attested hardware")
+    d.add_argument("--max-new-tokens", type=int, default=24)
+    d.add_argument("--post-quantum", action="store_true", help="seal with ML-KEM-768+X25519")
+    d.add_argument("--data-dir", type=Path, default=None)
+
+    g = sub.add_parser("gateway", help="run a gateway")
+    g.add_argument("--listen", default="127.0.0.1:7443")
+    g.add_argument("--db", type=Path, default=Path("ccgw-gateway.sqlite3"))
+    g.add_argument("--auth-pubkey", type=Path, action="append", required=True)
+    g.add_argument(
+        "--allow-simulated-tee",
+        type=Path,
+        metavar="ROOT_PEM",
+        default=None,
+        help="ALSO admit workers on the simulated TEE whose root is ROOT_PEM (dev only)",
+    )
+
+    w = sub.add_parser("worker", help="run a worker")
+    w.add_argument("--gateway", required=True)
+    w.add_argument("--token-file", type=Path, required=True)
+    w.add_argument("--model", action="append", required=True, metavar="NAME=DIR[@SHA256]")
+    w.add_argument("--device", default="cpu")
+    w.add_argument("--region", default="")
+    w.add_argument(
+        "--simulated-tee",
+        type=Path,
+        metavar="VENDOR_DIR",
+        default=None,
+        help="run on the SIMULATED TEE from `ccgw sim-root` (no hardware protection)",
+    )
+
+    a = sub.add_parser("ask", help="send one prompt through a gateway")
+    a.add_argument("--gateway", required=True)
+    a.add_argument("--token-file", type=Path, required=True)
+    a.add_argument("--model", required=True)
+    a.add_argument("--prompt", required=True)
+    a.add_argument("--max-new-tokens", type=int, default=64)
+    a.add_argument("--post-quantum", action="store_true")
+    a.add_argument("--allow-simulated-tee", type=Path, metavar="ROOT_PEM", default=None)
+
+    k = sub.add_parser("keygen", help="write PREFIX.key (0600) and PREFIX.pub")
+    k.add_argument("prefix", type=Path)
+
+    t = sub.add_parser("token", help="issue a token")
+    t.add_argument("--key", type=Path, required=True)
+    t.add_argument("--sub", required=True)
+    t.add_argument("--role", required=True, choices=["client", "provider", "admin"])
+    t.add_argument("--ttl-s", type=int, default=86_400)
+
+    s = sub.add_parser("sim-root", help="create a simulated TEE vendor in DIR (development only)")
+    s.add_argument("dir", type=Path)
+
+    m = sub.add_parser("tiny-model", help="write a tiny random-weight model")
+    m.add_argument("dir", type=Path)
+
+    dep = sub.add_parser("deposit", help="credit an account (admin, on the gateway's database)")
+    dep.add_argument("--db", type=Path, required=True)
+    dep.add_argument("--account", required=True)
+    dep.add_argument("--amount-micro", type=int, required=True)
+    dep.add_argument("--transfer-id", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    default_level = "WARNING" if args.cmd in ("demo", "ask") else "INFO"
+    logs.configure(args.log_level or default_level)
+    handler = _COMMANDS[args.cmd]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ccgw.demo import run_demo
+
+    return asyncio.run(run_demo(args.prompt, args.max_new_tokens, args.post_quantum, args.data_dir))
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from gateway.config import GatewayConfig
+    from gateway.server import start_gateway
+
+    config = GatewayConfig(
+        listen=args.listen,
+        db_path=args.db,
+        auth_public_keys_pem=tuple(p.read_bytes() for p in args.auth_pubkey),
+        allow_simulated_tee=args.allow_simulated_tee is not None,
+        simulated_root_pem=args.allow_simulated_tee.read_bytes()
+        if args.allow_simulated_tee
+        else None,
+    )
+
+    async def run() -> None:
+        gw = await start_gateway(config)
+        print(f"gateway listening on port {gw.port}", flush=True)
+        await _until_signal()
+        await gw.stop(config.limits.shutdown_grace_s)
+
+    asyncio.run(run())
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from enclave.agent import WorkerAgent
+    from enclave.config import WorkerConfig
+    from enclave.engine import load_engine
+
+    engines = {}
+    for spec in args.model:
+        name, _, rest = spec.partition("=")
+        path, _, sha = rest.partition("@")
+        engines[name] = load_engine(
+            Path(path),
+            name,
+            expected_sha256=bytes.fromhex(sha) if sha else None,
+            device=args.device,
+        )
+    if args.simulated_tee is not None:
+        from simtee import SimulatedSnpTee, SimulatedVendor
+
+        print("WARNING: running on the SIMULATED TEE: no hardware protection", file=sys.stderr)
+        cpu = SimulatedSnpTee(SimulatedVendor.load(args.simulated_tee))
+        gpu = None
+    else:
+        from enclave.evidence import detect_real_tee  # type: ignore[attr-defined]
+
+        cpu, gpu = detect_real_tee()
+    config = WorkerConfig(
+        gateway=args.gateway,
+        provider_token=args.token_file.read_text().strip(),
+        models=(),
+        region=args.region,
+        device=args.device,
+    )
+    asyncio.run(WorkerAgent(config, engines, cpu, gpu).run())
+    return 0
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from client.sdk import Client
+    from protos.ccgw.v1 import common_pb2 as cpb
+    from verify.attestation.policy import Policy
+    from verify.attestation.roots import RootStore
+
+    policy, roots = Policy(), RootStore.default()
+    if args.allow_simulated_tee is not None:
+        print("WARNING: accepting the SIMULATED TEE root", file=sys.stderr)
+        policy = policy.allowing_simulated()
+        roots = roots.with_simulated(args.allow_simulated_tee.read_bytes())
+
+    async def run() -> int:
+        client = Client.connect(args.gateway, args.token_file.read_text().strip(), policy, roots)
+        suite = (
+            cpb.MLKEM768X25519_SHA256_CHACHA20POLY1305
+            if args.post_quantum
+            else cpb.X25519_SHA256_CHACHA20POLY1305
+        )
+        answer = await client.complete(
+            args.model, prompt=args.prompt, max_new_tokens=args.max_new_tokens, suite=suite
+        )
+        print(answer.text)
+        r = answer.receipt
+        assert r is not None
+        print(
+            f"receipt: VERIFIED (worker {r.worker_id}, {r.input_tokens}+{r.output_tokens} tokens, "
+            f"log index {answer.log_index})"
+        )
+        return 0
+
+    return asyncio.run(run())
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from ccgw.keys import write_keypair
+
+    priv, pub = write_keypair(args.prefix)
+    print(f"wrote {priv} (keep secret) and {pub}")
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from ccgw.keys import load_private
+    from gateway.auth import issue_token
+
+    print(issue_token(load_private(args.key), sub=args.sub, role=args.role, ttl_s=args.ttl_s))
+    return 0
+
+
+def _sim_root(args: argparse.Namespace) -> int:
+    from simtee import SimulatedVendor
+
+    SimulatedVendor.generate().save(args.dir)
+    print(
+        f"simulated vendor in {args.dir}; give verifiers {args.dir / 'root.pem'} (development only)"
+    )
+    return 0
+
+
+def _tiny_model(args: argparse.Namespace) -> int:
+    import runpy
+
+    sys.argv = ["enclave.engine.tiny", str(args.dir)]
+    runpy.run_module("enclave.engine.tiny", run_name="__main__")
+    return 0
+
+
+def _deposit(args: argparse.Namespace) -> int:
+    from gateway.store.sqlite import SqliteStore
+
+    async def run() -> None:
+        store = SqliteStore(args.db)
+        await store.deposit(args.account, args.amount_micro, args.transfer_id)
+        print(f"{args.account}: {await store.balance(args.account)}")
+        await store.close()
+
+    asyncio.run(run())
+    return 0
+
+
+_COMMANDS = {
+    "demo": _demo,
+    "gateway": _gateway,
+    "worker": _worker,
+    "ask": _ask,
+    "keygen": _keygen,
+    "token": _token,
+    "sim-root": _sim_root,
+    "tiny-model": _tiny_model,
+    "deposit": _deposit,
+}

@@ -1,0 +1,132 @@
+"""`ccgw demo`: a gateway, a worker on the simulated TEE and a client on loopback, one real request
+through the whole path, with the answer, the verified receipt and the reward printed."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ccgw.keys import public_pem
+from client.sdk import Answer, Client
+from enclave.agent import WorkerAgent
+from enclave.config import WorkerConfig
+from enclave.engine import load_engine
+from gateway.auth import issue_token
+from gateway.config import GatewayConfig
+from gateway.server import start_gateway
+from protos.ccgw.v1 import common_pb2 as cpb
+from simtee import SimulatedSnpTee, SimulatedVendor
+from verify.attestation.policy import Policy
+from verify.attestation.roots import RootStore
+from verify.digests import model_dir_sha256
+
+MODEL = "tiny-llama"
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+async def run_demo(
+    prompt: str, max_new_tokens: int, post_quantum: bool, data_dir: Path | None
+) -> int:
+    with tempfile.TemporaryDirectory(prefix="ccgw-demo-") as tmp:
+        work = data_dir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        model_dir = work / "models" / MODEL
+        if not (model_dir / "config.json").exists():
+            await asyncio.to_thread(
+                subprocess.run,  # our own module, fixed arguments
+                [sys.executable, "-m", "enclave.engine.tiny", str(model_dir)],
+                check=True,
+            )
+        digest = model_dir_sha256(model_dir)
+        engine = load_engine(model_dir, MODEL, expected_sha256=digest)
+        vendor = SimulatedVendor.generate()
+        auth = Ed25519PrivateKey.generate()
+        config = GatewayConfig(
+            listen="127.0.0.1:0",
+            db_path=work / "gateway.sqlite3",
+            auth_public_keys_pem=(public_pem(auth),),
+            allow_simulated_tee=True,
+            simulated_root_pem=vendor.root_pem(),
+        )
+        gw = await start_gateway(config)
+        address = f"127.0.0.1:{gw.port}"
+        await gw.store.deposit("client:demo", 10_000_000, f"demo-deposit-{work.name}")
+        agent = WorkerAgent(
+            WorkerConfig(
+                gateway=address,
+                provider_token=issue_token(auth, sub="provider:demo", role="provider"),
+                models=(),
+            ),
+            {MODEL: engine},
+            SimulatedSnpTee(vendor),
+        )
+        worker_task = asyncio.create_task(agent.run())
+        try:
+            await asyncio.wait_for(agent.admitted.wait(), 30)
+            _say(f"gateway   listening on {address} (SQLite ledger {config.db_path})")
+            _say(
+                f"worker    admitted as {agent.worker_id}, model {MODEL} sha256 {digest.hex()[:16]}…"
+            )
+            _say("WARNING   this demo trusts a SIMULATED TEE root: no hardware protection")
+            async with grpc.aio.insecure_channel(address) as channel:
+                client = Client(
+                    channel,
+                    issue_token(auth, sub="client:demo", role="client"),
+                    Policy().allowing_simulated(),
+                    RootStore.default().with_simulated(vendor.root_pem()),
+                )
+                workers = await client.workers(MODEL)
+                w = workers[0]
+                fresh = await client.challenge(w.worker_id)
+                _say(
+                    f"client    verified {w.worker_id} itself: {fresh.platform} report, root "
+                    f"'{fresh.root}', key {fresh.key_id[:16]}…, fresh for the client's own nonce"
+                )
+                suite = (
+                    cpb.MLKEM768X25519_SHA256_CHACHA20POLY1305
+                    if post_quantum
+                    else cpb.X25519_SHA256_CHACHA20POLY1305
+                )
+                sealed, inner = client.seal(
+                    w, MODEL, prompt=prompt, max_new_tokens=max_new_tokens, suite=suite
+                )
+                _say(
+                    f"client    sealed {len(prompt.encode())} prompt bytes into "
+                    f"{len(sealed.ciphertext)} ciphertext bytes "
+                    f"({'ML-KEM-768+X25519' if post_quantum else 'X25519'} HPKE)"
+                )
+                print("answer    ", end="", flush=True)
+                answer = Answer()
+                async for ev in client.stream(w, sealed, inner, answer):
+                    print(ev.text, end="", flush=True)
+                _say()
+                r = answer.receipt
+                assert r is not None
+                _say(
+                    f"receipt   VERIFIED by the client: worker signature (EdDSA, kid {r.key_id[:16]}…), "
+                    f"request and answer digests, {r.answer_chunks} chunks, "
+                    f"{r.input_tokens} input + {r.output_tokens} output tokens, log index "
+                    f"{answer.log_index}"
+                )
+                provider = await gw.store.balance("provider:demo")
+                fee = await gw.store.balance("network:fee")
+                paid = await client.balance()
+                _say(
+                    f"reward    provider:demo +{provider[0]} µtokens, network fee +{fee[0]}, "
+                    f"client:demo balance {paid[0]} (held {paid[1]})"
+                )
+            return 0
+        finally:
+            worker_task.cancel()
+            await asyncio.gather(worker_task, return_exceptions=True)
+            await engine.aclose()
+            await gw.stop(0)
