@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--max-new-tokens", type=int, default=64)
     a.add_argument("--post-quantum", action="store_true")
     a.add_argument("--allow-simulated-tee", type=Path, metavar="ROOT_PEM", default=None)
+    a.add_argument("--tls-ca", type=Path, default=None, help="CA certificate of the gateway's TLS")
 
     k = sub.add_parser("keygen", help="write PREFIX.key (0600) and PREFIX.pub")
     k.add_argument("prefix", type=Path)
@@ -171,6 +172,7 @@ def _worker(args: argparse.Namespace) -> int:
         models=(),
         region=args.region,
         device=args.device,
+        tls_ca_pem=args.tls_ca.read_bytes() if args.tls_ca else None,
     )
     asyncio.run(WorkerAgent(config, engines, cpu, gpu).run())
     return 0
@@ -189,7 +191,13 @@ def _ask(args: argparse.Namespace) -> int:
         roots = roots.with_simulated(args.allow_simulated_tee.read_bytes())
 
     async def run() -> int:
-        client = Client.connect(args.gateway, args.token_file.read_text().strip(), policy, roots)
+        client = Client.connect(
+            args.gateway,
+            args.token_file.read_text().strip(),
+            policy,
+            roots,
+            tls_ca_pem=args.tls_ca.read_bytes() if args.tls_ca else None,
+        )
         suite = (
             cpb.MLKEM768X25519_SHA256_CHACHA20POLY1305
             if args.post_quantum

@@ -90,16 +90,26 @@ class Client:
 
     @classmethod
     def connect(
-        cls, address: str, token: str, policy: Policy, roots: RootStore, **kw: object
+        cls,
+        address: str,
+        token: str,
+        policy: Policy,
+        roots: RootStore,
+        *,
+        tls_ca_pem: bytes | None = None,
+        limits: ClientLimits = ClientLimits(),
     ) -> Client:
-        channel = grpc.aio.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
-                ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
-            ],
-        )
-        return cls(channel, token, policy, roots, **kw)  # type: ignore[arg-type]
+        """A client on its own channel; TLS when `tls_ca_pem` is given (plaintext is for loopback)."""
+        options = [
+            ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
+            ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+        ]
+        if tls_ca_pem is not None:
+            creds = grpc.ssl_channel_credentials(root_certificates=tls_ca_pem)
+            channel = grpc.aio.secure_channel(address, creds, options=options)
+        else:
+            channel = grpc.aio.insecure_channel(address, options=options)
+        return cls(channel, token, policy, roots, limits)
 
     @property
     def _md(self) -> list[tuple[str, str]]:

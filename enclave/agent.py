@@ -65,12 +65,7 @@ class WorkerAgent:
         while True:
             attempts += 1
             try:
-                async with grpc.aio.insecure_channel(
-                    self._config.gateway,
-                    options=[
-                        ("grpc.max_receive_message_length", limits.SEALED_REQUEST_BYTES_MAX + 65536)
-                    ],
-                ) as channel:
+                async with self._channel() as channel:
                     await self._session(channel)
                     backoff = self._limits.reconnect_backoff_initial_s
             except grpc.aio.AioRpcError as exc:
@@ -91,6 +86,13 @@ class WorkerAgent:
                 return
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._limits.reconnect_backoff_max_s)
+
+    def _channel(self) -> grpc.aio.Channel:
+        options = [("grpc.max_receive_message_length", limits.SEALED_REQUEST_BYTES_MAX + 65536)]
+        if self._config.tls_ca_pem is not None:
+            creds = grpc.ssl_channel_credentials(root_certificates=self._config.tls_ca_pem)
+            return grpc.aio.secure_channel(self._config.gateway, creds, options=options)
+        return grpc.aio.insecure_channel(self._config.gateway, options=options)
 
     async def _session(self, channel: grpc.aio.Channel) -> None:
         outbox: asyncio.Queue[wpb.WorkerMessage | None] = asyncio.Queue(

@@ -35,4 +35,5 @@ class WorkerConfig:
     models: tuple[ModelSpec, ...]
     region: str = ""
     device: str = "cpu"
+    tls_ca_pem: bytes | None = None  # verify the gateway's TLS certificate; None = plaintext (dev)
     limits: WorkerLimits = field(default_factory=WorkerLimits)

@@ -48,6 +48,9 @@ class GatewayConfig:
     allow_simulated_tee: bool = False
     simulated_root_pem: bytes | None = None
     policy_path: Path | None = None
+    # TLS for the listener (PEM). Without it the gateway listens in plaintext: loopback/dev only.
+    tls_cert_pem: bytes | None = None
+    tls_key_pem: bytes | None = None
     prices: dict[str, Prices] = field(default_factory=dict)  # per model; missing = default_price
     default_price: Prices = Prices()
     fee_bps: int = 500  # network fee, basis points of the job cost

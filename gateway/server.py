@@ -94,10 +94,19 @@ async def start_gateway(
     wgrpc.add_WorkerLinkServicer_to_server(WorkerLinkServicer(auth, link), server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(config.listen)
+    if config.tls_cert_pem is not None and config.tls_key_pem is not None:
+        creds = grpc.ssl_server_credentials([(config.tls_key_pem, config.tls_cert_pem)])
+        port = server.add_secure_port(config.listen, creds)
+    else:
+        port = server.add_insecure_port(config.listen)
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    log.info("gateway_started", port=port, workers_max=config.limits.workers_max)
+    log.info(
+        "gateway_started",
+        port=port,
+        tls=config.tls_cert_pem is not None,
+        workers_max=config.limits.workers_max,
+    )
     return RunningGateway(
         server=server, port=port, store=store, registry=registry, router=router, link=link
     )
