@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="ALSO admit workers on the simulated TEE whose root is ROOT_PEM (dev only)",
     )
+    g.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain")
+    g.add_argument("--tls-key", type=Path, default=None, help="PEM private key")
 
     w = sub.add_parser("worker", help="run a worker")
     w.add_argument("--gateway", required=True)
@@ -51,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--model", action="append", required=True, metavar="NAME=DIR[@SHA256]")
     w.add_argument("--device", default="cpu")
     w.add_argument("--region", default="")
+    w.add_argument("--tls-ca", type=Path, default=None, help="CA certificate of the gateway's TLS")
     w.add_argument(
         "--simulated-tee",
         type=Path,
@@ -129,6 +132,8 @@ def _gateway(args: argparse.Namespace) -> int:
         simulated_root_pem=args.allow_simulated_tee.read_bytes()
         if args.allow_simulated_tee
         else None,
+        tls_cert_pem=args.tls_cert.read_bytes() if args.tls_cert else None,
+        tls_key_pem=args.tls_key.read_bytes() if args.tls_key else None,
     )
 
     async def run() -> None:
