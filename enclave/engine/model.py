@@ -157,7 +157,8 @@ class Attention(nn.Module):
         if t > 1:
             mask = torch.ones(t, pos + t, dtype=torch.bool, device=x.device).tril(diagonal=pos)
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, a.num_heads * a.head_dim))
+        y: torch.Tensor = self.o_proj(out.transpose(1, 2).reshape(b, t, a.num_heads * a.head_dim))
+        return y
 
 
 class MLP(nn.Module):
@@ -168,7 +169,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(a.intermediate_size, a.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        y: torch.Tensor = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return y
 
 
 class Layer(nn.Module):
@@ -188,7 +190,8 @@ class Layer(nn.Module):
         pos: int,
     ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, pos)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        y: torch.Tensor = x + self.mlp(self.post_attention_layernorm(x))
+        return y
 
 
 class Inner(nn.Module):
@@ -235,4 +238,5 @@ class Transformer(nn.Module):
         cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
         for layer, cache in zip(self.model.layers, self.caches, strict=True):
             x = layer(x, cos, sin, cache, pos)
-        return self.lm_head(self.model.norm(x)).float()
+        logits: torch.Tensor = self.lm_head(self.model.norm(x))
+        return logits.float()
