@@ -28,8 +28,12 @@ async def test_real_engine_end_to_end_with_chat_and_sampling(tmp_path: Path) -> 
             assert a.text == b.text and a.receipt and a.receipt.output_tokens == 12  # greedy: same
             assert a.receipt.model_digest == model_dir_sha256(model_dir).hex()
             s = cpb.SamplingParams(temperature=0.9, top_p=0.95, seed=11)
-            chat = await client.complete("tiny", messages=[("user", "hi")], max_new_tokens=6, sampling=s)
-            again = await client.complete("tiny", messages=[("user", "hi")], max_new_tokens=6, sampling=s)
+            chat = await client.complete(
+                "tiny", messages=[("user", "hi")], max_new_tokens=6, sampling=s
+            )
+            again = await client.complete(
+                "tiny", messages=[("user", "hi")], max_new_tokens=6, sampling=s
+            )
             assert chat.text == again.text and chat.usage.output_tokens == 6
     finally:
         await engine.aclose()
@@ -38,8 +42,20 @@ async def test_real_engine_end_to_end_with_chat_and_sampling(tmp_path: Path) -> 
 @pytest.mark.slow
 def test_ccgw_demo_command(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "ccgw", "demo", "--data-dir", str(tmp_path), "--max-new-tokens", "8"],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "ccgw",
+            "demo",
+            "--data-dir",
+            str(tmp_path),
+            "--max-new-tokens",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "receipt   VERIFIED" in out.stdout

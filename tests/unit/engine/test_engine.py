@@ -17,7 +17,9 @@ from verify.digests import model_dir_sha256
 
 
 def req(prompt: str = "Hello there", **kw: object) -> GenerationRequest:
-    base: dict[str, object] = dict(prompt=prompt, messages=None, max_new_tokens=16, max_input_tokens=256)
+    base: dict[str, object] = dict(
+        prompt=prompt, messages=None, max_new_tokens=16, max_input_tokens=256
+    )
     base.update(kw)
     return GenerationRequest(**base)  # type: ignore[arg-type]
 
@@ -41,7 +43,9 @@ def test_digest_mismatch_is_refused_before_loading(tiny_dir: Path) -> None:
         load_engine(tiny_dir, "t", expected_sha256=b"\x00" * 32)
 
 
-def test_shape_mismatch_and_unknown_architecture_are_refused(tiny_dir: Path, tmp_path: Path) -> None:
+def test_shape_mismatch_and_unknown_architecture_are_refused(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
     d = copy(tiny_dir, tmp_path / "bad-shape")
     state = load_file(str(d / "model.safetensors"))
     state["model.norm.weight"] = torch.ones(3)
@@ -92,7 +96,11 @@ async def test_stop_sequence_and_chat(tiny_dir: Path) -> None:
 
 
 async def test_limits_are_clear_errors(tiny_dir: Path) -> None:
-    e = load_engine(tiny_dir, "t", limits=EngineLimits(context_tokens_max=64, queued_jobs_max=1, new_tokens_max=32))
+    e = load_engine(
+        tiny_dir,
+        "t",
+        limits=EngineLimits(context_tokens_max=64, queued_jobs_max=1, new_tokens_max=32),
+    )
     try:
         with pytest.raises(TooLarge, match="prompt is"):
             await run(e, req(prompt="x" * 100, max_input_tokens=50))
