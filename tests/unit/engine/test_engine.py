@@ -89,7 +89,7 @@ async def test_stop_sequence_and_chat(tiny_dir: Path) -> None:
         stop = full[5:7]
         cut, fin = await run(e, req(max_new_tokens=32, stop=(stop,)))
         assert cut == full[: full.find(stop)] and fin.finish_reason == "stop"
-        chat, fin = await run(e, req(prompt=None, messages=(("user", "hi"),), max_new_tokens=4))
+        _chat, fin = await run(e, req(prompt=None, messages=(("user", "hi"),), max_new_tokens=4))
         assert fin.output_tokens == 4 and fin.input_tokens > 4
     finally:
         await e.aclose()
