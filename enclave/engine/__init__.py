@@ -108,7 +108,10 @@ class Engine:
         self._pending = 0
         self._lock = threading.Lock()
         dtype = next(model.parameters()).dtype
-        model.setup_cache(1, limits.context_tokens_max, torch.device(device), dtype)
+        model.setup_cache(
+            limits.batch_size_max, limits.context_tokens_max, torch.device(device), dtype
+        )
+        self.stats = EngineStats()
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
         self._thread.start()
 
@@ -163,59 +166,167 @@ class Engine:
 
     # -- scheduler thread -----------------------------------------------------------------------
     def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        """Continuous batching: admit queued jobs into free cache slots (one prefill each), then
+        one decode pass for every active sequence per step. A finished or cancelled sequence frees
+        its slot before the next step."""
+        free = list(range(self.limits.batch_size_max))
+        active: dict[int, _Seq] = {}
+        stopping = False
+        while True:
+            while free and not stopping:
+                try:
+                    job = self._jobs.get(block=not active)
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                if job.cancelled.is_set():
+                    self._done()
+                    continue
+                slot = free.pop()
+                try:
+                    active[slot] = self._prefill(job, slot)
+                except Exception as exc:  # noqa: BLE001 - reported to the job
+                    free.append(slot)
+                    self._fail(job, exc)
+            if not active:
+                if stopping:
+                    return
+                continue
             try:
-                if not job.cancelled.is_set():
-                    self._generate(job)
-            except EnclaveError as exc:
-                job.emit(exc)
-            except Exception as exc:
-                log.exception("engine_failure", model=self.name)
-                job.emit(EngineError(f"inference failed: {exc.__class__.__name__}"))
-            finally:
-                with self._lock:
-                    self._pending -= 1
+                finished = self._decode(active)
+            except Exception as exc:  # noqa: BLE001 - every job in the batch learns of it
+                finished = list(active)
+                for seq in active.values():
+                    self._fail(seq.job, exc)
+            for slot in finished:
+                del active[slot]
+                free.append(slot)
+                self._done()
+
+    def _done(self) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    def _fail(self, job: _Job, exc: Exception) -> None:
+        if isinstance(exc, EnclaveError):
+            job.emit(exc)
+        else:
+            log.exception("engine_failure", model=self.name)
+            job.emit(EngineError(f"inference failed: {exc.__class__.__name__}"))
 
     @torch.inference_mode()
-    def _generate(self, job: _Job) -> None:
-        req, model = job.req, self._model
+    def _prefill(self, job: _Job, slot: int) -> _Seq:
+        req = job.req
         gen = torch.Generator(device=self.device)
         gen.manual_seed(
             req.seed if req.seed is not None else int.from_bytes(os.urandom(8), "little")
         )
-        prompt = torch.tensor([job.ids], device=self.device)
-        logits = model(prompt, 0)[0, -1]
-        pos = len(job.ids)
-        out: list[int] = []
-        emitted_chars, emitted_tokens = 0, 0
-        holdback = max((len(s) for s in req.stop), default=1) - 1
-        reason = "length"
-        text = ""
-        while len(out) < req.max_new_tokens:
-            if job.cancelled.is_set():
-                return
-            token = int(select(logits, req.temperature, req.top_k, req.top_p, gen))
-            if token in self._eos:
-                reason = "stop"
-                break
-            out.append(token)
-            text = self._tok.decode(out)
-            cut = min((i for i in (text.find(s) for s in req.stop) if i >= 0), default=-1)
+        n = len(job.ids)
+        tokens = torch.tensor([job.ids], device=self.device)
+        positions = torch.arange(n, device=self.device)[None]
+        slots = torch.tensor([slot], device=self.device)
+        logits = self._model.step(tokens, slots, positions, n)[0, -1]
+        self.stats.host_to_device_bytes += 8 * (2 * n + 1)
+        holdback = max((len(x) for x in req.stop), default=1) - 1
+        return _Seq(job=job, slot=slot, gen=gen, pos=n, logits=logits, holdback=holdback)
+
+    @torch.inference_mode()
+    def _decode(self, active: dict[int, _Seq]) -> list[int]:
+        seqs = list(active.values())
+        greedy = [s for s in seqs if s.job.req.temperature <= 0]
+        picked: dict[int, torch.Tensor] = {}
+        if greedy:
+            best = torch.stack([s.logits for s in greedy]).argmax(-1)
+            picked.update({s.slot: best[i] for i, s in enumerate(greedy)})
+        for s in seqs:
+            if s.slot not in picked:
+                r = s.job.req
+                picked[s.slot] = select(s.logits, r.temperature, r.top_k, r.top_p, s.gen)
+        chosen = torch.stack([picked[s.slot] for s in seqs])
+        host = chosen.tolist()  # the one device→host copy of this step, for the whole batch
+        self.stats.device_to_host_copies += 1
+        self.stats.device_to_host_bytes += 8 * len(host)
+        self.stats.steps += 1
+        finished, going = [], []
+        for s, token in zip(seqs, host, strict=True):
+            if s.advance(int(token), self._eos, self._tok):
+                finished.append(s.slot)
+            else:
+                going.append((s, token))
+        if going:
+            kv_len = max(s.pos for s, _ in going) + 1
+            tokens = torch.tensor([[t] for _, t in going], device=self.device)
+            slots = torch.tensor([s.slot for s, _ in going], device=self.device)
+            positions = torch.tensor([[s.pos] for s, _ in going], device=self.device)
+            self.stats.host_to_device_bytes += 8 * 3 * len(going)
+            logits = self._model.step(tokens, slots, positions, kv_len)[:, -1]
+            for i, (s, _) in enumerate(going):
+                s.logits = logits[i]
+                s.pos += 1
+        return finished
+
+
+@dataclass
+class EngineStats:
+    """Counters for the benchmark: decode steps and host↔device traffic."""
+
+    steps: int = 0
+    device_to_host_copies: int = 0
+    device_to_host_bytes: int = 0
+    host_to_device_bytes: int = 0
+
+
+@dataclass
+class _Seq:
+    job: _Job
+    slot: int
+    gen: torch.Generator
+    pos: int
+    logits: torch.Tensor
+    holdback: int
+    out: list[int] = field(default_factory=list)
+    text: str = ""
+    emitted_chars: int = 0
+    emitted_tokens: int = 0
+
+    def advance(self, token: int, eos: set[int], tok: Tokenizer) -> bool:
+        """Take one sampled token; emit ready text; True when the sequence is finished."""
+        job, req = self.job, self.job.req
+        if job.cancelled.is_set():
+            return True
+        reason = None
+        if token in eos:
+            reason = "stop"
+        else:
+            self.out.append(token)
+            self.text = tok.decode(self.out)
+            cut = min((i for i in (self.text.find(x) for x in req.stop) if i >= 0), default=-1)
             if cut >= 0:
-                text, reason = text[:cut], "stop"
-                break
-            ready = len(text) - holdback
-            while ready > emitted_chars and text[ready - 1] == "\ufffd":
+                self.text, reason = self.text[:cut], "stop"
+            elif len(self.out) >= req.max_new_tokens:
+                reason = "length"
+        if reason is None:
+            ready = len(self.text) - self.holdback
+            while ready > self.emitted_chars and self.text[ready - 1] == "\ufffd":
                 ready -= 1  # an incomplete UTF-8 sequence: wait for the next token
-            if ready > emitted_chars:
-                job.emit(TextDelta(text[emitted_chars:ready], len(out) - emitted_tokens))
-                emitted_chars, emitted_tokens = ready, len(out)
-            if len(out) < req.max_new_tokens:
-                logits = model(torch.tensor([[token]], device=self.device), pos)[0, -1]
-                pos += 1
-        if len(text) > emitted_chars or len(out) > emitted_tokens:
-            job.emit(TextDelta(text[emitted_chars:], len(out) - emitted_tokens))
-        job.emit(Finished(input_tokens=len(job.ids), output_tokens=len(out), finish_reason=reason))
+            if ready > self.emitted_chars:
+                job.emit(
+                    TextDelta(
+                        self.text[self.emitted_chars : ready], len(self.out) - self.emitted_tokens
+                    )
+                )
+                self.emitted_chars, self.emitted_tokens = ready, len(self.out)
+            return False
+        if len(self.text) > self.emitted_chars or len(self.out) > self.emitted_tokens:
+            job.emit(
+                TextDelta(self.text[self.emitted_chars :], len(self.out) - self.emitted_tokens)
+            )
+        job.emit(
+            Finished(input_tokens=len(job.ids), output_tokens=len(self.out), finish_reason=reason)
+        )
+        return True
 
 
 def load_engine(

@@ -137,8 +137,11 @@ class Attention(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         cache: tuple[torch.Tensor, torch.Tensor],
-        pos: int,
+        slots: torch.Tensor,
+        positions: torch.Tensor,
+        kv_len: int,
     ) -> torch.Tensor:
+        """x [b, t, d]; row i is cache slot slots[i] at absolute positions positions[i] ([b, t])."""
         b, t, _ = x.shape
         a = self.a
         q = self.q_proj(x).view(b, t, a.num_heads, a.head_dim).transpose(1, 2)
@@ -146,16 +149,16 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(b, t, a.num_kv_heads, a.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         k_cache, v_cache = cache
-        k_cache[:b, :, pos : pos + t] = k
-        v_cache[:b, :, pos : pos + t] = v
-        keys, values = k_cache[:b, :, : pos + t], v_cache[:b, :, : pos + t]
+        rows = slots[:, None]
+        k_cache[rows, :, positions] = k.transpose(1, 2)
+        v_cache[rows, :, positions] = v.transpose(1, 2)
+        keys, values = k_cache[slots, :, :kv_len], v_cache[slots, :, :kv_len]
         rep = a.num_heads // a.num_kv_heads
         if rep > 1:
             keys = keys.repeat_interleave(rep, dim=1)
             values = values.repeat_interleave(rep, dim=1)
-        mask = None
-        if t > 1:
-            mask = torch.ones(t, pos + t, dtype=torch.bool, device=x.device).tril(diagonal=pos)
+        key_pos = torch.arange(kv_len, device=x.device)
+        mask = (key_pos[None, None, :] <= positions[:, :, None])[:, None]  # [b, 1, t, kv_len]
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         y: torch.Tensor = self.o_proj(out.transpose(1, 2).reshape(b, t, a.num_heads * a.head_dim))
         return y
@@ -187,9 +190,11 @@ class Layer(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         cache: tuple[torch.Tensor, torch.Tensor],
-        pos: int,
+        slots: torch.Tensor,
+        positions: torch.Tensor,
+        kv_len: int,
     ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, pos)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, slots, positions, kv_len)
         y: torch.Tensor = x + self.mlp(self.post_attention_layernorm(x))
         return y
 
@@ -227,16 +232,26 @@ class Transformer(nn.Module):
         ]
         self.inv_freq = rope_frequencies(a).to(device)
 
-    def forward(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
-        """tokens [b, t] at positions pos..pos+t-1 → logits [b, t, vocab] (float32)."""
+    def step(
+        self, tokens: torch.Tensor, slots: torch.Tensor, positions: torch.Tensor, kv_len: int
+    ) -> torch.Tensor:
+        """One forward pass for several sequences sharing the preallocated cache.
+
+        tokens [b, t] at absolute positions [b, t] in cache slots [b]; kv_len bounds the keys
+        attended to (the caller knows it without asking the device). Returns float32 logits."""
         assert self.inv_freq is not None, "setup_cache first"
-        t = tokens.shape[1]
-        positions = torch.arange(pos, pos + t, device=tokens.device, dtype=torch.float32)
-        freqs = torch.outer(positions, self.inv_freq)
-        emb = torch.cat((freqs, freqs), dim=-1)
+        freqs = positions.to(torch.float32)[..., None] * self.inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [b, 1, t, head_dim]
         x = self.model.embed_tokens(tokens)
         cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
         for layer, cache in zip(self.model.layers, self.caches, strict=True):
-            x = layer(x, cos, sin, cache, pos)
+            x = layer(x, cos, sin, cache, slots, positions, kv_len)
         logits: torch.Tensor = self.lm_head(self.model.norm(x))
         return logits.float()
+
+    def forward(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
+        """Batch rows in slots 0..b-1, all at positions pos..pos+t-1."""
+        b, t = tokens.shape
+        slots = torch.arange(b, device=tokens.device)
+        positions = torch.arange(pos, pos + t, device=tokens.device).expand(b, t)
+        return self.step(tokens, slots, positions, pos + t)

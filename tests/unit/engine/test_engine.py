@@ -124,3 +124,21 @@ async def test_limits_are_clear_errors(tiny_dir: Path) -> None:
             pytest.fail("a cancelled job did not free its place")
     finally:
         await e.aclose()
+
+
+async def test_batched_outputs_equal_unbatched_and_passes_are_shared(tiny_dir: Path) -> None:
+    e = load_engine(tiny_dir, "t", limits=EngineLimits(batch_size_max=4))
+    try:
+        prompts = ["alpha", "a much longer prompt than the others", "mid size one", "z", "fifth waits"]
+        alone = [await run(e, req(p, max_new_tokens=5 + 3 * i)) for i, p in enumerate(prompts)]
+        steps_alone = e.stats.steps
+        together = await asyncio.gather(
+            *(run(e, req(p, max_new_tokens=5 + 3 * i)) for i, p in enumerate(prompts))
+        )
+        assert [t for t, _ in together] == [t for t, _ in alone]
+        assert [f.output_tokens for _, f in together] == [5 + 3 * i for i in range(5)]
+        steps_together = e.stats.steps - steps_alone
+        assert steps_together < steps_alone  # sequences shared decode passes
+        assert e.stats.device_to_host_copies == e.stats.steps  # one copy per step, whole batch
+    finally:
+        await e.aclose()
