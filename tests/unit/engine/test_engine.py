@@ -129,7 +129,13 @@ async def test_limits_are_clear_errors(tiny_dir: Path) -> None:
 async def test_batched_outputs_equal_unbatched_and_passes_are_shared(tiny_dir: Path) -> None:
     e = load_engine(tiny_dir, "t", limits=EngineLimits(batch_size_max=4))
     try:
-        prompts = ["alpha", "a much longer prompt than the others", "mid size one", "z", "fifth waits"]
+        prompts = [
+            "alpha",
+            "a much longer prompt than the others",
+            "mid size one",
+            "z",
+            "fifth waits",
+        ]
         alone = [await run(e, req(p, max_new_tokens=5 + 3 * i)) for i, p in enumerate(prompts)]
         steps_alone = e.stats.steps
         together = await asyncio.gather(
