@@ -145,3 +145,11 @@ def verify_consistency(
             f"tree {second} (root {second_root.hex()}) is not an extension of tree {first} "
             f"(root {first_root.hex()})"
         )
+
+
+def receipt_leaf(receipt_jws: str, evidence_sha256: str) -> bytes:
+    """The data of one log leaf: the receipt and the digest of the evidence its key was admitted
+    under (the bundle itself is retrievable by that digest)."""
+    from verify.encoding import fields
+
+    return fields("ccgw/v1/log-leaf", receipt_jws.encode(), evidence_sha256.encode())
