@@ -85,6 +85,7 @@ def main() -> None:
         worker_id="w",
         key_id=keys.key_id,
         account="a",
+        provider="p",
         model="m",
         model_digest="00",
         request_sha256="00",

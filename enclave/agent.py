@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 
 import grpc
+import jwt
 import structlog
 
 from enclave.config import WorkerConfig
@@ -46,6 +47,10 @@ class WorkerAgent:
         self._telemetry = Telemetry(config.device)
         self._tasks: dict[bytes, asyncio.Task[None]] = {}
         self.worker_id: str | None = None
+        # Our own token's subject: the account receipts name for the reward (not a trust decision).
+        self._provider = str(
+            jwt.decode(config.provider_token, options={"verify_signature": False}).get("sub", "")
+        )
         self.admitted = asyncio.Event()
 
     def _bundle(self, nonce: bytes) -> cpb.EvidenceBundle:
@@ -129,7 +134,7 @@ class WorkerAgent:
                     if admission_digest is None or gm.admitted.evidence_sha256 != admission_digest:
                         log.error("admission_digest_mismatch")
                         return
-                    ctx = JobContext(gm.admitted.worker_id, admission_digest)
+                    ctx = JobContext(gm.admitted.worker_id, admission_digest, self._provider)
                     self.worker_id = ctx.worker_id
                     self.admitted.set()
                     log.info("admitted", worker_id=ctx.worker_id)

@@ -58,6 +58,7 @@ class ReplayGuard:
 class JobContext:
     worker_id: str
     evidence_sha256: str
+    provider: str = ""  # the provider account this worker's rewards go to (its token's subject)
 
 
 class JobRunner:
@@ -170,6 +171,7 @@ class JobRunner:
             worker_id=ctx.worker_id,
             key_id=self._keys.key_id,
             account=header.account,
+            provider=ctx.provider,
             model=header.model,
             model_digest=engine.model_sha256.hex(),
             request_sha256=request_sha256(sealed),

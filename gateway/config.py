@@ -33,6 +33,10 @@ class GatewayLimits:
     rechallenge_interval_s: float = 300.0
     client_challenge_timeout_s: float = 30.0
     list_workers_max: int = 256
+    log_entries_page_max: int = 256  # GetEntries / GetLedger page size
+    log_tree_size_for_proofs_max: int = 10_000_000  # proofs are computed over stored leaf hashes
+    checkpoint_every_entries: int = 64  # sign a checkpoint at most this many entries after the last
+    checkpoint_interval_s: float = 10.0  # ... or at most this long after the last
     prompt_tokens_max: int = 32_768
     new_tokens_max: int = 8_192
     shutdown_grace_s: float = 5.0
@@ -55,6 +59,10 @@ class GatewayConfig:
     default_price: Prices = Prices()
     fee_bps: int = 500  # network fee, basis points of the job cost
     network_account: str = "network:fee"
+    # The log's identity: checkpoints are signed by this Ed25519 key under this name and origin.
+    log_origin: str = "ccgw.local/log"
+    log_key_name: str = "ccgw-log"
+    log_key_pem: bytes | None = None  # None: a fresh key per process (demo/tests only)
     limits: GatewayLimits = GatewayLimits()
 
     def price(self, model: str) -> Prices:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 
+from gateway.checkpointer import Checkpointer
 from gateway.config import GatewayConfig
 from gateway.errors import (
     BadRequest,
@@ -43,7 +44,10 @@ log = structlog.get_logger("gateway.jobs")
 
 
 class JobRouter:
-    def __init__(self, config: GatewayConfig, registry: Registry, store: Store) -> None:
+    def __init__(
+        self, config: GatewayConfig, registry: Registry, store: Store, checkpointer: Checkpointer
+    ) -> None:
+        self._checkpointer = checkpointer
         self._config = config
         self._limits = config.limits
         self._registry = registry
@@ -183,6 +187,7 @@ class JobRouter:
                 worker_id=session.worker_id,
                 key_id=v.key_id,
                 account=header.account,
+                provider=session.provider_account,
                 model=header.model,
                 model_digest=v.models[header.model].hex(),
                 request_sha256=req_sha,
@@ -207,6 +212,7 @@ class JobRouter:
             fee_micro=fee_micro(cost, self._config.fee_bps),
             evidence_sha256=v.evidence_sha256,
         )
+        await self._checkpointer.maybe_sign()
         log.info(
             "job_settled",
             cost_micro=cost,

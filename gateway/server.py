@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from dataclasses import dataclass
 
 import grpc
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from gateway.auth import Authenticator
+from gateway.checkpointer import Checkpointer
 from gateway.config import GatewayConfig
 from gateway.jobs import JobRouter
+from gateway.log_service import LogServicer
 from gateway.registry import Registry
 from gateway.service import GatewayServicer, WorkerLinkServicer
 from gateway.store.base import Store
@@ -19,6 +24,7 @@ from gateway.store.sqlite import SqliteStore
 from gateway.worker_link import WorkerLink
 from protos.ccgw.v1 import common_pb2 as cpb
 from protos.ccgw.v1 import gateway_pb2_grpc as ggrpc
+from protos.ccgw.v1 import log_pb2_grpc as lgrpc
 from protos.ccgw.v1 import worker_pb2_grpc as wgrpc
 from verify import limits
 from verify.attestation.bundle import VerifiedWorker, verify_bundle
@@ -57,8 +63,12 @@ class RunningGateway:
     registry: Registry
     router: JobRouter
     link: WorkerLink
+    checkpointer: Checkpointer
+    tasks: tuple[asyncio.Task[None], ...] = ()
 
     async def stop(self, grace_s: float | None = None) -> None:
+        for t in self.tasks:
+            t.cancel()
         await self.server.stop(grace_s)
         await self.store.close()
 
@@ -80,8 +90,16 @@ async def start_gateway(
         return verify_bundle(bundle, policy, roots, _utcnow(), expected_nonce=nonce)
 
     auth = Authenticator(config.auth_public_keys_pem, config.auth_audience)
-    link = WorkerLink(config, registry, verifier, _utcnow)
-    router = JobRouter(config, registry, store)
+    link = WorkerLink(config, registry, verifier, _utcnow, store)
+    log_key = (
+        load_pem_private_key(config.log_key_pem, None)
+        if config.log_key_pem
+        else Ed25519PrivateKey.generate()
+    )
+    if not isinstance(log_key, Ed25519PrivateKey):
+        raise ValueError("the log key must be Ed25519")
+    checkpointer = Checkpointer(config, store, log_key)
+    router = JobRouter(config, registry, store, checkpointer)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
@@ -92,6 +110,7 @@ async def start_gateway(
         GatewayServicer(config, auth, registry, router, link, store), server
     )
     wgrpc.add_WorkerLinkServicer_to_server(WorkerLinkServicer(auth, link), server)
+    lgrpc.add_TransparencyLogServicer_to_server(LogServicer(config, store, checkpointer), server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.tls_cert_pem is not None and config.tls_key_pem is not None:
@@ -108,5 +127,12 @@ async def start_gateway(
         workers_max=config.limits.workers_max,
     )
     return RunningGateway(
-        server=server, port=port, store=store, registry=registry, router=router, link=link
+        server=server,
+        port=port,
+        store=store,
+        registry=registry,
+        router=router,
+        link=link,
+        checkpointer=checkpointer,
+        tasks=(asyncio.create_task(checkpointer.run()),),
     )

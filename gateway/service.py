@@ -1,23 +1,23 @@
 """gRPC servicers: thin adapters from RPCs to the registry, router, worker link and store.
 
-Errors are mapped to status codes in one place (gateway.errors.status_for), applied by the two
-decorators below; no handler builds a status itself.
+Errors are mapped to status codes in one place (gateway.errors.status_for), applied by the
+decorators in gateway.rpc; no handler builds a status itself.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import structlog
 
 from gateway.auth import Authenticator, Principal
 from gateway.config import GatewayConfig
-from gateway.errors import NotFound, status_for
+from gateway.errors import NotFound
 from gateway.jobs import JobRouter
 from gateway.registry import Registry
+from gateway.rpc import streaming, unary
 from gateway.store.base import Store
 from gateway.worker_link import WorkerLink
 from protos.ccgw.v1 import common_pb2 as cpb
@@ -27,47 +27,6 @@ from protos.ccgw.v1 import worker_pb2 as wpb
 from protos.ccgw.v1 import worker_pb2_grpc as wgrpc
 
 log = structlog.get_logger("gateway.service")
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-
-
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
-    code, message = status_for(exc)
-    if code == grpc.StatusCode.INTERNAL:
-        log.exception("internal_error")
-    await context.abort(code, message)
-
-
-def unary(
-    fn: Callable[[Any, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]],
-) -> Callable[[Any, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
-    @functools.wraps(fn)
-    async def wrapper(
-        self: Any, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
-    ) -> Resp:
-        try:
-            return await fn(self, request, context)
-        except Exception as exc:
-            await _abort(context, exc)
-            raise  # unreachable: abort raises
-
-    return wrapper
-
-
-def streaming(
-    fn: Callable[[Any, Req, grpc.aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]],
-) -> Callable[[Any, Req, grpc.aio.ServicerContext[Req, Resp]], AsyncIterator[Resp]]:
-    @functools.wraps(fn)
-    async def wrapper(
-        self: Any, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
-    ) -> AsyncIterator[Resp]:
-        try:
-            async for item in fn(self, request, context):
-                yield item
-        except Exception as exc:  # noqa: BLE001 - mapped (and logged if unknown) in one place
-            await _abort(context, exc)
-
-    return wrapper
 
 
 class GatewayServicer(ggrpc.GatewayServicer):

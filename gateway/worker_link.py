@@ -22,6 +22,7 @@ import structlog
 from gateway.config import GatewayConfig
 from gateway.errors import BadRequest, DeadlineExceeded, PermissionDenied
 from gateway.registry import Registry, WorkerSession
+from gateway.store.base import Store
 from protos.ccgw.v1 import common_pb2 as cpb
 from protos.ccgw.v1 import worker_pb2 as wpb
 from verify import limits
@@ -40,7 +41,9 @@ class WorkerLink:
         registry: Registry,
         verifier: Verifier,
         clock: Callable[[], datetime],
+        store: Store,
     ) -> None:
+        self._store = store
         self._config = config
         self._limits = config.limits
         self._registry = registry
@@ -89,6 +92,9 @@ class WorkerLink:
                 1, min(hello.max_concurrent_jobs, self._limits.jobs_in_flight_per_worker_max)
             ),
             outbox=asyncio.Queue(self._limits.worker_outbox_messages_max),
+        )
+        await self._store.add_evidence(
+            verified.evidence_sha256, ev_msg.evidence.SerializeToString(deterministic=True)
         )
         self._registry.add(session)
         wlog = log.bind(worker_id=session.worker_id, provider=provider_account)

@@ -35,6 +35,7 @@ class Receipt:
     worker_id: str
     key_id: str
     account: str
+    provider: str  # the account credited for this job
     model: str
     model_digest: str  # hex
     request_sha256: str  # hex

@@ -102,6 +102,7 @@ def receipt(**kw: object) -> Receipt:
         worker_id="w",
         key_id="k",
         account="a",
+        provider="p",
         model="m",
         model_digest="00",
         request_sha256="00",
