@@ -110,25 +110,38 @@ def verify_bundle(
         report_data = rep.report_data
         reported = sevsnp.TcbVersion(rep.reported_tcb.raw, snp.product == "turin")
         claims = dict(
-            platform="sev-snp", root=snp.root.name, simulated=snp.root.simulated,
-            measurement=rep.measurement.hex(), platform_id=rep.chip_id.hex(),
-            product=snp.product or "", tcb=reported.components(), guest_svn=rep.guest_svn,
-            vmpl=rep.vmpl, host_data=rep.host_data.hex(),
+            platform="sev-snp",
+            root=snp.root.name,
+            simulated=snp.root.simulated,
+            measurement=rep.measurement.hex(),
+            platform_id=rep.chip_id.hex(),
+            product=snp.product or "",
+            tcb=reported.components(),
+            guest_svn=rep.guest_svn,
+            vmpl=rep.vmpl,
+            host_data=rep.host_data.hex(),
         )
         validate_snp(snp, policy, problems)
     elif bundle.platform == pb.TDX:
         if bundle.cpu_certs:
-            raise MalformedError("TDX evidence carries its PCK chain in the quote; cpu_certs must be empty")
+            raise MalformedError(
+                "TDX evidence carries its PCK chain in the quote; cpu_certs must be empty"
+            )
         tdx_roots = roots.for_platform(policy.accepted_roots, "tdx")
         td = tdx.verify_quote(bundle.cpu_report, tdx_roots, now)
         body = td.quote.body
         report_data = body.report_data
         status = validate_tdx(td, policy, tdx_roots, now, problems)
         claims = dict(
-            platform="tdx", root=td.root.name, simulated=td.root.simulated,
-            measurement=body.mr_td.hex(), platform_id=td.pck_info.ppid.hex(),
-            rtmrs=tuple(r.hex() for r in body.rtmrs), mr_seam=body.mr_seam.hex(),
-            tee_tcb_svn=body.tee_tcb_svn.hex(), tcb_status=status,
+            platform="tdx",
+            root=td.root.name,
+            simulated=td.root.simulated,
+            measurement=body.mr_td.hex(),
+            platform_id=td.pck_info.ppid.hex(),
+            rtmrs=tuple(r.hex() for r in body.rtmrs),
+            mr_seam=body.mr_seam.hex(),
+            tee_tcb_svn=body.tee_tcb_svn.hex(),
+            tcb_status=status,
         )
     else:
         raise MalformedError(f"evidence platform {bundle.platform} is not supported")
@@ -169,8 +182,11 @@ def verify_bundle(
         gpu_count=len(bundle.gpus),
         gpus=tuple(
             GpuClaims(
-                index=g.index, arch=g.arch, measurements=g.measurements,
-                driver_version=g.report.driver_version, vbios_version=g.report.vbios_version,
+                index=g.index,
+                arch=g.arch,
+                measurements=g.measurements,
+                driver_version=g.report.driver_version,
+                vbios_version=g.report.vbios_version,
             )
             for g in gpus
         ),

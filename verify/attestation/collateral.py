@@ -33,9 +33,15 @@ from verify.attestation.x509chain import load_pem_chain, verify_chain
 from verify.errors import MalformedError, PolicyError, SignatureError
 
 COLLATERAL_BYTES_MAX = 256 * 1024
-_STATUS_RANK = {"UpToDate": 0, "SWHardeningNeeded": 1, "ConfigurationNeeded": 2,
-                "ConfigurationAndSWHardeningNeeded": 3, "OutOfDate": 4,
-                "OutOfDateConfigurationNeeded": 5, "Revoked": 6}
+_STATUS_RANK = {
+    "UpToDate": 0,
+    "SWHardeningNeeded": 1,
+    "ConfigurationNeeded": 2,
+    "ConfigurationAndSWHardeningNeeded": 3,
+    "OutOfDate": 4,
+    "OutOfDateConfigurationNeeded": 5,
+    "Revoked": 6,
+}
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,11 @@ class TcbEvaluation:
     advisory_ids: tuple[str, ...]
 
     def describe(self) -> str:
-        note = "" if self.verified else " (collateral signature not verified: no signing chain supplied)"
+        note = (
+            ""
+            if self.verified
+            else " (collateral signature not verified: no signing chain supplied)"
+        )
         return f"{self.status}{note}"
 
 
@@ -70,8 +80,9 @@ def _split_signed(raw: bytes, key: str) -> tuple[dict[str, Any], bytes, bytes]:
     return body, text[len(prefix) : cut], sig
 
 
-def _verify_sig(signed: bytes, sig: bytes, chain_pem: bytes, roots: list[Root], now: datetime,
-                what: str) -> None:
+def _verify_sig(
+    signed: bytes, sig: bytes, chain_pem: bytes, roots: list[Root], now: datetime, what: str
+) -> None:
     chain = load_pem_chain(chain_pem, f"TDX {what} signing")
     if not chain:
         raise MalformedError(f"TDX {what} signing chain is empty")
@@ -112,7 +123,9 @@ def _platform_status(body: dict[str, Any], v: VerifiedTdx) -> tuple[str, tuple[s
     if body.get("id") != "TDX" or body.get("version") != 3:
         raise MalformedError("TDX TCB info is not id TDX, version 3")
     if str(body.get("fmspc", "")).lower() != v.pck_info.fmspc.hex():
-        raise PolicyError(f"TDX TCB info is for FMSPC {body.get('fmspc')}, the PCK's is {v.pck_info.fmspc.hex()}")
+        raise PolicyError(
+            f"TDX TCB info is for FMSPC {body.get('fmspc')}, the PCK's is {v.pck_info.fmspc.hex()}"
+        )
     if str(body.get("pceId", "")).lower() != v.pck_info.pce_id.hex():
         raise PolicyError("TDX TCB info PCE-ID differs from the PCK's")
     td = v.quote.body
@@ -203,5 +216,7 @@ def evaluate(
         _current(qe_body, now, "QE identity")
     status, advisories = _platform_status(body, v)  # 3
     qe_status = _qe_status(qe_body, v) if qe_body is not None else None  # 4
-    worst = max([status] + ([qe_status] if qe_status else []), key=lambda s: _STATUS_RANK.get(s, 99))
+    worst = max(
+        [status] + ([qe_status] if qe_status else []), key=lambda s: _STATUS_RANK.get(s, 99)
+    )
     return TcbEvaluation(worst, status, qe_status, signing_chain_pem is not None, advisories)

@@ -150,8 +150,13 @@ def parse_report(data: bytes) -> GpuReport:
     signature = resp[off:]
     measurements = _parse_record(record, n_blocks)
     return GpuReport(
-        raw=bytes(data), spdm_version=version, nonce=nonce, slot_id=slot_id,
-        measurements=measurements, responder_nonce=responder_nonce, opaque=opaque,
+        raw=bytes(data),
+        spdm_version=version,
+        nonce=nonce,
+        slot_id=slot_id,
+        measurements=measurements,
+        responder_nonce=responder_nonce,
+        opaque=opaque,
         signature=signature,
     )
 
@@ -163,7 +168,11 @@ def _parse_record(record: bytes, n_blocks: int) -> tuple[Measurement, ...]:
     while off < len(record):
         if off + 4 > len(record):
             raise MalformedError("GPU measurement block header truncated")
-        index, spec, size = record[off], record[off + 1], int.from_bytes(record[off + 2 : off + 4], "little")
+        index, spec, size = (
+            record[off],
+            record[off + 1],
+            int.from_bytes(record[off + 2 : off + 4], "little"),
+        )
         body = record[off + 4 : off + 4 + size]
         if len(body) != size:
             raise MalformedError(f"GPU measurement block {index} truncated")
@@ -177,7 +186,9 @@ def _parse_record(record: bytes, n_blocks: int) -> tuple[Measurement, ...]:
         out.append(Measurement(index=index, value_type=body[0], value=body[3:]))
         off += 4 + size
     if len(out) != n_blocks:
-        raise MalformedError(f"GPU report says {n_blocks} measurement blocks, record holds {len(out)}")
+        raise MalformedError(
+            f"GPU report says {n_blocks} measurement blocks, record holds {len(out)}"
+        )
     return tuple(out)
 
 
@@ -209,7 +220,11 @@ def cert_fwid(cert: x509.Certificate) -> bytes | None:
     nodes = list(der.walk(der.read_one(ext.value.value, "DICE TcbInfo")))
     for i, node in enumerate(nodes[:-1]):
         nxt = nodes[i + 1]
-        if node.tag == der.TAG_OID and node.value == _SHA384_OID and nxt.tag == der.TAG_OCTET_STRING:
+        if (
+            node.tag == der.TAG_OID
+            and node.value == _SHA384_OID
+            and nxt.tag == der.TAG_OCTET_STRING
+        ):
             return nxt.value
     return None
 
@@ -236,7 +251,9 @@ def verify_signature(report: GpuReport, leaf: x509.Certificate) -> None:
     try:
         key.verify(encode_dss_signature(r, s), report.signed, ec.ECDSA(hashes.SHA384()))
     except InvalidSignature as exc:
-        raise SignatureError("GPU attestation report signature does not verify with the leaf key") from exc
+        raise SignatureError(
+            "GPU attestation report signature does not verify with the leaf key"
+        ) from exc
 
 
 def verify_report(
@@ -270,7 +287,9 @@ def verify_report(
         raise ChainError(f"{what} chain verifies to no accepted root: " + " | ".join(failures))
     leaf = chain[0]
     verify_signature(report, leaf)  # 3
-    if len(expected_nonce) != NONCE_BYTES or not hmac.compare_digest(report.nonce, expected_nonce):  # 4
+    if len(expected_nonce) != NONCE_BYTES or not hmac.compare_digest(
+        report.nonce, expected_nonce
+    ):  # 4
         raise FreshnessError(f"{what} attestation report answers another nonce")
     certified = cert_fwid(leaf)  # 5
     if certified is not None and report.fwid is not None and certified != report.fwid:

@@ -55,10 +55,17 @@ REAL_ROOTS = frozenset({"amd-milan", "amd-genoa", "amd-turin", "intel-sgx", "nvi
 KNOWN_ROOTS = REAL_ROOTS | {SIMULATED}
 POLICY_VERSION = 1
 SNP_TCB_COMPONENTS = ("bootloader", "tee", "snp", "microcode", "fmc")
-TDX_TCB_STATUSES = frozenset({
-    "UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
-    "OutOfDate", "OutOfDateConfigurationNeeded", "Revoked",
-})
+TDX_TCB_STATUSES = frozenset(
+    {
+        "UpToDate",
+        "SWHardeningNeeded",
+        "ConfigurationNeeded",
+        "ConfigurationAndSWHardeningNeeded",
+        "OutOfDate",
+        "OutOfDateConfigurationNeeded",
+        "Revoked",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -153,8 +160,11 @@ class _Reader:
             self.problem(key, "must be a list of strings")
             return None
         if not v:
-            self.problem(key, "is empty; an empty allow-list would allow nothing — remove the key "
-                              "to leave it unpinned, or list the allowed values")
+            self.problem(
+                key,
+                "is empty; an empty allow-list would allow nothing — remove the key "
+                "to leave it unpinned, or list the allowed values",
+            )
             return None
         out = set()
         for x in v:
@@ -203,7 +213,9 @@ def policy_from_dict(data: Mapping[str, Any], base_dir: Path | None = None) -> P
         top.problem("accepted_roots", "is required (name the vendor roots you trust)")
     for name in sorted(roots or ()):
         if name not in KNOWN_ROOTS:
-            top.problem("accepted_roots", f"{name!r} is not a known root ({', '.join(sorted(KNOWN_ROOTS))})")
+            top.problem(
+                "accepted_roots", f"{name!r} is not a known root ({', '.join(sorted(KNOWN_ROOTS))})"
+            )
     kw: dict[str, Any] = {"accepted_roots": roots or frozenset()}
     kw["max_evidence_age_s"] = top.integer("max_evidence_age_s", 3600, 1, 366 * 86400)
     kw["clock_skew_s"] = top.integer("clock_skew_s", 60, 0, 3600)
@@ -289,9 +301,9 @@ def policy_from_dict(data: Mapping[str, Any], base_dir: Path | None = None) -> P
     kw["gpu_allowed_measurements"] = gpu_meas
     kw["gpu_allowed_driver_versions"] = gpu.strings("allowed_driver_versions")
     kw["gpu_allowed_vbios_versions"] = gpu.strings("allowed_vbios_versions")
-    if (gpu_meas or kw["gpu_allowed_driver_versions"] or kw["gpu_allowed_vbios_versions"]) and not kw[
-        "require_gpu"
-    ]:
+    if (
+        gpu_meas or kw["gpu_allowed_driver_versions"] or kw["gpu_allowed_vbios_versions"]
+    ) and not kw["require_gpu"]:
         gpu.problem("required", "GPU values are pinned, so required must be true")
     gpu.unknown()
     top.get("sev_snp"), top.get("tdx"), top.get("gpu")

@@ -80,7 +80,9 @@ def product_from_cpuid(family: int, model: int) -> str:
         return "genoa"
     if family == 0x1A and model <= 0x1F:
         return "turin"
-    raise MalformedError(f"SEV-SNP report CPUID family 0x{family:X} model 0x{model:X} is no known product")
+    raise MalformedError(
+        f"SEV-SNP report CPUID family 0x{family:X} model 0x{model:X} is no known product"
+    )
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,12 @@ class TcbVersion:
         return not any(self._byte(i) for i in reserved)
 
     def components(self) -> dict[str, int]:
-        out = {"bootloader": self.bootloader, "tee": self.tee, "snp": self.snp,
-               "microcode": self.microcode}
+        out = {
+            "bootloader": self.bootloader,
+            "tee": self.tee,
+            "snp": self.snp,
+            "microcode": self.microcode,
+        }
         if self.fmc is not None:
             out["fmc"] = self.fmc
         return out

@@ -158,8 +158,20 @@ def _parse_body(b: bytes, body_type: int) -> TdReport:
     if any(seam_attributes):
         raise MalformedError("TDX SEAMATTRIBUTES must be zero")
     return TdReport(
-        tee_tcb_svn, mr_seam, mr_signer_seam, seam_attributes, td_attributes, xfam, mr_td,
-        mr_config_id, mr_owner, mr_owner_config, rtmrs, report_data, svn2, service,
+        tee_tcb_svn,
+        mr_seam,
+        mr_signer_seam,
+        seam_attributes,
+        td_attributes,
+        xfam,
+        mr_td,
+        mr_config_id,
+        mr_owner,
+        mr_owner_config,
+        rtmrs,
+        report_data,
+        svn2,
+        service,
     )
 
 
@@ -177,8 +189,17 @@ def _parse_qe_report(raw: bytes) -> QeReport:
     isv_svn = r.u16("QE ISVSVN")
     r.take(60, "QE reserved")
     report_data = r.take(64, "QE REPORTDATA")
-    return QeReport(raw, cpu_svn, misc_select, attributes, mr_enclave, mr_signer, isv_prod_id,
-                    isv_svn, report_data)
+    return QeReport(
+        raw,
+        cpu_svn,
+        misc_select,
+        attributes,
+        mr_enclave,
+        mr_signer,
+        isv_prod_id,
+        isv_svn,
+        report_data,
+    )
 
 
 def parse_quote(data: bytes) -> TdxQuote:
@@ -235,11 +256,24 @@ def parse_quote(data: bytes) -> TdxQuote:
     if inner_type != CERT_DATA_PCK_CHAIN:
         raise MalformedError(f"TDX PCK certification data type {inner_type} is not 5 (PEM chain)")
     return TdxQuote(
-        raw=data[: r.off], version=version, att_key_type=att_key_type, tee_type=tee_type,
-        qe_svn=qe_svn, pce_svn=pce_svn, qe_vendor_id=qe_vendor_id, user_data=user_data,
-        body_type=body_type, body=body, signed=signed, signature=signature,
-        attestation_key=att_key, qe_report=_parse_qe_report(qe_raw), qe_report_signature=qe_sig,
-        qe_auth_data=auth, pck_chain_pem=pck.rstrip(b"\x00"), trailing_bytes=trailing,
+        raw=data[: r.off],
+        version=version,
+        att_key_type=att_key_type,
+        tee_type=tee_type,
+        qe_svn=qe_svn,
+        pce_svn=pce_svn,
+        qe_vendor_id=qe_vendor_id,
+        user_data=user_data,
+        body_type=body_type,
+        body=body,
+        signed=signed,
+        signature=signature,
+        attestation_key=att_key,
+        qe_report=_parse_qe_report(qe_raw),
+        qe_report_signature=qe_sig,
+        qe_auth_data=auth,
+        pck_chain_pem=pck.rstrip(b"\x00"),
+        trailing_bytes=trailing,
     )
 
 
@@ -297,8 +331,11 @@ def pck_info(cert: x509.Certificate) -> PckInfo:
         if get(sub).tag != der.TAG_OCTET_STRING or len(get(sub).value) != n:
             raise MalformedError(f"PCK SGX extension {_SGX}.{sub} is not {n} octets")
     return PckInfo(
-        ppid=get("1").value, fmspc=get("4").value, pce_id=get("3").value,
-        sgx_tcb_components=comps, pce_svn=der.integer(tcb_get(17), "PCESVN"),
+        ppid=get("1").value,
+        fmspc=get("4").value,
+        pce_id=get("3").value,
+        sgx_tcb_components=comps,
+        pce_svn=der.integer(tcb_get(17), "PCESVN"),
         cpu_svn=tcb_get(18).value,
     )
 

@@ -35,8 +35,14 @@ def _short(h: str) -> str:
     return f"{h[:16]}…"
 
 
-def _common(policy: Policy, debug: bool, measurement: str, platform_id: str | None, what: str,
-            problems: list[str]) -> None:
+def _common(
+    policy: Policy,
+    debug: bool,
+    measurement: str,
+    platform_id: str | None,
+    what: str,
+    problems: list[str],
+) -> None:
     if debug and not policy.allow_debug:
         problems.append(f"{what} allows debugging")
     if policy.allowed_measurements is not None and measurement not in policy.allowed_measurements:
@@ -67,13 +73,19 @@ def validate_snp(v: VerifiedSnp, policy: Policy, problems: list[str]) -> None:
     if r.migrate_ma_allowed and not policy.snp_allow_migration_agent:
         problems.append("guest policy allows a migration agent")
     if policy.snp_max_vmpl is not None and r.vmpl > policy.snp_max_vmpl:
-        problems.append(f"report is from VMPL {r.vmpl}; the policy allows at most {policy.snp_max_vmpl}")
-    if policy.snp_allowed_host_data is not None and r.host_data.hex() not in policy.snp_allowed_host_data:
+        problems.append(
+            f"report is from VMPL {r.vmpl}; the policy allows at most {policy.snp_max_vmpl}"
+        )
+    if (
+        policy.snp_allowed_host_data is not None
+        and r.host_data.hex() not in policy.snp_allowed_host_data
+    ):
         problems.append(f"host data {_short(r.host_data.hex())} is not allowed")
 
 
-def validate_tdx(v: VerifiedTdx, policy: Policy, roots: list[Root], now: datetime,
-                 problems: list[str]) -> str:
+def validate_tdx(
+    v: VerifiedTdx, policy: Policy, roots: list[Root], now: datetime, problems: list[str]
+) -> str:
     """Returns the TCB status (or that it was not evaluated)."""
     b = v.quote.body
     _common(policy, b.debug, b.mr_td.hex(), v.pck_info.ppid.hex(), "TD attributes", problems)
@@ -91,15 +103,23 @@ def validate_tdx(v: VerifiedTdx, policy: Policy, roots: list[Root], now: datetim
             problems.append("policy requires TDX TCB collateral; none was supplied")
         return NO_COLLATERAL
     try:
-        ev = collateral.evaluate(v, policy.tdx_tcb_info, policy.tdx_qe_identity,
-                                 policy.tdx_collateral_chain_pem, roots, now)
+        ev = collateral.evaluate(
+            v,
+            policy.tdx_tcb_info,
+            policy.tdx_qe_identity,
+            policy.tdx_collateral_chain_pem,
+            roots,
+            now,
+        )
     except PolicyError as exc:
         problems.extend(f"TCB: {p}" for p in exc.problems)
         return "refused"
     if ev.status not in policy.tdx_accepted_tcb_status:
         advisories = f" ({', '.join(ev.advisory_ids)})" if ev.advisory_ids else ""
-        problems.append(f"TDX TCB status is {ev.status}{advisories}; the policy accepts "
-                        f"{', '.join(sorted(policy.tdx_accepted_tcb_status))}")
+        problems.append(
+            f"TDX TCB status is {ev.status}{advisories}; the policy accepts "
+            f"{', '.join(sorted(policy.tdx_accepted_tcb_status))}"
+        )
     if policy.tdx_require_collateral and not ev.verified:
         problems.append("TDX TCB collateral signature is not verified (no signing chain supplied)")
     return ev.describe()
@@ -117,7 +137,13 @@ def validate_gpus(gpus: Sequence[VerifiedGpu], policy: Policy, problems: list[st
             elif value not in allowed:
                 problems.append(f"GPU {g.index} measurement {idx} {_short(value)} is not allowed")
         dv, vb = g.report.driver_version, g.report.vbios_version
-        if policy.gpu_allowed_driver_versions is not None and dv not in policy.gpu_allowed_driver_versions:
+        if (
+            policy.gpu_allowed_driver_versions is not None
+            and dv not in policy.gpu_allowed_driver_versions
+        ):
             problems.append(f"GPU {g.index} driver {dv} is not allowed")
-        if policy.gpu_allowed_vbios_versions is not None and vb not in policy.gpu_allowed_vbios_versions:
+        if (
+            policy.gpu_allowed_vbios_versions is not None
+            and vb not in policy.gpu_allowed_vbios_versions
+        ):
             problems.append(f"GPU {g.index} VBIOS {vb} is not allowed")
