@@ -27,12 +27,24 @@ AMD = sevsnp.AMD_OID
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ccgw TEST VENDOR")])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ccgw TEST VENDOR"),
+        ]
+    )
 
 
-def _cert(subject: str, issuer: str, public: object, signer: object, *, ca: bool,
-          exts: list[x509.ExtensionType] | None = None, pss: bool = True) -> x509.Certificate:
+def _cert(
+    subject: str,
+    issuer: str,
+    public: object,
+    signer: object,
+    *,
+    ca: bool,
+    exts: list[x509.ExtensionType] | None = None,
+    pss: bool = True,
+) -> x509.Certificate:
     b = (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
@@ -76,8 +88,14 @@ class AmdVendor:
     def roots(self) -> list[Root]:
         return list(self.root_store().roots.values())
 
-    def issue(self, key: ec.EllipticCurvePrivateKey, *, cn: str = "SEV-VCEK",
-              tcb: sevsnp.TcbVersion, hwid: bytes | None) -> x509.Certificate:
+    def issue(
+        self,
+        key: ec.EllipticCurvePrivateKey,
+        *,
+        cn: str = "SEV-VCEK",
+        tcb: sevsnp.TcbVersion,
+        hwid: bytes | None,
+    ) -> x509.Certificate:
         exts = [
             _ext(f"{AMD}.3.1", _der_int(tcb.bootloader)),
             _ext(f"{AMD}.3.2", _der_int(tcb.tee)),
@@ -88,8 +106,7 @@ class AmdVendor:
             exts.append(_ext(f"{AMD}.3.9", _der_int(tcb.fmc)))
         if hwid is not None:
             exts.append(_ext(f"{AMD}.4", bytes([0x04, len(hwid)]) + hwid))
-        return _cert(cn, self.ask_cn, key.public_key(),
-                     self.ask_key, ca=False, exts=exts)
+        return _cert(cn, self.ask_cn, key.public_key(), self.ask_key, ca=False, exts=exts)
 
 
 @functools.cache
@@ -103,23 +120,39 @@ CPUID = {"milan": (0x19, 0x01, 0x01), "genoa": (0x19, 0x11, 0x01), "turin": (0x1
 class SnpBuilder:
     """One test SEV-SNP platform: builds and signs reports in the ABI layout."""
 
-    def __init__(self, product: str = "milan", *, version: int = 2, signing_key: str = "vcek",
-                 tcb: sevsnp.TcbVersion | None = None, cert_tcb: sevsnp.TcbVersion | None = None,
-                 chip_id: bytes | None = None, hwid: bytes | None = None) -> None:
+    def __init__(
+        self,
+        product: str = "milan",
+        *,
+        version: int = 2,
+        signing_key: str = "vcek",
+        tcb: sevsnp.TcbVersion | None = None,
+        cert_tcb: sevsnp.TcbVersion | None = None,
+        chip_id: bytes | None = None,
+        hwid: bytes | None = None,
+    ) -> None:
         self.vendor = amd(product)
         self.product, self.version, self.signing_key = product, version, signing_key
         turin = product == "turin"
-        self.tcb = tcb or (sevsnp.TcbVersion.build(bootloader=4, tee=0, snp=22, microcode=72,
-                                                   fmc=1) if turin else
-                           sevsnp.TcbVersion.build(bootloader=3, tee=0, snp=8, microcode=115))
-        self.chip_id = chip_id if chip_id is not None else (
-            os.urandom(8) + bytes(56) if turin else os.urandom(64))
+        self.tcb = tcb or (
+            sevsnp.TcbVersion.build(bootloader=4, tee=0, snp=22, microcode=72, fmc=1)
+            if turin
+            else sevsnp.TcbVersion.build(bootloader=3, tee=0, snp=8, microcode=115)
+        )
+        self.chip_id = (
+            chip_id
+            if chip_id is not None
+            else (os.urandom(8) + bytes(56) if turin else os.urandom(64))
+        )
         self.key = ec.generate_private_key(ec.SECP384R1())
         if hwid is None:
             hwid = self.chip_id[:8] if turin else self.chip_id
         self.cert = self.vendor.issue(
-            self.key, cn=f"SEV-{signing_key.upper()}", tcb=cert_tcb or self.tcb,
-            hwid=hwid if signing_key == "vcek" else None)
+            self.key,
+            cn=f"SEV-{signing_key.upper()}",
+            tcb=cert_tcb or self.tcb,
+            hwid=hwid if signing_key == "vcek" else None,
+        )
         self.measurement = os.urandom(48)
         self.policy = sevsnp.POLICY_RESERVED_MBO | sevsnp.POLICY_SMT
         self.platform_info = sevsnp.PLATFORM_INFO_SMT_EN
@@ -170,8 +203,9 @@ class SnpBuilder:
         return "test-sev-snp"
 
     def attest(self, report_data: bytes) -> CpuEvidence:
-        return CpuEvidence(platform=pb.SEV_SNP, report=self.report(report_data),
-                           certs=tuple(self.certs()))
+        return CpuEvidence(
+            platform=pb.SEV_SNP, report=self.report(report_data), certs=tuple(self.certs())
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,8 +215,14 @@ class SnpBuilder:
 @functools.cache
 def nvidia_root() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP384R1())
-    return key, _cert("Test Device Identity CA", "Test Device Identity CA", key.public_key(), key,
-                      ca=True, pss=False)
+    return key, _cert(
+        "Test Device Identity CA",
+        "Test Device Identity CA",
+        key.public_key(),
+        key,
+        ca=True,
+        pss=False,
+    )
 
 
 def nvidia_root_store(base: RootStore | None = None) -> RootStore:
@@ -191,16 +231,30 @@ def nvidia_root_store(base: RootStore | None = None) -> RootStore:
     return RootStore({**base.roots, "nvidia-device": root})
 
 
-def spdm_report(nonce: bytes, measurements: dict[int, bytes], key: ec.EllipticCurvePrivateKey,
-                opaque: dict[int, bytes] | None = None) -> bytes:
+def spdm_report(
+    nonce: bytes,
+    measurements: dict[int, bytes],
+    key: ec.EllipticCurvePrivateKey,
+    opaque: dict[int, bytes] | None = None,
+) -> bytes:
     req = bytes([0x11, 0xE0, 0x01, 0xFF]) + nonce + b"\x00"
     record = b"".join(
-        bytes([i, 0x01]) + struct.pack("<H", 3 + len(v)) + bytes([0x01]) + struct.pack("<H", len(v)) + v
+        bytes([i, 0x01])
+        + struct.pack("<H", 3 + len(v))
+        + bytes([0x01])
+        + struct.pack("<H", len(v))
+        + v
         for i, v in sorted(measurements.items())
     )
     op = b"".join(struct.pack("<HH", t, len(v)) + v for t, v in (opaque or {}).items())
-    resp = (bytes([0x11, 0x60, 0x00, 0x00, len(measurements)]) + len(record).to_bytes(3, "little")
-            + record + os.urandom(32) + struct.pack("<H", len(op)) + op)
+    resp = (
+        bytes([0x11, 0x60, 0x00, 0x00, len(measurements)])
+        + len(record).to_bytes(3, "little")
+        + record
+        + os.urandom(32)
+        + struct.pack("<H", len(op))
+        + op
+    )
     body = req + resp
     r, s = decode_dss_signature(key.sign(body, ec.ECDSA(hashes.SHA384())))
     return body + r.to_bytes(48, "big") + s.to_bytes(48, "big")
@@ -212,8 +266,14 @@ class GpuStub:
     def __init__(self, measurements: dict[int, bytes] | None = None) -> None:
         root_key, root = nvidia_root()
         self.key = ec.generate_private_key(ec.SECP384R1())
-        self.leaf = _cert("Test GPU attestation", "Test Device Identity CA", self.key.public_key(),
-                          root_key, ca=False, pss=False)
+        self.leaf = _cert(
+            "Test GPU attestation",
+            "Test Device Identity CA",
+            self.key.public_key(),
+            root_key,
+            ca=False,
+            pss=False,
+        )
         self.measurements = measurements or {i: os.urandom(48) for i in range(1, 9)}
         self.chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (self.leaf, root))
 

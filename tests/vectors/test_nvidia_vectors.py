@@ -15,14 +15,20 @@ from cryptography.hazmat.primitives import serialization
 from enclave.evidence_bundle import collect_bundle
 from enclave.keys import Keyring
 from protos.ccgw.v1 import common_pb2 as pb
+from simtee import SimulatedSnpTee
 from tests.support.cluster import vendor
 from tests.vectors._paths import vectors_dir
 from verify.attestation import nvidia
 from verify.attestation.bundle import verify_bundle
 from verify.attestation.policy import Policy
 from verify.attestation.roots import RootStore
-from verify.errors import BindingError, ChainError, FreshnessError, MalformedError, PolicyError, SignatureError
-from simtee import SimulatedSnpTee
+from verify.errors import (
+    ChainError,
+    FreshnessError,
+    MalformedError,
+    PolicyError,
+    SignatureError,
+)
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 
@@ -158,8 +164,12 @@ def _bundle(report: bytes, chain: bytes) -> pb.EvidenceBundle:
             return [pb.GpuEvidence(index=0, arch="HOPPER", report=report, cert_chain=chain)]
 
     return collect_bundle(
-        cpu=SimulatedSnpTee(vendor()), gpu=RealGpu(), keys=Keyring().public,
-        nonce=report[4:36], models={"m": b"\x01" * 32}, issued_at_ms=int(time.time() * 1000),
+        cpu=SimulatedSnpTee(vendor()),
+        gpu=RealGpu(),
+        keys=Keyring().public,
+        nonce=report[4:36],
+        models={"m": b"\x01" * 32},
+        issued_at_ms=int(time.time() * 1000),
     )
 
 
@@ -172,13 +182,19 @@ def test_bundle_with_real_gpu_verifies_and_pins() -> None:
     b = _bundle(report, chain)
     now = dt.datetime.now(dt.UTC)
     g = verify(report, chain)
-    pol = Policy(require_gpu=True, gpu_allowed_measurements={1: frozenset({g.measurements[1]})},
-                 gpu_allowed_driver_versions=frozenset({"550.90.07"})).allowing_simulated()
+    pol = Policy(
+        require_gpu=True,
+        gpu_allowed_measurements={1: frozenset({g.measurements[1]})},
+        gpu_allowed_driver_versions=frozenset({"550.90.07"}),
+    ).allowing_simulated()
     w = verify_bundle(b, pol, _roots(), now, expected_nonce=report[4:36])
     assert w.gpu_count == 1 and w.gpus[0].measurements[1] == g.measurements[1]
     assert w.gpus[0].driver_version == "550.90.07"
-    wrong = Policy(require_gpu=True, gpu_allowed_measurements={2: frozenset({"00" * 48})},
-                   gpu_allowed_vbios_versions=frozenset({"96.00.00.00.01"})).allowing_simulated()
+    wrong = Policy(
+        require_gpu=True,
+        gpu_allowed_measurements={2: frozenset({"00" * 48})},
+        gpu_allowed_vbios_versions=frozenset({"96.00.00.00.01"}),
+    ).allowing_simulated()
     with pytest.raises(PolicyError) as exc:
         verify_bundle(b, wrong, _roots(), now)
     assert exc.value.problems == [

@@ -33,7 +33,9 @@ def roots(names: frozenset[str] = AMD_ROOTS) -> list:  # type: ignore[type-arg]
     return RootStore.default().for_platform(names, "sev-snp")
 
 
-def verify(report: bytes, certs: list[bytes], names: frozenset[str] = AMD_ROOTS) -> sevsnp.VerifiedSnp:
+def verify(
+    report: bytes, certs: list[bytes], names: frozenset[str] = AMD_ROOTS
+) -> sevsnp.VerifiedSnp:
     return sevsnp.verify_report(report, certs, roots(names), NOW)
 
 
@@ -148,7 +150,7 @@ def test_truncated_report_is_malformed() -> None:
 def test_tampered_vcek_certificate_is_refused() -> None:
     report, vcek = load()
     # a byte of the ASK's signature over the VCEK
-    with pytest.raises(ChainError, match="SEV-VCEK.* is not issued by"):
+    with pytest.raises(ChainError, match=r"SEV-VCEK.* is not issued by"):
         verify(report, [flip(vcek, len(vcek) - 20)])
     # a byte of the VCEK's public key: no longer a point on P-384
     with pytest.raises(MalformedError, match="SEV-SNP cert 0 certificate does not parse"):

@@ -83,7 +83,12 @@ QE_REPORT = SIG_DATA + 64 + 64 + 6
         ("QE report MRSIGNER", QE_REPORT + 128, SignatureError, "QE report signature"),
         ("QE report data", QE_REPORT + 320, SignatureError, "QE report signature"),
         ("QE report signature", QE_REPORT + 384 + 3, SignatureError, "QE report signature"),
-        ("QE auth data", QE_REPORT + 384 + 64 + 2, SignatureError, "does not bind the attestation key"),
+        (
+            "QE auth data",
+            QE_REPORT + 384 + 64 + 2,
+            SignatureError,
+            "does not bind the attestation key",
+        ),
         ("version", 0, MalformedError, "v5 body size"),  # 4 ^ 1 = 5: the v5 layout no longer fits
         ("TEE type", 4, MalformedError, "TEE type"),
         ("attestation key type", 2, MalformedError, "attestation key type"),
@@ -105,7 +110,7 @@ def _pem_blocks(data: bytes) -> tuple[int, list[bytes]]:
 
 def test_tampered_pck_certificate_is_refused() -> None:
     data = bytearray(path(QUOTES[0]).read_bytes())
-    start, blocks = _pem_blocks(bytes(data))
+    start, _blocks = _pem_blocks(bytes(data))
     pos = start + 28 + 64 * 5 + 7  # a base64 character inside the PCK certificate's body
     data[pos] = ord("A") if data[pos] != ord("A") else ord("B")
     with pytest.raises((ChainError, MalformedError), match="PCK"):
@@ -140,7 +145,9 @@ def test_v5_body_size_must_match_type() -> None:
 def test_v5_quote_is_up_to_date_under_its_tcb_info() -> None:
     when = dt.datetime(2026, 2, 10, tzinfo=dt.UTC)
     v = verify(path(QUOTES[2]).read_bytes(), when)
-    ev = collateral.evaluate(v, path("sample_tcbinfo_response_v5").read_bytes(), None, None, intel(), when)
+    ev = collateral.evaluate(
+        v, path("sample_tcbinfo_response_v5").read_bytes(), None, None, intel(), when
+    )
     assert (ev.status, ev.verified) == ("UpToDate", False)
     assert "not verified" in ev.describe()
 
@@ -150,7 +157,9 @@ def test_collateral_for_another_platform_is_refused() -> None:
     v = verify(path(QUOTES[2]).read_bytes(), when)
     then = dt.datetime(2023, 7, 1, tzinfo=dt.UTC)  # while that TCB info was current
     with pytest.raises(PolicyError, match="FMSPC 50806f000000"):
-        collateral.evaluate(v, path("sample_tcbInfo_response").read_bytes(), None, None, intel(), then)
+        collateral.evaluate(
+            v, path("sample_tcbInfo_response").read_bytes(), None, None, intel(), then
+        )
 
 
 def test_spr_quote_below_every_tcb_level_is_refused() -> None:
@@ -158,15 +167,21 @@ def test_spr_quote_below_every_tcb_level_is_refused() -> None:
     v = verify(path(QUOTES[0]).read_bytes(), when)
     with pytest.raises(PolicyError, match="below every level"):
         collateral.evaluate(
-            v, path("sample_tcbInfo_response").read_bytes(),
-            path("sample_qeIdentity_response").read_bytes(), None, intel(), when,
+            v,
+            path("sample_tcbInfo_response").read_bytes(),
+            path("sample_qeIdentity_response").read_bytes(),
+            None,
+            intel(),
+            when,
         )
 
 
 def test_expired_collateral_is_refused() -> None:
     v = verify(path(QUOTES[2]).read_bytes())
     with pytest.raises(PolicyError, match="not current"):
-        collateral.evaluate(v, path("sample_tcbinfo_response_v5").read_bytes(), None, None, intel(), NOW)
+        collateral.evaluate(
+            v, path("sample_tcbinfo_response_v5").read_bytes(), None, None, intel(), NOW
+        )
 
 
 def test_collateral_without_signing_chain_cannot_satisfy_require_collateral() -> None:
@@ -174,12 +189,17 @@ def test_collateral_without_signing_chain_cannot_satisfy_require_collateral() ->
 
     when = dt.datetime(2026, 2, 10, tzinfo=dt.UTC)
     v = verify(path(QUOTES[2]).read_bytes(), when)
-    pol = Policy(tdx_tcb_info=path("sample_tcbinfo_response_v5").read_bytes(), tdx_require_collateral=True)
+    pol = Policy(
+        tdx_tcb_info=path("sample_tcbinfo_response_v5").read_bytes(), tdx_require_collateral=True
+    )
     problems: list[str] = []
     assert validate_tdx(v, pol, intel(), when, problems).startswith("UpToDate")
     assert problems == ["TDX TCB collateral signature is not verified (no signing chain supplied)"]
     problems = []
-    assert validate_tdx(v, Policy(), intel(), when, problems) == "not evaluated: no TCB collateral supplied"
+    assert (
+        validate_tdx(v, Policy(), intel(), when, problems)
+        == "not evaluated: no TCB collateral supplied"
+    )
     assert problems == []
 
 
@@ -189,8 +209,12 @@ def test_real_quote_in_a_bundle_reaches_the_binding_check() -> None:
     from enclave.keys import Keyring
 
     b = pb.EvidenceBundle(
-        version=1, platform=pb.TDX, cpu_report=path(QUOTES[0]).read_bytes(),
-        keys=Keyring().public, nonce=bytes(32), issued_at_ms=int(NOW.timestamp() * 1000),
+        version=1,
+        platform=pb.TDX,
+        cpu_report=path(QUOTES[0]).read_bytes(),
+        keys=Keyring().public,
+        nonce=bytes(32),
+        issued_at_ms=int(NOW.timestamp() * 1000),
     )
     with pytest.raises(BindingError):
         verify_bundle(b, Policy(), RootStore.default(), NOW)

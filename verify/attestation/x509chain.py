@@ -27,7 +27,9 @@ def _eager(cert: x509.Certificate, what: str) -> x509.Certificate:
         _ = (cert.extensions, cert.public_key(), cert.signature_hash_algorithm)
         _ = (cert.subject.rfc4514_string(), cert.issuer.rfc4514_string())
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise MalformedError(f"{what} certificate does not parse ({exc.__class__.__name__})") from exc
+        raise MalformedError(
+            f"{what} certificate does not parse ({exc.__class__.__name__})"
+        ) from exc
     return cert
 
 

@@ -25,8 +25,14 @@ def now() -> dt.datetime:
 
 
 def make(cpu: SnpBuilder, gpu: GpuStub | None, nonce: bytes) -> pb.EvidenceBundle:
-    return collect_bundle(cpu=cpu, gpu=gpu, keys=Keyring().public, nonce=nonce,
-                          models={"m": b"\x02" * 32}, issued_at_ms=int(time.time() * 1000))
+    return collect_bundle(
+        cpu=cpu,
+        gpu=gpu,
+        keys=Keyring().public,
+        nonce=nonce,
+        models={"m": b"\x02" * 32},
+        issued_at_ms=int(time.time() * 1000),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +59,9 @@ def test_cpu_and_gpu_bundle_verifies(cpu: SnpBuilder) -> None:
 def test_gpu_evidence_spliced_from_another_bundle_is_refused(cpu: SnpBuilder) -> None:
     nonce = os.urandom(32)
     a = make(cpu, GpuStub(), nonce)
-    b = make(cpu, GpuStub(), nonce)  # another GPU, same nonce: only the CPU binding tells them apart
+    b = make(
+        cpu, GpuStub(), nonce
+    )  # another GPU, same nonce: only the CPU binding tells them apart
     del a.gpus[:]
     a.gpus.extend(b.gpus)
     with pytest.raises(BindingError, match="GPU evidence"):
@@ -65,8 +73,9 @@ def test_cpu_quote_over_different_gpu_evidence_is_refused(cpu: SnpBuilder) -> No
     mine, other = GpuStub(), GpuStub()
     b = make(cpu, mine, nonce)
     # the CPU report commits to other GPU evidence than the bundle carries
-    wrong = binding.report_data(b.keys, nonce, binding.gpu_evidence_sha256(other.attest(nonce)),
-                                b.models, b.issued_at_ms)
+    wrong = binding.report_data(
+        b.keys, nonce, binding.gpu_evidence_sha256(other.attest(nonce)), b.models, b.issued_at_ms
+    )
     b.cpu_report = cpu.report(wrong)
     with pytest.raises(BindingError):
         verify_bundle(b, POLICY, roots(cpu), now())
@@ -80,8 +89,14 @@ def test_gpu_report_for_another_nonce_is_refused(cpu: SnpBuilder) -> None:
         def attest(self, _nonce: bytes) -> list[pb.GpuEvidence]:
             return gpu.attest(os.urandom(32))
 
-    b = collect_bundle(cpu=cpu, gpu=Stale(), keys=Keyring().public, nonce=nonce, models={},
-                       issued_at_ms=int(time.time() * 1000))
+    b = collect_bundle(
+        cpu=cpu,
+        gpu=Stale(),
+        keys=Keyring().public,
+        nonce=nonce,
+        models={},
+        issued_at_ms=int(time.time() * 1000),
+    )
     with pytest.raises(FreshnessError, match="GPU 0 attestation report answers another nonce"):
         verify_bundle(b, POLICY, roots(cpu), now())
 
@@ -129,4 +144,6 @@ def test_allowed_values_pass() -> None:
     assert w.platform_id == b.chip_id.hex()
     assert dataclasses.replace(pol, snp_allow_smt=False) != pol
     with pytest.raises(PolicyError, match="SMT is enabled"):
-        verify_bundle(bundle, dataclasses.replace(pol, snp_allow_smt=False), b.vendor.root_store(), now())
+        verify_bundle(
+            bundle, dataclasses.replace(pol, snp_allow_smt=False), b.vendor.root_store(), now()
+        )

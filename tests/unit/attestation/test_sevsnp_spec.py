@@ -17,7 +17,15 @@ def verify(b: SnpBuilder, report: bytes | None = None) -> sevsnp.VerifiedSnp:
 
 @pytest.mark.parametrize(
     ("product", "version"),
-    [("milan", 2), ("milan", 3), ("genoa", 3), ("genoa", 4), ("genoa", 5), ("turin", 3), ("turin", 5)],
+    [
+        ("milan", 2),
+        ("milan", 3),
+        ("genoa", 3),
+        ("genoa", 4),
+        ("genoa", 5),
+        ("turin", 3),
+        ("turin", 5),
+    ],
 )
 def test_versions_and_products_verify(product: str, version: int) -> None:
     b = SnpBuilder(product, version=version)
@@ -35,7 +43,12 @@ def test_turin_tcb_layout() -> None:
     b = SnpBuilder("turin", version=3)
     tcb = verify(b).report.reported_tcb
     assert tcb.turin and tcb.components() == {
-        "fmc": 1, "bootloader": 4, "tee": 0, "snp": 22, "microcode": 72}
+        "fmc": 1,
+        "bootloader": 4,
+        "tee": 0,
+        "snp": 22,
+        "microcode": 72,
+    }
 
 
 def test_vlek_signed_report_verifies() -> None:
@@ -47,7 +60,9 @@ def test_vlek_signed_report_verifies() -> None:
 def test_vlek_report_with_a_vcek_certificate_is_refused() -> None:
     b = SnpBuilder("genoa", version=3, signing_key="vlek")
     vcek = SnpBuilder("genoa", version=3)
-    with pytest.raises(ChainError, match="signed by the VLEK, but the first certificate is 'SEV-VCEK'"):
+    with pytest.raises(
+        ChainError, match="signed by the VLEK, but the first certificate is 'SEV-VCEK'"
+    ):
         sevsnp.verify_report(b.report(), vcek.certs(), b.vendor.roots(), NOW)
 
 
@@ -78,7 +93,9 @@ def test_genoa_report_under_a_milan_chain_is_refused() -> None:
     b = SnpBuilder("milan", version=3)
     r = b.unsigned(bytes(64))
     r[0x188:0x18B] = bytes([0x19, 0x11, 0x01])
-    with pytest.raises(ChainError, match="CPUID names Genoa, but its certificates chain to the Milan"):
+    with pytest.raises(
+        ChainError, match="CPUID names Genoa, but its certificates chain to the Milan"
+    ):
         sevsnp.verify_report(b.sign(r), b.certs(), milan.roots(), NOW)
     assert genoa.vendor is not milan
 
