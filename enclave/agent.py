@@ -153,7 +153,10 @@ class WorkerAgent:
             job_id = bytes(cpb.RoutingHeader.FromString(sealed.header).job_id)
         except Exception:  # noqa: BLE001 - unparsable header: the runner reports it below
             job_id = b""
-        if len(self._tasks) >= self._limits.jobs_in_flight_max or job_id in self._tasks:
+        if job_id in self._tasks:
+            outbox.put_nowait(_failed(job_id, wpb.REPLAYED, "job id already running here"))
+            return
+        if len(self._tasks) >= self._limits.jobs_in_flight_max:
             outbox.put_nowait(_failed(job_id, wpb.OVERLOADED, "worker is at capacity"))
             return
         task = asyncio.create_task(self._run_job(sealed, ctx, job_id, outbox))

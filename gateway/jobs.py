@@ -107,7 +107,8 @@ class JobRouter:
                 session.outbox.put_nowait(wpb.GatewayMessage(cancel=wpb.CancelJob(job_id=job_id)))
             raise
         finally:
-            session.jobs.pop(job_id, None)
+            if session.jobs.get(job_id) is channel:
+                del session.jobs[job_id]
             self._in_flight.discard(job_id)
             if not settled:
                 await asyncio.shield(self._store.void(job_id))

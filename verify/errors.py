@@ -13,7 +13,8 @@ Every failure says what was wrong, in words safe to show a caller (no secret, no
     ├── PolicyError         a verified field that the policy does not allow
     ├── DecryptError        HPKE or AEAD authentication failure
     ├── StreamError         answer chunks missing, reordered, duplicated or truncated
-    └── ReceiptError        a receipt that is forged, malformed or does not match the job
+    ├── ReceiptError        a receipt that is forged, malformed or does not match the job
+    └── LogError            a Merkle proof or checkpoint that does not verify, or a log that lies
 """
 
 from __future__ import annotations
@@ -72,4 +73,8 @@ class StreamError(VerifyError):
 
 
 class ReceiptError(VerifyError):
+    pass
+
+
+class LogError(VerifyError):
     pass

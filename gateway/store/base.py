@@ -6,7 +6,9 @@ Rules every implementation keeps, in one transaction per call:
   debited `cost`, the provider credited `cost - fee`, the network credited `fee`; a second settle of
   the same job returns the first result with already_settled=True and moves no money;
 - void(job): releases an unsettled hold; no-op otherwise;
-- balances are sums of entries; no client balance goes below zero.
+- balances are sums of entries; no client balance goes below zero;
+- the log is append-only and totally ordered: settle assigns the next leaf index, stores the leaf
+  hash (verify.merkle.leaf_hash(receipt_leaf(jws, evidence))) and the transfers atomically.
 """
 
 from __future__ import annotations
@@ -19,6 +21,23 @@ from typing import Protocol
 class SettleResult:
     log_index: int
     already_settled: bool
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    index: int
+    receipt_jws: str
+    evidence_sha256: str
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    seq: int  # order of posting
+    transfer_id: str
+    kind: str  # deposit | withdrawal | reward
+    job_id: str  # hex, "" when not a reward
+    account: str
+    amount_micro: int  # positive = credit
 
 
 class Store(Protocol):
@@ -47,3 +66,21 @@ class Store(Protocol):
     async def receipt(self, job_id: bytes) -> tuple[str, int] | None: ...
 
     async def close(self) -> None: ...
+
+    # -- transparency log (leaves are appended by settle, in the same transaction) ------------
+    async def log_size(self) -> int: ...
+
+    async def leaf_hashes(self, size: int) -> list[bytes]: ...
+
+    async def entries(self, start: int, end: int) -> list[LogEntry]: ...
+
+    async def add_checkpoint(self, size: int, text: str) -> None: ...
+
+    async def latest_checkpoint(self) -> tuple[int, str] | None: ...
+
+    async def add_evidence(self, digest: str, bundle: bytes) -> None: ...
+
+    async def evidence(self, digest: str) -> bytes | None: ...
+
+    # -- ledger listing (for auditors) ---------------------------------------------------------
+    async def ledger(self, start: int, end: int) -> list[LedgerEntry]: ...

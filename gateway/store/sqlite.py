@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from gateway.errors import BadRequest, Conflict, InsufficientFunds
-from gateway.store.base import SettleResult
+from gateway.store.base import LedgerEntry, LogEntry, SettleResult
+from verify.merkle import leaf_hash, receipt_leaf
 
 EXTERNAL = "external"
 T = TypeVar("T")
@@ -45,12 +46,21 @@ CREATE TABLE IF NOT EXISTS holds (
 CREATE TABLE IF NOT EXISTS receipts (
     job_id BLOB PRIMARY KEY,
     log_index INTEGER NOT NULL UNIQUE,
+    leaf_hash BLOB NOT NULL,
     jws TEXT NOT NULL,
     evidence_sha256 TEXT NOT NULL,
     provider TEXT NOT NULL,
     client TEXT NOT NULL,
     cost_micro INTEGER NOT NULL,
     fee_micro INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size INTEGER PRIMARY KEY,
+    text TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evidence (
+    digest TEXT PRIMARY KEY,
+    bundle BLOB NOT NULL
 );
 """
 
@@ -201,10 +211,11 @@ class SqliteStore:
                 raise Conflict("receipt cost exceeds the job's hold")
             (size,) = c.execute("SELECT COUNT(*) FROM receipts").fetchone()
             c.execute(
-                "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     size,
+                    leaf_hash(receipt_leaf(receipt_jws, evidence_sha256)),
                     receipt_jws,
                     evidence_sha256,
                     provider_account,
@@ -247,6 +258,72 @@ class SqliteStore:
                 "SELECT jws, log_index FROM receipts WHERE job_id = ?", (job_id,)
             ).fetchone()
             return None if row is None else (str(row[0]), int(row[1]))
+
+        return await self._run(fn)
+
+    async def log_size(self) -> int:
+        return await self._run(
+            lambda c: int(c.execute("SELECT COUNT(*) FROM receipts").fetchone()[0])
+        )
+
+    async def leaf_hashes(self, size: int) -> list[bytes]:
+        def fn(c: sqlite3.Connection) -> list[bytes]:
+            rows = c.execute(
+                "SELECT leaf_hash FROM receipts WHERE log_index < ? ORDER BY log_index", (size,)
+            ).fetchall()
+            return [bytes(r[0]) for r in rows]
+
+        return await self._run(fn)
+
+    async def entries(self, start: int, end: int) -> list[LogEntry]:
+        def fn(c: sqlite3.Connection) -> list[LogEntry]:
+            rows = c.execute(
+                "SELECT log_index, jws, evidence_sha256 FROM receipts "
+                "WHERE log_index >= ? AND log_index < ? ORDER BY log_index",
+                (start, end),
+            ).fetchall()
+            return [LogEntry(int(i), str(j), str(e)) for i, j, e in rows]
+
+        return await self._run(fn)
+
+    async def add_checkpoint(self, size: int, text: str) -> None:
+        await self._run(
+            lambda c: c.execute("INSERT OR IGNORE INTO checkpoints VALUES (?, ?)", (size, text))
+        )
+
+    async def latest_checkpoint(self) -> tuple[int, str] | None:
+        def fn(c: sqlite3.Connection) -> tuple[int, str] | None:
+            row = c.execute(
+                "SELECT size, text FROM checkpoints ORDER BY size DESC LIMIT 1"
+            ).fetchone()
+            return None if row is None else (int(row[0]), str(row[1]))
+
+        return await self._run(fn)
+
+    async def add_evidence(self, digest: str, bundle: bytes) -> None:
+        await self._run(
+            lambda c: c.execute("INSERT OR IGNORE INTO evidence VALUES (?, ?)", (digest, bundle))
+        )
+
+    async def evidence(self, digest: str) -> bytes | None:
+        def fn(c: sqlite3.Connection) -> bytes | None:
+            row = c.execute("SELECT bundle FROM evidence WHERE digest = ?", (digest,)).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return await self._run(fn)
+
+    async def ledger(self, start: int, end: int) -> list[LedgerEntry]:
+        def fn(c: sqlite3.Connection) -> list[LedgerEntry]:
+            rows = c.execute(
+                "SELECT e.id, e.transfer_id, t.kind, t.job_id, e.account, e.amount_micro "
+                "FROM entries e JOIN transfers t ON t.id = e.transfer_id "
+                "WHERE e.id > ? AND e.id <= ? ORDER BY e.id",
+                (start, end),
+            ).fetchall()
+            return [
+                LedgerEntry(int(i), str(t), str(k), bytes(j).hex() if j else "", str(a), int(m))
+                for i, t, k, j, a, m in rows
+            ]
 
         return await self._run(fn)
 

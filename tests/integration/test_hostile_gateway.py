@@ -119,9 +119,15 @@ async def test_replayed_request_is_refused_by_worker(tmp_path: Path) -> None:
         async for _ in client.stream(worker, sealed, inner, answer):
             pass
         assert engine.seen_prompts == 1
-        # The gateway replays the recorded sealed request straight to the worker.
+        # The gateway replays the recorded sealed request straight to the worker, once the first
+        # run has finished on both sides.
         session = c.gateway.registry.get(worker.worker_id)
         job_id = cpb.RoutingHeader.FromString(sealed.header).job_id
+        agent = c.workers[0]
+        for _ in range(200):
+            if job_id not in session.jobs and not agent._tasks:
+                break
+            await asyncio.sleep(0.01)
         channel = JobChannel(job_id=job_id, events=asyncio.Queue())
         session.jobs[job_id] = channel
         session.send(wpb.GatewayMessage(job=wpb.Job(request=sealed)))

@@ -1,0 +1,150 @@
+"""The torch engine: safe loading, generation controls, limits, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from enclave.engine import EngineLimits, Finished, GenerationRequest, TextDelta, load_engine
+from enclave.errors import ModelError, Overloaded, TooLarge
+from verify.digests import model_dir_sha256
+
+
+def req(prompt: str = "Hello there", **kw: object) -> GenerationRequest:
+    base: dict[str, object] = dict(
+        prompt=prompt, messages=None, max_new_tokens=16, max_input_tokens=256
+    )
+    base.update(kw)
+    return GenerationRequest(**base)  # type: ignore[arg-type]
+
+
+async def run(engine, r: GenerationRequest) -> tuple[str, Finished]:  # type: ignore[no-untyped-def]
+    items = [x async for x in engine.generate(r)]
+    fin = items[-1]
+    assert isinstance(fin, Finished)
+    assert all(isinstance(x, TextDelta) for x in items[:-1])
+    assert sum(x.tokens for x in items[:-1]) == fin.output_tokens
+    return "".join(x.text for x in items[:-1]), fin
+
+
+def copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_digest_mismatch_is_refused_before_loading(tiny_dir: Path) -> None:
+    with pytest.raises(ModelError, match="does not match"):
+        load_engine(tiny_dir, "t", expected_sha256=b"\x00" * 32)
+
+
+def test_shape_mismatch_and_unknown_architecture_are_refused(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    d = copy(tiny_dir, tmp_path / "bad-shape")
+    state = load_file(str(d / "model.safetensors"))
+    state["model.norm.weight"] = torch.ones(3)
+    save_file(state, str(d / "model.safetensors"))
+    with pytest.raises(ModelError, match="shape"):
+        load_engine(d, "t")
+    d2 = copy(tiny_dir, tmp_path / "bad-arch")
+    cfg = json.loads((d2 / "config.json").read_text())
+    cfg["architectures"] = ["GPT2LMHeadModel"]
+    (d2 / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelError, match="unsupported architecture"):
+        load_engine(d2, "t")
+
+
+def test_pickle_weights_are_refused(tiny_dir: Path, tmp_path: Path) -> None:
+    d = copy(tiny_dir, tmp_path / "pickle")
+    (d / "model.safetensors").unlink()
+    torch.save({"x": torch.ones(1)}, d / "pytorch_model.bin")
+    with pytest.raises(ModelError, match="safetensors only"):
+        load_engine(d, "t")
+
+
+async def test_greedy_and_seeded_generation_are_deterministic(tiny_dir: Path) -> None:
+    e = load_engine(tiny_dir, "t", expected_sha256=model_dir_sha256(tiny_dir))
+    try:
+        a, fa = await run(e, req())
+        b, _ = await run(e, req())
+        assert a == b and fa.output_tokens == 16 and fa.finish_reason == "length"
+        s1, _ = await run(e, req(temperature=1.0, top_p=0.9, top_k=20, seed=7))
+        s2, _ = await run(e, req(temperature=1.0, top_p=0.9, top_k=20, seed=7))
+        s3, _ = await run(e, req(temperature=1.0, top_p=0.9, top_k=20, seed=8))
+        assert s1 == s2 and s1 != s3
+    finally:
+        await e.aclose()
+
+
+async def test_stop_sequence_and_chat(tiny_dir: Path) -> None:
+    e = load_engine(tiny_dir, "t")
+    try:
+        full, _ = await run(e, req(max_new_tokens=32))
+        stop = full[5:7]
+        cut, fin = await run(e, req(max_new_tokens=32, stop=(stop,)))
+        assert cut == full[: full.find(stop)] and fin.finish_reason == "stop"
+        _chat, fin = await run(e, req(prompt=None, messages=(("user", "hi"),), max_new_tokens=4))
+        assert fin.output_tokens == 4 and fin.input_tokens > 4
+    finally:
+        await e.aclose()
+
+
+async def test_limits_are_clear_errors(tiny_dir: Path) -> None:
+    e = load_engine(
+        tiny_dir,
+        "t",
+        limits=EngineLimits(context_tokens_max=64, queued_jobs_max=1, new_tokens_max=32),
+    )
+    try:
+        with pytest.raises(TooLarge, match="prompt is"):
+            await run(e, req(prompt="x" * 100, max_input_tokens=50))
+        with pytest.raises(TooLarge, match="context"):
+            await run(e, req(prompt="x" * 40, max_new_tokens=30))
+        with pytest.raises(TooLarge, match="max_new_tokens"):
+            await run(e, req(max_new_tokens=33))
+        first = e.generate(req(max_new_tokens=32))
+        await first.__anext__()  # occupies the only queue place
+        with pytest.raises(Overloaded):
+            await run(e, req())
+        await first.aclose()  # cancelling frees the place at once
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            try:
+                await run(e, req(max_new_tokens=2))
+                break
+            except Overloaded:
+                continue
+        else:
+            pytest.fail("a cancelled job did not free its place")
+    finally:
+        await e.aclose()
+
+
+async def test_batched_outputs_equal_unbatched_and_passes_are_shared(tiny_dir: Path) -> None:
+    e = load_engine(tiny_dir, "t", limits=EngineLimits(batch_size_max=4))
+    try:
+        prompts = [
+            "alpha",
+            "a much longer prompt than the others",
+            "mid size one",
+            "z",
+            "fifth waits",
+        ]
+        alone = [await run(e, req(p, max_new_tokens=5 + 3 * i)) for i, p in enumerate(prompts)]
+        steps_alone = e.stats.steps
+        together = await asyncio.gather(
+            *(run(e, req(p, max_new_tokens=5 + 3 * i)) for i, p in enumerate(prompts))
+        )
+        assert [t for t, _ in together] == [t for t, _ in alone]
+        assert [f.output_tokens for _, f in together] == [5 + 3 * i for i in range(5)]
+        steps_together = e.stats.steps - steps_alone
+        assert steps_together < steps_alone  # sequences shared decode passes
+        assert e.stats.device_to_host_copies == e.stats.steps  # one copy per step, whole batch
+    finally:
+        await e.aclose()

@@ -1,0 +1,155 @@
+"""RFC 9162 Merkle trees: hashing, proofs and their verification (pure; shared by gateway, client
+and auditor).
+
+leaf = SHA-256(0x00 || data); node = SHA-256(0x01 || left || right); the tree over n leaves splits
+at the largest power of two smaller than n. Verification follows RFC 9162 §2.1.3.2 (inclusion) and
+§2.1.4.2 (consistency); failures raise LogError carrying what was checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from verify import limits
+from verify.errors import LogError
+
+HASH_BYTES = 32
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def root(leaves: Sequence[bytes]) -> bytes:
+    """Merkle tree hash over leaf hashes (the empty tree hashes to SHA-256 of nothing)."""
+    n = len(leaves)
+    if n == 0:
+        return hashlib.sha256(b"").digest()
+    if n == 1:
+        return leaves[0]
+    k = _split(n)
+    return node_hash(root(leaves[:k]), root(leaves[k:]))
+
+
+def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
+    n = len(leaves)
+    if not 0 <= index < n:
+        raise LogError(f"leaf {index} is not in a tree of size {n}")
+    if n == 1:
+        return []
+    k = _split(n)
+    if index < k:
+        return [*inclusion_proof(index, leaves[:k]), root(leaves[k:])]
+    return [*inclusion_proof(index - k, leaves[k:]), root(leaves[:k])]
+
+
+def consistency_proof(first: int, leaves: Sequence[bytes]) -> list[bytes]:
+    n = len(leaves)
+    if not 0 < first <= n:
+        raise LogError(f"no consistency proof from size {first} to {n}")
+    return _subproof(first, leaves, True)
+
+
+def _subproof(m: int, leaves: Sequence[bytes], complete: bool) -> list[bytes]:
+    n = len(leaves)
+    if m == n:
+        return [] if complete else [root(leaves)]
+    k = _split(n)
+    if m <= k:
+        return [*_subproof(m, leaves[:k], complete), root(leaves[k:])]
+    return [*_subproof(m - k, leaves[k:], False), root(leaves[:k])]
+
+
+def _check_proof_shape(proof: Sequence[bytes]) -> None:
+    if len(proof) > limits.PROOF_HASHES_MAX:
+        raise LogError(f"proof has {len(proof)} hashes; limit {limits.PROOF_HASHES_MAX}")
+    if any(len(h) != HASH_BYTES for h in proof):
+        raise LogError("proof hashes must be 32 bytes")
+
+
+def verify_inclusion(
+    leaf: bytes, index: int, size: int, proof: Sequence[bytes], expected_root: bytes
+) -> None:
+    _check_proof_shape(proof)
+    if not 0 <= index < size:
+        raise LogError(f"leaf index {index} outside tree size {size}")
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            raise LogError("inclusion proof is longer than the tree allows")
+        if fn % 2 == 1 or fn == sn:
+            r = node_hash(p, r)
+            if fn % 2 == 0:
+                while fn % 2 == 0 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0 or r != expected_root:
+        raise LogError(
+            f"inclusion proof for leaf {index} in tree {size} does not lead to root "
+            f"{expected_root.hex()} (got {r.hex()})"
+        )
+
+
+def verify_consistency(
+    first: int, second: int, first_root: bytes, second_root: bytes, proof: Sequence[bytes]
+) -> None:
+    _check_proof_shape(proof)
+    if not 0 < first <= second:
+        raise LogError(f"sizes {first} → {second} cannot be consistent")
+    if first == second:
+        if proof or first_root != second_root:
+            raise LogError(f"tree {first} has two different roots")
+        return
+    path = list(proof)
+    if first & (first - 1) == 0:  # a power of two: the old root is a node of the new tree
+        path = [first_root, *path]
+    if not path:
+        raise LogError("consistency proof is empty")
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise LogError("consistency proof is longer than the trees allow")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0 or fr != first_root or sr != second_root:
+        raise LogError(
+            f"tree {second} (root {second_root.hex()}) is not an extension of tree {first} "
+            f"(root {first_root.hex()})"
+        )
+
+
+def receipt_leaf(receipt_jws: str, evidence_sha256: str) -> bytes:
+    """The data of one log leaf: the receipt and the digest of the evidence its key was admitted
+    under (the bundle itself is retrievable by that digest)."""
+    from verify.encoding import fields
+
+    return fields("ccgw/v1/log-leaf", receipt_jws.encode(), evidence_sha256.encode())
