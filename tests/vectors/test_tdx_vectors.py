@@ -221,3 +221,31 @@ def test_real_quote_in_a_bundle_reaches_the_binding_check() -> None:
     b.cpu_certs.append(b"x")
     with pytest.raises(MalformedError, match="cpu_certs must be empty"):
         verify_bundle(b, Policy(), RootStore.default(), NOW)
+
+
+def test_tdx_rules_on_a_real_quote_list_every_problem() -> None:
+    from verify.attestation.validate import validate_tdx
+
+    v = verify(path(QUOTES[0]).read_bytes())
+    body = v.quote.body
+    ok = Policy(
+        allowed_measurements=frozenset({body.mr_td.hex()}),
+        allowed_platform_ids=frozenset({v.pck_info.ppid.hex()}),
+        tdx_allowed_rtmrs={i: frozenset({r.hex()}) for i, r in enumerate(body.rtmrs)},
+        tdx_allowed_mr_seam=frozenset({body.mr_seam.hex()}),
+        tdx_min_tee_tcb_svn=body.tee_tcb_svn,
+    )
+    problems: list[str] = []
+    validate_tdx(v, ok, intel(), NOW, problems)
+    assert problems == []
+    bad = Policy(
+        allowed_measurements=frozenset({"00" * 48}),
+        allowed_platform_ids=frozenset({"00" * 16}),
+        tdx_allowed_rtmrs={2: frozenset({"11" * 48})},
+        tdx_allowed_mr_seam=frozenset({"22" * 48}),
+        tdx_min_tee_tcb_svn=b"\x09" * 16,
+        tdx_require_collateral=True,
+    )
+    validate_tdx(v, bad, intel(), NOW, problems)
+    assert len(problems) == 6, problems
+    assert problems[-1] == "policy requires TDX TCB collateral; none was supplied"
