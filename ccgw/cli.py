@@ -92,10 +92,20 @@ def _parser() -> argparse.ArgumentParser:
     dep.add_argument("--account", required=True)
     dep.add_argument("--amount-micro", type=int, required=True)
     dep.add_argument("--transfer-id", required=True)
+    pol = sub.add_parser(
+        "derive-policy",
+        help="write a policy that pins a known-good evidence bundle (see `derive-policy -h`)",
+        add_help=False,
+    )
+    pol.add_argument("args", nargs=argparse.REMAINDER)
+
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else argv
+    if raw[:1] == ["derive-policy"]:  # its own parser (verify.attestation.derive), -h included
+        return _derive_policy(argparse.Namespace(args=raw[1:]))
     args = _parser().parse_args(argv)
     default_level = "WARNING" if args.cmd in ("demo", "ask") else "INFO"
     logs.configure(args.log_level or default_level)
@@ -161,6 +171,10 @@ def _worker(args: argparse.Namespace) -> int:
             expected_sha256=bytes.fromhex(sha) if sha else None,
             device=args.device,
         )
+    from enclave.tee import CpuTee, GpuAttester
+
+    cpu: CpuTee
+    gpu: GpuAttester | None
     if args.simulated_tee is not None:
         from simtee import SimulatedSnpTee, SimulatedVendor
 
@@ -168,9 +182,14 @@ def _worker(args: argparse.Namespace) -> int:
         cpu = SimulatedSnpTee(SimulatedVendor.load(args.simulated_tee))
         gpu = None
     else:
-        from enclave.evidence import detect_real_tee  # type: ignore[attr-defined]
+        from enclave.errors import EvidenceError
+        from enclave.evidence import detect_real_tee
 
-        cpu, gpu = detect_real_tee()
+        try:
+            cpu, gpu = detect_real_tee(require_gpu=args.device != "cpu")
+        except EvidenceError as exc:
+            print(f"ccgw worker: {exc}", file=sys.stderr)
+            return 2
     config = WorkerConfig(
         gateway=args.gateway,
         provider_token=args.token_file.read_text().strip(),
@@ -270,7 +289,14 @@ def _deposit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _derive_policy(args: argparse.Namespace) -> int:
+    from verify.attestation.derive import cli_derive_policy
+
+    return cli_derive_policy(args.args)
+
+
 _COMMANDS = {
+    "derive-policy": _derive_policy,
     "demo": _demo,
     "gateway": _gateway,
     "worker": _worker,

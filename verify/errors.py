@@ -4,6 +4,7 @@ Every failure says what was wrong, in words safe to show a caller (no secret, no
 
     VerifyError
     ├── MalformedError      bytes that do not parse, a size out of range, a bad field
+    │   └── PolicyFileError a policy file that is malformed; `problems` lists every problem
     ├── LimitError          a named limit exceeded (bytes, counts, depth)
     ├── SignatureError      a signature that does not verify
     ├── ChainError          a certificate chain that is broken or ends at an unaccepted root
@@ -25,6 +26,14 @@ class VerifyError(Exception):
 
 class MalformedError(VerifyError):
     pass
+
+
+class PolicyFileError(MalformedError):
+    """A policy file (or dict) that cannot be loaded. `problems` lists every problem found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("policy refused: " + "; ".join(self.problems))
 
 
 class LimitError(VerifyError):

@@ -1,28 +1,43 @@
 """verify_bundle: the one entry point that turns an EvidenceBundle into a trusted worker identity.
+The client SDK, the gateway and the auditor tools all call it; nothing else exposes trusted values.
 
 Steps, in order (each failure raises a VerifyError subclass naming the step):
  1. sizes: bundle, CPU report, certificates, GPU evidence within verify.limits;
- 2. parse + verify the CPU evidence for its platform, chaining to a root the policy accepts;
+ 2. parse + verify the CPU evidence for its platform (SEV-SNP report or TDX quote), chaining to a
+    root the policy accepts;
  3. binding: report_data equals verify.binding.bundle_report_data(bundle) — the keys, the nonce,
-    the GPU evidence digest, the model digests and the issue time are what the hardware signed;
- 4. GPU evidence (when present or required): verified for the same nonce;
+    the SHA-256 of the GPU evidence, the model digests and the issue time are what the hardware
+    signed, so GPU evidence from another machine cannot be spliced in;
+ 4. GPU evidence: each report verified to the NVIDIA root, answering the bundle's nonce;
  5. freshness: the expected nonce when the caller chose one; age within policy.max_evidence_age_s;
- 6. validate: debug off, launch measurement allowed, GPU required.
-Only the returned VerifiedWorker exposes trusted values.
+ 6. validate: every policy rule (verify.attestation.validate); all failures are listed at once.
 """
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from protos.ccgw.v1 import common_pb2 as pb
 from verify import binding, limits
-from verify.attestation import sevsnp
+from verify.attestation import nvidia, sevsnp, tdx
 from verify.attestation.policy import Policy
 from verify.attestation.roots import RootStore
+from verify.attestation.validate import validate_gpus, validate_snp, validate_tdx
 from verify.errors import BindingError, FreshnessError, LimitError, MalformedError, PolicyError
+
+
+@dataclass(frozen=True)
+class GpuClaims:
+    """What one verified GPU attests to."""
+
+    index: int
+    arch: str
+    measurements: Mapping[int, str]  # index → hex
+    driver_version: str | None
+    vbios_version: str | None
 
 
 @dataclass(frozen=True)
@@ -33,11 +48,22 @@ class VerifiedWorker:
     platform: str  # "sev-snp" | "tdx"
     root: str  # name of the pinned root the CPU evidence chains to
     simulated: bool
-    measurement: str  # hex
+    measurement: str  # hex: SEV-SNP MEASUREMENT / TDX MRTD
     platform_id: str  # hex chip id (SEV-SNP) / PPID (TDX) when known
     models: dict[str, bytes]
     issued_at_ms: int
     gpu_count: int
+    # Added with real attestation (all have defaults so older constructors keep working).
+    product: str = ""  # "milan" | "genoa" | "turin" | "" (TDX / simulated)
+    tcb: Mapping[str, int] = field(default_factory=dict)  # SEV-SNP reported TCB components
+    guest_svn: int = 0
+    vmpl: int | None = None
+    host_data: str = ""
+    rtmrs: tuple[str, ...] = ()  # TDX RTMR0–3, hex
+    mr_seam: str = ""
+    tee_tcb_svn: str = ""
+    tcb_status: str = ""  # TDX: from collateral, or says that none was supplied
+    gpus: tuple[GpuClaims, ...] = ()
 
 
 def _check_sizes(bundle: pb.EvidenceBundle) -> None:
@@ -55,6 +81,8 @@ def _check_sizes(bundle: pb.EvidenceBundle) -> None:
             or len(g.cert_chain) > limits.GPU_CERT_CHAIN_BYTES_MAX
         ):
             raise LimitError(f"GPU {g.index} evidence too large")
+    if len({g.index for g in bundle.gpus}) != len(bundle.gpus):
+        raise MalformedError("GPU indices repeat")
     if bundle.version != 1:
         raise MalformedError(f"evidence bundle version {bundle.version} unsupported")
 
@@ -66,8 +94,10 @@ def verify_bundle(
     now: datetime,
     expected_nonce: bytes | None = None,
 ) -> VerifiedWorker:
-    _check_sizes(bundle)
+    _check_sizes(bundle)  # 1
     binding.check_keys(bundle.keys)
+    problems: list[str] = []
+    claims: dict[str, object]
     # 2. CPU evidence
     if bundle.platform == pb.SEV_SNP:
         snp = sevsnp.verify_report(
@@ -76,10 +106,43 @@ def verify_bundle(
             roots.for_platform(policy.accepted_roots, "sev-snp"),
             now,
         )
-        report_data = snp.report.report_data
-        platform, root, simulated = "sev-snp", snp.root.name, snp.root.simulated
-        measurement, platform_id = snp.report.measurement.hex(), snp.report.chip_id.hex()
-        debug = snp.report.debug_allowed
+        rep = snp.report
+        report_data = rep.report_data
+        reported = sevsnp.TcbVersion(rep.reported_tcb.raw, snp.product == "turin")
+        claims = dict(
+            platform="sev-snp",
+            root=snp.root.name,
+            simulated=snp.root.simulated,
+            measurement=rep.measurement.hex(),
+            platform_id=rep.chip_id.hex(),
+            product=snp.product or "",
+            tcb=reported.components(),
+            guest_svn=rep.guest_svn,
+            vmpl=rep.vmpl,
+            host_data=rep.host_data.hex(),
+        )
+        validate_snp(snp, policy, problems)
+    elif bundle.platform == pb.TDX:
+        if bundle.cpu_certs:
+            raise MalformedError(
+                "TDX evidence carries its PCK chain in the quote; cpu_certs must be empty"
+            )
+        tdx_roots = roots.for_platform(policy.accepted_roots, "tdx")
+        td = tdx.verify_quote(bundle.cpu_report, tdx_roots, now)
+        body = td.quote.body
+        report_data = body.report_data
+        status = validate_tdx(td, policy, tdx_roots, now, problems)
+        claims = dict(
+            platform="tdx",
+            root=td.root.name,
+            simulated=td.root.simulated,
+            measurement=body.mr_td.hex(),
+            platform_id=td.pck_info.ppid.hex(),
+            rtmrs=tuple(r.hex() for r in body.rtmrs),
+            mr_seam=body.mr_seam.hex(),
+            tee_tcb_svn=body.tee_tcb_svn.hex(),
+            tcb_status=status,
+        )
     else:
         raise MalformedError(f"evidence platform {bundle.platform} is not supported")
     # 3. binding
@@ -88,10 +151,14 @@ def verify_bundle(
             "report_data does not bind the presented keys, nonce, GPU evidence, models and time"
         )
     # 4. GPU evidence
-    if bundle.gpus:
-        raise PolicyError("GPU evidence present but no GPU verifier is configured")
-    if policy.require_gpu and not bundle.gpus:
-        raise PolicyError("policy requires GPU evidence; the bundle has none")
+    gpu_roots = roots.for_platform(policy.accepted_roots, "nvidia")
+    gpus = [
+        nvidia.verify_report(
+            g.report, g.cert_chain, gpu_roots, now, bundle.nonce, index=g.index, arch=g.arch
+        )
+        for g in bundle.gpus
+    ]
+    validate_gpus(gpus, policy, problems)
     # 5. freshness
     if expected_nonce is not None and not hmac.compare_digest(bundle.nonce, expected_nonce):
         raise FreshnessError("evidence answers another nonce than the one asked")
@@ -103,24 +170,25 @@ def verify_bundle(
             f"evidence is {(now_ms - bundle.issued_at_ms) // 1000} s old; "
             f"policy allows {policy.max_evidence_age_s} s"
         )
-    # 6. validate
-    problems = []
-    if debug and not policy.allow_debug:
-        problems.append("guest policy allows debugging")
-    if policy.allowed_measurements is not None and measurement not in policy.allowed_measurements:
-        problems.append(f"launch measurement {measurement[:16]}… is not allowed")
+    # 6. validate (the rules ran above, next to the records they read; all reported together)
     if problems:
         raise PolicyError(problems)
     return VerifiedWorker(
         key_id=binding.key_id(bundle.keys),
         keys=bundle.keys,
         evidence_sha256=binding.evidence_sha256(bundle),
-        platform=platform,
-        root=root,
-        simulated=simulated,
-        measurement=measurement,
-        platform_id=platform_id,
         models={m.name: bytes(m.sha256) for m in bundle.models},
         issued_at_ms=bundle.issued_at_ms,
         gpu_count=len(bundle.gpus),
+        gpus=tuple(
+            GpuClaims(
+                index=g.index,
+                arch=g.arch,
+                measurements=g.measurements,
+                driver_version=g.report.driver_version,
+                vbios_version=g.report.vbios_version,
+            )
+            for g in gpus
+        ),
+        **claims,  # type: ignore[arg-type]
     )

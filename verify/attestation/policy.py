@@ -1,25 +1,105 @@
 """Attestation policy as data. Required wherever evidence is verified; there is no implicit
-default that accepts everything, and the simulated root is accepted only when named."""
+default that accepts everything, and the simulated root is accepted only when named.
+
+A policy file (TOML, or JSON with the same structure) is loaded by `load_policy`; every problem in
+it is listed in one PolicyFileError, never only the first. Lists that pin values (measurements,
+platform ids, RTMRs, GPU measurements) may be absent (= not pinned) but never empty: an empty
+allow-list is refused rather than read as "allow all" or silently as "allow nothing".
+
+    version = 1
+    accepted_roots = ["amd-milan", "amd-genoa", "amd-turin", "intel-sgx", "nvidia-device"]
+    max_evidence_age_s = 3600
+    clock_skew_s = 60
+    allow_debug = false
+    allowed_measurements = ["<hex48>"]          # SEV-SNP MEASUREMENT / TDX MRTD
+    allowed_platform_ids = ["<hex>"]            # SEV-SNP chip ids / TDX PPIDs
+
+    [sev_snp]
+    min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }   # fmc too, on Turin
+    min_guest_svn = 0
+    allow_smt = true
+    allow_migration_agent = false
+    max_vmpl = 0
+    allowed_host_data = ["<hex32>"]
+
+    [tdx]
+    rtmr0 = ["<hex48>"]                         # rtmr0 … rtmr3
+    allowed_mr_seam = ["<hex48>"]
+    min_tee_tcb_svn = "<hex16>"                 # component-wise minimum
+    accepted_tcb_status = ["UpToDate"]
+    require_collateral = false
+    tcb_info_file = "tcbinfo.json"              # relative to the policy file
+    qe_identity_file = "qeidentity.json"
+    collateral_signing_chain_file = "tcb-sign-chain.pem"
+
+    [gpu]
+    required = true                             # a GPU in confidential-computing mode
+    allowed_measurements = { "1" = ["<hex>"], "2" = ["<hex>"] }
+    allowed_driver_versions = ["550.90.07"]
+    allowed_vbios_versions = ["96.00.9F.00.01"]
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import json
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 from verify.attestation.roots import SIMULATED
+from verify.errors import PolicyFileError
 
 REAL_ROOTS = frozenset({"amd-milan", "amd-genoa", "amd-turin", "intel-sgx", "nvidia-device"})
+KNOWN_ROOTS = REAL_ROOTS | {SIMULATED}
+POLICY_VERSION = 1
+SNP_TCB_COMPONENTS = ("bootloader", "tee", "snp", "microcode", "fmc")
+TDX_TCB_STATUSES = frozenset(
+    {
+        "UpToDate",
+        "SWHardeningNeeded",
+        "ConfigurationNeeded",
+        "ConfigurationAndSWHardeningNeeded",
+        "OutOfDate",
+        "OutOfDateConfigurationNeeded",
+        "Revoked",
+    }
+)
 
 
 @dataclass(frozen=True)
 class Policy:
     accepted_roots: frozenset[str] = REAL_ROOTS
     # Hex launch measurements (SEV-SNP MEASUREMENT / TDX MRTD) allowed; None = not pinned.
-    # An empty set is refused when a policy is loaded (it would mean "allow nothing" by accident).
     allowed_measurements: frozenset[str] | None = None
     allow_debug: bool = False
     require_gpu: bool = False
     max_evidence_age_s: int = 3600
     clock_skew_s: int = 60
+    # Hex SEV-SNP chip ids / TDX PPIDs of registered machines; None = any machine.
+    allowed_platform_ids: frozenset[str] | None = None
+    # SEV-SNP
+    snp_min_tcb: Mapping[str, int] = field(default_factory=dict)
+    snp_min_guest_svn: int = 0
+    snp_allow_smt: bool = True
+    snp_allow_migration_agent: bool = False
+    snp_max_vmpl: int | None = None
+    snp_allowed_host_data: frozenset[str] | None = None
+    # TDX
+    tdx_allowed_rtmrs: Mapping[int, frozenset[str]] = field(default_factory=dict)
+    tdx_allowed_mr_seam: frozenset[str] | None = None
+    tdx_min_tee_tcb_svn: bytes | None = None
+    tdx_accepted_tcb_status: frozenset[str] = frozenset({"UpToDate"})
+    tdx_require_collateral: bool = False
+    # Raw collateral documents (JSON text as Intel PCS serves it), read from files by the loader.
+    tdx_tcb_info: bytes | None = None
+    tdx_qe_identity: bytes | None = None
+    tdx_collateral_chain_pem: bytes | None = None
+    # GPU
+    gpu_allowed_measurements: Mapping[int, frozenset[str]] = field(default_factory=dict)
+    gpu_allowed_driver_versions: frozenset[str] | None = None
+    gpu_allowed_vbios_versions: frozenset[str] | None = None
 
     @property
     def accepts_simulated(self) -> bool:
@@ -29,3 +109,230 @@ class Policy:
         """The same policy that also accepts the locally generated simulated root. Everything that
         calls this must say so loudly (log a warning)."""
         return replace(self, accepted_roots=self.accepted_roots | {SIMULATED})
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+class _Reader:
+    """Reads one table, recording every problem instead of stopping at the first."""
+
+    def __init__(self, table: Mapping[str, Any], where: str, problems: list[str]) -> None:
+        self.table, self.where, self.problems = table, where, problems
+        self.used: set[str] = set()
+
+    def _name(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def problem(self, key: str, msg: str) -> None:
+        self.problems.append(f"{self._name(key)}: {msg}")
+
+    def get(self, key: str) -> Any:
+        self.used.add(key)
+        return self.table.get(key)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        v = self.get(key)
+        if v is None:
+            return default
+        if not isinstance(v, bool):
+            self.problem(key, "must be true or false")
+            return default
+        return v
+
+    def integer(self, key: str, default: int | None, lo: int = 0, hi: int = 2**63) -> int | None:
+        v = self.get(key)
+        if v is None:
+            return default
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            self.problem(key, f"must be an integer in {lo}..{hi}")
+            return default
+        return v
+
+    def strings(
+        self, key: str, check: Callable[[str], str | None] | None = None, value: Any = None
+    ) -> frozenset[str] | None:
+        v = self.get(key) if value is None else value
+        if v is None:
+            return None
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            self.problem(key, "must be a list of strings")
+            return None
+        if not v:
+            self.problem(
+                key,
+                "is empty; an empty allow-list would allow nothing — remove the key "
+                "to leave it unpinned, or list the allowed values",
+            )
+            return None
+        out = set()
+        for x in v:
+            norm = x.lower() if check is not None else x
+            err = check(norm) if check is not None else None
+            if err:
+                self.problem(key, f"{x!r} {err}")
+            out.add(norm)
+        return frozenset(out)
+
+    def unknown(self) -> None:
+        for key in sorted(set(self.table) - self.used):
+            self.problem(key, "unknown key")
+
+
+def _hexlen(*sizes: int) -> Callable[[str], str | None]:
+    def check(s: str) -> str | None:
+        try:
+            n = len(bytes.fromhex(s))
+        except ValueError:
+            return "is not hex"
+        return None if n in sizes else f"is {n} bytes; expected {' or '.join(map(str, sizes))}"
+
+    return check
+
+
+def _table(r: _Reader, key: str) -> Mapping[str, Any]:
+    v = r.get(key)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        r.problem(key, "must be a table")
+        return {}
+    return v
+
+
+def policy_from_dict(data: Mapping[str, Any], base_dir: Path | None = None) -> Policy:
+    """Build a Policy from parsed TOML/JSON; raises PolicyFileError listing every problem."""
+    problems: list[str] = []
+    top = _Reader(data, "", problems)
+    version = top.get("version")
+    if version != POLICY_VERSION:
+        top.problem("version", f"must be {POLICY_VERSION}")
+    roots = top.strings("accepted_roots")
+    if roots is None and "accepted_roots" not in data:
+        top.problem("accepted_roots", "is required (name the vendor roots you trust)")
+    for name in sorted(roots or ()):
+        if name not in KNOWN_ROOTS:
+            top.problem(
+                "accepted_roots", f"{name!r} is not a known root ({', '.join(sorted(KNOWN_ROOTS))})"
+            )
+    kw: dict[str, Any] = {"accepted_roots": roots or frozenset()}
+    kw["max_evidence_age_s"] = top.integer("max_evidence_age_s", 3600, 1, 366 * 86400)
+    kw["clock_skew_s"] = top.integer("clock_skew_s", 60, 0, 3600)
+    kw["allow_debug"] = top.boolean("allow_debug", False)
+    kw["allowed_measurements"] = top.strings("allowed_measurements", _hexlen(48))
+    kw["allowed_platform_ids"] = top.strings("allowed_platform_ids", _hexlen(8, 16, 64))
+
+    snp = _Reader(_table(top, "sev_snp"), "sev_snp", problems)
+    tcb = _Reader(_table(snp, "min_tcb"), "sev_snp.min_tcb", problems)
+    min_tcb = {}
+    for comp in SNP_TCB_COMPONENTS:
+        v = tcb.integer(comp, None, 0, 255)
+        if v is not None:
+            min_tcb[comp] = v
+    tcb.unknown()
+    kw["snp_min_tcb"] = min_tcb
+    kw["snp_min_guest_svn"] = snp.integer("min_guest_svn", 0, 0, 2**32 - 1)
+    kw["snp_allow_smt"] = snp.boolean("allow_smt", True)
+    kw["snp_allow_migration_agent"] = snp.boolean("allow_migration_agent", False)
+    kw["snp_max_vmpl"] = snp.integer("max_vmpl", None, 0, 3)
+    kw["snp_allowed_host_data"] = snp.strings("allowed_host_data", _hexlen(32))
+    snp.unknown()
+
+    tdx = _Reader(_table(top, "tdx"), "tdx", problems)
+    rtmrs = {}
+    for i in range(4):
+        allowed = tdx.strings(f"rtmr{i}", _hexlen(48))
+        if allowed is not None:
+            rtmrs[i] = allowed
+    kw["tdx_allowed_rtmrs"] = rtmrs
+    kw["tdx_allowed_mr_seam"] = tdx.strings("allowed_mr_seam", _hexlen(48))
+    svn = tdx.get("min_tee_tcb_svn")
+    if svn is not None:
+        err = _hexlen(16)(svn) if isinstance(svn, str) else "must be a hex string"
+        if err:
+            tdx.problem("min_tee_tcb_svn", f"{svn!r} {err}")
+        else:
+            kw["tdx_min_tee_tcb_svn"] = bytes.fromhex(svn)
+    statuses = tdx.strings("accepted_tcb_status")
+    for s in sorted(statuses or ()):
+        if s not in TDX_TCB_STATUSES:
+            tdx.problem("accepted_tcb_status", f"{s!r} is not an Intel TCB status")
+    if statuses is not None:
+        kw["tdx_accepted_tcb_status"] = statuses
+    kw["tdx_require_collateral"] = tdx.boolean("require_collateral", False)
+    for key, attr in (
+        ("tcb_info_file", "tdx_tcb_info"),
+        ("qe_identity_file", "tdx_qe_identity"),
+        ("collateral_signing_chain_file", "tdx_collateral_chain_pem"),
+    ):
+        name = tdx.get(key)
+        if name is None:
+            continue
+        if not isinstance(name, str):
+            tdx.problem(key, "must be a file name")
+            continue
+        path = Path(name) if base_dir is None else base_dir / name
+        try:
+            kw[attr] = path.read_bytes()
+        except OSError as exc:
+            tdx.problem(key, f"cannot read {path}: {exc.strerror}")
+    if kw["tdx_require_collateral"] and "tdx_tcb_info" not in kw and "tcb_info_file" in tdx.table:
+        pass  # already reported as unreadable
+    elif kw["tdx_require_collateral"] and "tcb_info_file" not in tdx.table:
+        tdx.problem("require_collateral", "is true but no tcb_info_file is given")
+    tdx.unknown()
+
+    gpu = _Reader(_table(top, "gpu"), "gpu", problems)
+    kw["require_gpu"] = gpu.boolean("required", False)
+    gm = gpu.get("allowed_measurements")
+    gpu_meas: dict[int, frozenset[str]] = {}
+    if gm is not None:
+        if not isinstance(gm, dict) or not gm:
+            gpu.problem("allowed_measurements", "must be a non-empty table of index = [hex, …]")
+        else:
+            for k, v in gm.items():
+                if not (isinstance(k, str) and k.isdigit() and 1 <= int(k) <= 254):
+                    gpu.problem("allowed_measurements", f"index {k!r} is not 1..254")
+                    continue
+                allowed = gpu.strings(f"allowed_measurements.{k}", _hexlen(32, 48, 64), value=v)
+                if allowed is not None:
+                    gpu_meas[int(k)] = allowed
+    kw["gpu_allowed_measurements"] = gpu_meas
+    kw["gpu_allowed_driver_versions"] = gpu.strings("allowed_driver_versions")
+    kw["gpu_allowed_vbios_versions"] = gpu.strings("allowed_vbios_versions")
+    if (
+        gpu_meas or kw["gpu_allowed_driver_versions"] or kw["gpu_allowed_vbios_versions"]
+    ) and not kw["require_gpu"]:
+        gpu.problem("required", "GPU values are pinned, so required must be true")
+    gpu.unknown()
+    top.get("sev_snp"), top.get("tdx"), top.get("gpu")
+    top.unknown()
+    if problems:
+        raise PolicyFileError(problems)
+    return Policy(**kw)
+
+
+def load_policy(text: str, fmt: str = "toml", base_dir: Path | None = None) -> Policy:
+    try:
+        if fmt == "toml":
+            data: Any = tomllib.loads(text)
+        elif fmt == "json":
+            data = json.loads(text)
+        else:
+            raise PolicyFileError([f"policy format {fmt!r} is not toml or json"])
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise PolicyFileError([f"policy is not valid {fmt}: {exc}"]) from exc
+    if not isinstance(data, dict):
+        raise PolicyFileError(["policy must be a table / object"])
+    return policy_from_dict(data, base_dir)
+
+
+def load_policy_file(path: Path) -> Policy:
+    """Load a .toml or .json policy; collateral file names are relative to its directory."""
+    fmt = "json" if path.suffix.lower() == ".json" else "toml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyFileError([f"cannot read policy {path}: {exc}"]) from exc
+    return load_policy(text, fmt, base_dir=path.parent)

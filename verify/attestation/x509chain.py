@@ -12,11 +12,25 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.utils import CryptographyDeprecationWarning
 
 from verify import limits
 from verify.errors import ChainError, LimitError, MalformedError
+
+
+def _eager(cert: x509.Certificate, what: str) -> x509.Certificate:
+    """`cryptography` parses some fields lazily: touch every one we use now, so a corrupt
+    certificate is refused here as MalformedError, not later as a stray ValueError."""
+    try:
+        _ = (cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc)
+        _ = (cert.extensions, cert.public_key(), cert.signature_hash_algorithm)
+        _ = (cert.subject.rfc4514_string(), cert.issuer.rfc4514_string())
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise MalformedError(
+            f"{what} certificate does not parse ({exc.__class__.__name__})"
+        ) from exc
+    return cert
 
 
 def load_der(data: bytes, what: str) -> x509.Certificate:
@@ -28,7 +42,7 @@ def load_der(data: bytes, what: str) -> x509.Certificate:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CryptographyDeprecationWarning)
         try:
-            return x509.load_der_x509_certificate(data)
+            return _eager(x509.load_der_x509_certificate(data), what)
         except ValueError as exc:
             raise MalformedError(f"{what} certificate is not valid DER") from exc
 
@@ -46,7 +60,9 @@ def load_pem_chain(data: bytes, what: str) -> list[x509.Certificate]:
         raise LimitError(
             f"{what} chain has {len(certs)} certificates; limit {limits.CERTS_PER_CHAIN_MAX}"
         )
-    return certs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return [_eager(c, f"{what} #{i}") for i, c in enumerate(certs)]
 
 
 def _check_time(cert: x509.Certificate, now: datetime, what: str) -> None:

@@ -1,0 +1,251 @@
+"""Real TDX quotes (go-tdx-guest's production SPR E4 quote v4, the COS quote v4, the v5 sample)
+verify to the pinned Intel SGX Root CA; every single-field tamper fails naming what failed; Intel's
+sample collateral is evaluated."""
+
+from __future__ import annotations
+
+import datetime as dt
+import struct
+from pathlib import Path
+
+import pytest
+
+from protos.ccgw.v1 import common_pb2 as pb
+from tests.vectors._paths import vectors_dir
+from verify.attestation import collateral, tdx
+from verify.attestation.bundle import verify_bundle
+from verify.attestation.policy import Policy
+from verify.attestation.roots import RootStore
+from verify.errors import BindingError, ChainError, MalformedError, PolicyError, SignatureError
+
+NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+QUOTES = ["tdx_prod_quote_SPR_E4.dat", "cos-113-tdx-quote.dat", "quote_v5_sample.dat"]
+
+
+def path(name: str) -> Path:
+    return vectors_dir() / "tdx" / name
+
+
+def intel() -> list:  # type: ignore[type-arg]
+    return RootStore.default().for_platform(frozenset({"intel-sgx"}), "tdx")
+
+
+def verify(data: bytes, when: dt.datetime = NOW) -> tdx.VerifiedTdx:
+    return tdx.verify_quote(data, intel(), when)
+
+
+@pytest.mark.parametrize("name", QUOTES)
+def test_real_quote_verifies(name: str) -> None:
+    v = verify(path(name).read_bytes())
+    assert v.root.name == "intel-sgx"
+    assert v.quote.qe_vendor_id == tdx.INTEL_QE_VENDOR_ID
+    assert len(v.pck_info.ppid) == 16 and len(v.pck_info.fmspc) == 6
+    assert not v.quote.body.debug
+
+
+def test_quote_versions_and_bodies() -> None:
+    spr = verify(path(QUOTES[0]).read_bytes())
+    v5 = verify(path(QUOTES[2]).read_bytes())
+    assert (spr.quote.version, spr.quote.body_type, spr.quote.body.mr_service_td) == (4, 2, None)
+    assert (v5.quote.version, v5.quote.body_type) == (5, 3)
+    assert v5.quote.body.mr_service_td is not None and v5.quote.body.tee_tcb_svn2 is not None
+    assert spr.pck_info.fmspc.hex() == "50806f000000" and spr.pck_info.pce_svn == 11
+    assert spr.quote.trailing_bytes == 39  # go-tdx-guest appended a note after the quote
+
+
+def test_wrong_root_is_refused() -> None:
+    milan = RootStore.default().for_platform(frozenset({"amd-milan"}), "sev-snp")
+    with pytest.raises(ChainError, match="TDX PCK chain verifies to no accepted root"):
+        tdx.verify_quote(path(QUOTES[0]).read_bytes(), milan, NOW)
+
+
+def flip(data: bytes, offset: int) -> bytes:
+    b = bytearray(data)
+    b[offset] ^= 0x01
+    return bytes(b)
+
+
+BODY = 48
+SIG_DATA = 48 + 584 + 4
+QE_REPORT = SIG_DATA + 64 + 64 + 6
+
+
+@pytest.mark.parametrize(
+    ("what", "offset", "error", "named"),
+    [
+        ("header user data", 40, SignatureError, "quote signature"),
+        ("TEE_TCB_SVN", BODY, SignatureError, "quote signature"),
+        ("MRTD", BODY + 136, SignatureError, "quote signature"),
+        ("RTMR0", BODY + 328, SignatureError, "quote signature"),
+        ("report_data", BODY + 520, SignatureError, "quote signature"),
+        ("quote signature", SIG_DATA + 5, SignatureError, "quote signature"),
+        ("attestation key", SIG_DATA + 64 + 5, SignatureError, "does not bind the attestation key"),
+        ("QE report MRSIGNER", QE_REPORT + 128, SignatureError, "QE report signature"),
+        ("QE report data", QE_REPORT + 320, SignatureError, "QE report signature"),
+        ("QE report signature", QE_REPORT + 384 + 3, SignatureError, "QE report signature"),
+        (
+            "QE auth data",
+            QE_REPORT + 384 + 64 + 2,
+            SignatureError,
+            "does not bind the attestation key",
+        ),
+        ("version", 0, MalformedError, "v5 body size"),  # 4 ^ 1 = 5: the v5 layout no longer fits
+        ("TEE type", 4, MalformedError, "TEE type"),
+        ("attestation key type", 2, MalformedError, "attestation key type"),
+        ("QE vendor", 12, MalformedError, "QE vendor"),
+    ],
+)
+def test_single_field_tamper_is_refused(what: str, offset: int, error: type, named: str) -> None:
+    data = path(QUOTES[0]).read_bytes()
+    with pytest.raises(error, match=named):
+        verify(flip(data, offset))
+
+
+def _pem_blocks(data: bytes) -> tuple[int, list[bytes]]:
+    start = data.index(b"-----BEGIN CERTIFICATE-----")
+    end = data.rindex(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----\n")
+    blocks = data[start:end].split(b"-----END CERTIFICATE-----\n")
+    return start, [b + b"-----END CERTIFICATE-----\n" for b in blocks if b]
+
+
+def test_tampered_pck_certificate_is_refused() -> None:
+    data = bytearray(path(QUOTES[0]).read_bytes())
+    start, _blocks = _pem_blocks(bytes(data))
+    pos = start + 28 + 64 * 5 + 7  # a base64 character inside the PCK certificate's body
+    data[pos] = ord("A") if data[pos] != ord("A") else ord("B")
+    with pytest.raises((ChainError, MalformedError), match="PCK"):
+        verify(bytes(data))
+
+
+def test_pck_chain_out_of_order_is_refused() -> None:
+    data = path(QUOTES[0]).read_bytes()
+    start, blocks = _pem_blocks(data)
+    swapped = blocks[1] + blocks[0] + b"".join(blocks[2:])
+    out = data[:start] + swapped + data[start + len(swapped) :]
+    with pytest.raises(ChainError, match="TDX PCK link 0→1"):
+        verify(out)
+
+
+def test_truncated_quote_is_malformed() -> None:
+    data = path(QUOTES[2]).read_bytes()
+    with pytest.raises(MalformedError, match="truncated"):
+        verify(data[:2000])
+
+
+def test_v5_body_size_must_match_type() -> None:
+    data = bytearray(path(QUOTES[2]).read_bytes())
+    struct.pack_into("<I", data, 50, 584)
+    with pytest.raises(MalformedError, match="body size 584, expected 648"):
+        verify(bytes(data))
+
+
+# --- collateral: Intel's sample TCB info / QE identity --------------------------------------
+
+
+def test_v5_quote_is_up_to_date_under_its_tcb_info() -> None:
+    when = dt.datetime(2026, 2, 10, tzinfo=dt.UTC)
+    v = verify(path(QUOTES[2]).read_bytes(), when)
+    ev = collateral.evaluate(
+        v, path("sample_tcbinfo_response_v5").read_bytes(), None, None, intel(), when
+    )
+    assert (ev.status, ev.verified) == ("UpToDate", False)
+    assert "not verified" in ev.describe()
+
+
+def test_collateral_for_another_platform_is_refused() -> None:
+    when = dt.datetime(2026, 2, 10, tzinfo=dt.UTC)
+    v = verify(path(QUOTES[2]).read_bytes(), when)
+    then = dt.datetime(2023, 7, 1, tzinfo=dt.UTC)  # while that TCB info was current
+    with pytest.raises(PolicyError, match="FMSPC 50806f000000"):
+        collateral.evaluate(
+            v, path("sample_tcbInfo_response").read_bytes(), None, None, intel(), then
+        )
+
+
+def test_spr_quote_below_every_tcb_level_is_refused() -> None:
+    when = dt.datetime(2023, 7, 1, tzinfo=dt.UTC)
+    v = verify(path(QUOTES[0]).read_bytes(), when)
+    with pytest.raises(PolicyError, match="below every level"):
+        collateral.evaluate(
+            v,
+            path("sample_tcbInfo_response").read_bytes(),
+            path("sample_qeIdentity_response").read_bytes(),
+            None,
+            intel(),
+            when,
+        )
+
+
+def test_expired_collateral_is_refused() -> None:
+    v = verify(path(QUOTES[2]).read_bytes())
+    with pytest.raises(PolicyError, match="not current"):
+        collateral.evaluate(
+            v, path("sample_tcbinfo_response_v5").read_bytes(), None, None, intel(), NOW
+        )
+
+
+def test_collateral_without_signing_chain_cannot_satisfy_require_collateral() -> None:
+    from verify.attestation.validate import validate_tdx
+
+    when = dt.datetime(2026, 2, 10, tzinfo=dt.UTC)
+    v = verify(path(QUOTES[2]).read_bytes(), when)
+    pol = Policy(
+        tdx_tcb_info=path("sample_tcbinfo_response_v5").read_bytes(), tdx_require_collateral=True
+    )
+    problems: list[str] = []
+    assert validate_tdx(v, pol, intel(), when, problems).startswith("UpToDate")
+    assert problems == ["TDX TCB collateral signature is not verified (no signing chain supplied)"]
+    problems = []
+    assert (
+        validate_tdx(v, Policy(), intel(), when, problems)
+        == "not evaluated: no TCB collateral supplied"
+    )
+    assert problems == []
+
+
+def test_real_quote_in_a_bundle_reaches_the_binding_check() -> None:
+    """Dispatch: a TDX bundle is verified as TDX; a quote that does not commit to the bundle's keys,
+    nonce and GPU evidence is refused at the binding step."""
+    from enclave.keys import Keyring
+
+    b = pb.EvidenceBundle(
+        version=1,
+        platform=pb.TDX,
+        cpu_report=path(QUOTES[0]).read_bytes(),
+        keys=Keyring().public,
+        nonce=bytes(32),
+        issued_at_ms=int(NOW.timestamp() * 1000),
+    )
+    with pytest.raises(BindingError):
+        verify_bundle(b, Policy(), RootStore.default(), NOW)
+    b.cpu_certs.append(b"x")
+    with pytest.raises(MalformedError, match="cpu_certs must be empty"):
+        verify_bundle(b, Policy(), RootStore.default(), NOW)
+
+
+def test_tdx_rules_on_a_real_quote_list_every_problem() -> None:
+    from verify.attestation.validate import validate_tdx
+
+    v = verify(path(QUOTES[0]).read_bytes())
+    body = v.quote.body
+    ok = Policy(
+        allowed_measurements=frozenset({body.mr_td.hex()}),
+        allowed_platform_ids=frozenset({v.pck_info.ppid.hex()}),
+        tdx_allowed_rtmrs={i: frozenset({r.hex()}) for i, r in enumerate(body.rtmrs)},
+        tdx_allowed_mr_seam=frozenset({body.mr_seam.hex()}),
+        tdx_min_tee_tcb_svn=body.tee_tcb_svn,
+    )
+    problems: list[str] = []
+    validate_tdx(v, ok, intel(), NOW, problems)
+    assert problems == []
+    bad = Policy(
+        allowed_measurements=frozenset({"00" * 48}),
+        allowed_platform_ids=frozenset({"00" * 16}),
+        tdx_allowed_rtmrs={2: frozenset({"11" * 48})},
+        tdx_allowed_mr_seam=frozenset({"22" * 48}),
+        tdx_min_tee_tcb_svn=b"\x09" * 16,
+        tdx_require_collateral=True,
+    )
+    validate_tdx(v, bad, intel(), NOW, problems)
+    assert len(problems) == 6, problems
+    assert problems[-1] == "policy requires TDX TCB collateral; none was supplied"
