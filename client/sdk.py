@@ -20,16 +20,20 @@ from dataclasses import dataclass, field
 import grpc
 import jwt
 
+from client.audit import LogIdentity
 from client.errors import AnswerRejected, GatewayRefused, NoTrustedWorker
 from protos.ccgw.v1 import common_pb2 as cpb
 from protos.ccgw.v1 import gateway_pb2 as gpb
 from protos.ccgw.v1 import gateway_pb2_grpc as ggrpc
-from verify import limits
+from protos.ccgw.v1 import log_pb2 as lpb
+from protos.ccgw.v1 import log_pb2_grpc as lgrpc
+from verify import checkpoint, limits, merkle
 from verify.attestation.bundle import VerifiedWorker, verify_bundle
 from verify.attestation.policy import Policy
 from verify.attestation.roots import RootStore
+from verify.checkpoint import Checkpoint
 from verify.chunks import ChunkOpener
-from verify.errors import MalformedError, VerifyError
+from verify.errors import LogError, MalformedError, VerifyError
 from verify.hpke import request_sha256, seal_request
 from verify.receipts import Receipt, check_usage, match_job, verify_receipt
 
@@ -79,6 +83,7 @@ class Client:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._stub = ggrpc.GatewayStub(channel)
+        self._log = lgrpc.TransparencyLogStub(channel)
         self._token = token
         # The client's own token: its subject is the account it pays from (not a trust decision).
         self.account = str(jwt.decode(token, options={"verify_signature": False})["sub"])
@@ -162,6 +167,26 @@ class Client:
         )
         assert isinstance(resp, gpb.ChallengeWorkerResponse)
         return self._verify(resp.evidence, nonce)
+
+    async def inclusion(self, answer: Answer, log_id: LogIdentity) -> Checkpoint:
+        """Check that the answer's receipt is in the gateway's log under a checkpoint signed by the
+        log key the client knows. Returns the checkpoint; raises LogError otherwise."""
+        try:
+            cp_text = (await self._log.GetCheckpoint(lpb.GetCheckpointRequest())).checkpoint
+            cp = checkpoint.verify(cp_text, log_id.name, log_id.public_raw, log_id.origin)
+            resp = await self._log.GetInclusionProof(
+                lpb.GetInclusionProofRequest(
+                    job_id=bytes.fromhex(answer.receipt.job_id if answer.receipt else ""),
+                    tree_size=cp.size,
+                )
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise GatewayRefused(exc.code(), exc.details() or "") from exc
+        if resp.receipt_jws != answer.receipt_jws or resp.tree_size != cp.size:
+            raise LogError("the log serves another receipt for this job, or another tree size")
+        leaf = merkle.leaf_hash(merkle.receipt_leaf(resp.receipt_jws, resp.evidence_sha256))
+        merkle.verify_inclusion(leaf, resp.leaf_index, cp.size, list(resp.hashes), cp.root)
+        return cp
 
     async def balance(self) -> tuple[int, int]:
         resp = await self._call(self._stub.GetBalance, gpb.GetBalanceRequest())
