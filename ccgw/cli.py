@@ -18,6 +18,7 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from ccgw import logs
 
@@ -46,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain")
     g.add_argument("--tls-key", type=Path, default=None, help="PEM private key")
+    g.add_argument(
+        "--log-key", type=Path, required=True, help="Ed25519 key (ccgw keygen) signing checkpoints"
+    )
+    g.add_argument("--log-origin", default="ccgw.local/log")
+    g.add_argument("--policy", type=Path, default=None, help="attestation policy file (TOML/JSON)")
 
     w = sub.add_parser("worker", help="run a worker")
     w.add_argument("--gateway", required=True)
@@ -92,6 +98,34 @@ def _parser() -> argparse.ArgumentParser:
     dep.add_argument("--account", required=True)
     dep.add_argument("--amount-micro", type=int, required=True)
     dep.add_argument("--transfer-id", required=True)
+    wd = sub.add_parser("withdraw", help="debit an account (admin, on the gateway's database)")
+    wd.add_argument("--db", type=Path, required=True)
+    wd.add_argument("--account", required=True)
+    wd.add_argument("--amount-micro", type=int, required=True)
+    wd.add_argument("--transfer-id", required=True)
+
+    au = sub.add_parser(
+        "audit", help="verify a gateway's log, receipts and ledger from public data"
+    )
+    au.add_argument("--gateway", required=True)
+    au.add_argument("--log-pubkey", type=Path, required=True, help="the gateway's log key (PEM)")
+    au.add_argument("--log-name", default="ccgw-log")
+    au.add_argument("--log-origin", default="ccgw.local/log")
+    au.add_argument("--state", type=Path, default=Path("ccgw-audit-state.json"))
+    au.add_argument("--policy", type=Path, default=None)
+    au.add_argument("--allow-simulated-tee", type=Path, metavar="ROOT_PEM", default=None)
+    au.add_argument("--price-in-per-1k-micro", type=int, default=1_000)
+    au.add_argument("--price-out-per-1k-micro", type=int, default=2_000)
+    au.add_argument("--fee-bps", type=int, default=500)
+    au.add_argument("--tls-ca", type=Path, default=None)
+
+    se = sub.add_parser("settlement", help="export a signed per-provider settlement for an epoch")
+    se.add_argument("--db", type=Path, required=True)
+    se.add_argument("--log-key", type=Path, required=True)
+    se.add_argument("--from-size", type=int, required=True)
+    se.add_argument("--to-size", type=int, required=True)
+    se.add_argument("--log-origin", default="ccgw.local/log")
+
     pol = sub.add_parser(
         "derive-policy",
         help="write a policy that pins a known-good evidence bundle (see `derive-policy -h`)",
@@ -144,6 +178,9 @@ def _gateway(args: argparse.Namespace) -> int:
         else None,
         tls_cert_pem=args.tls_cert.read_bytes() if args.tls_cert else None,
         tls_key_pem=args.tls_key.read_bytes() if args.tls_key else None,
+        log_key_pem=args.log_key.read_bytes(),
+        log_origin=args.log_origin,
+        policy_path=args.policy,
     )
 
     async def run() -> None:
@@ -295,7 +332,95 @@ def _derive_policy(args: argparse.Namespace) -> int:
     return cli_derive_policy(args.args)
 
 
+def _withdraw(args: argparse.Namespace) -> int:
+    from gateway.store.sqlite import SqliteStore
+
+    async def run() -> None:
+        store = SqliteStore(args.db)
+        await store.withdraw(args.account, args.amount_micro, args.transfer_id)
+        print(f"{args.account}: {await store.balance(args.account)}")
+        await store.close()
+
+    asyncio.run(run())
+    return 0
+
+
+def _policy_and_roots(policy_file: Path | None, sim_root: Path | None) -> tuple[Any, Any]:
+    from verify.attestation.policy import Policy, load_policy_file
+    from verify.attestation.roots import RootStore
+
+    policy = load_policy_file(policy_file) if policy_file else Policy()
+    roots = RootStore.default()
+    if sim_root is not None:
+        print("WARNING: accepting the SIMULATED TEE root", file=sys.stderr)
+        policy, roots = policy.allowing_simulated(), roots.with_simulated(sim_root.read_bytes())
+    return policy, roots
+
+
+def _audit(args: argparse.Namespace) -> int:
+    import grpc
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from client.audit import Auditor, LogIdentity, Pricing, format_report
+
+    pub = load_pem_public_key(args.log_pubkey.read_bytes())
+    if not isinstance(pub, Ed25519PublicKey):
+        print("the log key must be Ed25519", file=sys.stderr)
+        return 2
+    policy, roots = _policy_and_roots(args.policy, args.allow_simulated_tee)
+
+    async def run() -> int:
+        if args.tls_ca:
+            creds = grpc.ssl_channel_credentials(root_certificates=args.tls_ca.read_bytes())
+            channel = grpc.aio.secure_channel(args.gateway, creds)
+        else:
+            channel = grpc.aio.insecure_channel(args.gateway)
+        async with channel:
+            auditor = Auditor(
+                channel,
+                LogIdentity(args.log_name, pub.public_bytes_raw(), args.log_origin),
+                policy,
+                roots,
+                Pricing(args.price_in_per_1k_micro, args.price_out_per_1k_micro, args.fee_bps),
+                state_path=args.state,
+            )
+            rep = await auditor.run()
+        print(format_report(rep))
+        return 0 if rep.ok else 1
+
+    return asyncio.run(run())
+
+
+def _settlement(args: argparse.Namespace) -> int:
+    from ccgw.keys import load_private
+    from gateway.config import GatewayConfig
+    from gateway.settlement import export
+    from gateway.store.sqlite import SqliteStore
+
+    async def run() -> None:
+        store = SqliteStore(args.db)
+        try:
+            print(
+                await export(
+                    store,
+                    GatewayConfig(log_origin=args.log_origin),
+                    load_private(args.log_key),
+                    args.from_size,
+                    args.to_size,
+                )
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+    return 0
+
+
 _COMMANDS = {
+    "withdraw": _withdraw,
+    "audit": _audit,
+    "settlement": _settlement,
     "derive-policy": _derive_policy,
     "demo": _demo,
     "gateway": _gateway,

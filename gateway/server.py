@@ -28,7 +28,7 @@ from protos.ccgw.v1 import log_pb2_grpc as lgrpc
 from protos.ccgw.v1 import worker_pb2_grpc as wgrpc
 from verify import limits
 from verify.attestation.bundle import VerifiedWorker, verify_bundle
-from verify.attestation.policy import Policy
+from verify.attestation.policy import Policy, load_policy_file
 from verify.attestation.roots import RootStore
 
 log = structlog.get_logger("gateway.server")
@@ -41,7 +41,7 @@ def _utcnow() -> dt.datetime:
 
 
 def load_policy(config: GatewayConfig) -> tuple[Policy, RootStore]:
-    policy = Policy()
+    policy = load_policy_file(config.policy_path) if config.policy_path else Policy()
     roots = RootStore.default()
     if config.allow_simulated_tee:
         if config.simulated_root_pem is None:

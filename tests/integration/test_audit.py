@@ -195,3 +195,21 @@ async def test_wrong_log_key_is_refused(tmp_path: Path) -> None:
         assert kinds(rep) == {"checkpoint_signature"}
         with pytest.raises(AssertionError):
             assert rep.ok
+
+
+async def test_settlement_statement_is_signed_and_recomputable(tmp_path: Path) -> None:
+    from gateway.settlement import export
+    from verify import settlement
+
+    async with cluster(tmp_path, limits=LIMITS) as c:
+        await run_jobs(c)
+        cfg = c.gateway.router._config
+        size = (await c.gateway.store.latest_checkpoint())[0]  # type: ignore[index]
+        jws = await export(c.gateway.store, cfg, c.gateway.checkpointer._key, 0, size)
+        stmt = settlement.verify(jws, c.gateway.checkpointer.public_raw)
+        paid = (await c.gateway.store.balance("provider:p1"))[0]
+        assert stmt["providers"]["provider:p1"]["reward_micro"] == paid
+        assert stmt["providers"]["provider:p1"]["jobs"] == JOBS
+        assert stmt["network_fee_micro"] == (await c.gateway.store.balance("network:fee"))[0]
+        with pytest.raises(Exception, match="does not verify"):
+            settlement.verify(jws, Ed25519PrivateKey.generate().public_key().public_bytes_raw())
