@@ -141,7 +141,7 @@ class BertModel(nn.Module):
     def forward(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         """Token states [b, t, d]; `attention` is 1 for real tokens, 0 for padding."""
         mask = attention[:, None, None, :].bool()
-        x = self.embeddings(ids)
+        x: torch.Tensor = self.embeddings(ids)
         for layer in self.encoder.layer:
             x = layer(x, mask)
         return x
