@@ -77,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--post-quantum", action="store_true")
     a.add_argument("--allow-simulated-tee", type=Path, metavar="ROOT_PEM", default=None)
     a.add_argument("--tls-ca", type=Path, default=None, help="CA certificate of the gateway's TLS")
+    a.add_argument("--policy", type=Path, default=None, help="attestation policy file")
 
     k = sub.add_parser("keygen", help="write PREFIX.key (0600) and PREFIX.pub")
     k.add_argument("prefix", type=Path)
@@ -242,14 +243,8 @@ def _worker(args: argparse.Namespace) -> int:
 def _ask(args: argparse.Namespace) -> int:
     from client.sdk import Client
     from protos.ccgw.v1 import common_pb2 as cpb
-    from verify.attestation.policy import Policy
-    from verify.attestation.roots import RootStore
 
-    policy, roots = Policy(), RootStore.default()
-    if args.allow_simulated_tee is not None:
-        print("WARNING: accepting the SIMULATED TEE root", file=sys.stderr)
-        policy = policy.allowing_simulated()
-        roots = roots.with_simulated(args.allow_simulated_tee.read_bytes())
+    policy, roots = _policy_and_roots(args.policy, args.allow_simulated_tee)
 
     async def run() -> int:
         client = Client.connect(

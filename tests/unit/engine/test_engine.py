@@ -148,3 +148,29 @@ async def test_batched_outputs_equal_unbatched_and_passes_are_shared(tiny_dir: P
         assert e.stats.device_to_host_copies == e.stats.steps  # one copy per step, whole batch
     finally:
         await e.aclose()
+
+
+async def test_sharded_weights_load_identically(tiny_dir: Path, tmp_path: Path) -> None:
+    d = copy(tiny_dir, tmp_path / "sharded")
+    state = load_file(str(d / "model.safetensors"))
+    (d / "model.safetensors").unlink()
+    names = sorted(state)
+    half = len(names) // 2
+    shards = {
+        "model-00001-of-00002.safetensors": names[:half],
+        "model-00002-of-00002.safetensors": names[half:],
+    }
+    for fname, keys in shards.items():
+        save_file({k: state[k] for k in keys}, str(d / fname))
+    index = {"metadata": {}, "weight_map": {k: f for f, ks in shards.items() for k in ks}}
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    a, b = load_engine(tiny_dir, "a"), load_engine(d, "b")
+    try:
+        assert (await run(a, req()))[0] == (await run(b, req()))[0]
+    finally:
+        await a.aclose()
+        await b.aclose()
+    index["weight_map"]["model.norm.weight"] = "../escape.safetensors"
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelError, match="outside"):
+        load_engine(d, "c")
