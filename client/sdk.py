@@ -46,6 +46,7 @@ class ClientLimits:
     job_deadline_s: float = 600.0
     retry_attempts_max: int = 3  # other workers tried when one is unavailable before answering
     max_input_tokens: int = 1_536
+    workers_verified_max: int = 64  # evidence bundles verified per listing (each costs ~2 ms)
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class Client:
         resp = await self._call(self._stub.ListWorkers, gpb.ListWorkersRequest(model=model))
         assert isinstance(resp, gpb.ListWorkersResponse)
         out = []
-        for w in resp.workers:
+        for w in resp.workers[: self._limits.workers_verified_max]:
             try:
                 v = self._verify(w.evidence)
             except VerifyError as exc:
