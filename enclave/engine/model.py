@@ -1,113 +1,28 @@
-"""A Llama-family decoder in plain torch (Llama 3.x, Qwen2.x, Mistral): RMSNorm, RoPE (with the
-llama3 / linear scaling variants), grouped-query attention with a preallocated KV cache, SwiGLU
-MLP, optional q/k/v biases and tied embeddings. Built on the `meta` device, weights assigned later.
+"""A Llama-family decoder in plain torch (Llama 3.x, Qwen2.x, Mistral) over a slot KV cache.
+
+RMSNorm, RoPE (variants in rope.py), grouped-query attention with optional q/k/v biases and
+per-layer sliding windows, SwiGLU MLP, tied embeddings. Parameters carry transformers' names so a
+checkpoint's state dict maps one to one; the module is built on the `meta` device and the loader
+assigns the weights.
+
+The KV cache is preallocated: [slots, kv_heads, context, head_dim] per layer. The scheduler keeps
+the live sequences in slots 0..n-1 (it moves the last one into a freed slot), so a decode step
+attends to plain views `cache[:n, :, :kv_len]`: no per-step gather of the cache, no allocation
+proportional to the context. Only `extend` exists: it appends t tokens to b sequences, either all
+at the same position (prefill, and the parity tests) or one token each at its own position
+(decode).
 """
 
 from __future__ import annotations
-
-import math
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from enclave.errors import ModelError
+from enclave.engine.config import ModelArgs
+from enclave.engine.rope import apply_rope, cos_sin_table, inverse_frequencies
 
-SUPPORTED_ARCHITECTURES = {
-    "LlamaForCausalLM": "llama",
-    "MistralForCausalLM": "mistral",
-    "Qwen2ForCausalLM": "qwen2",
-}
-
-
-@dataclass(frozen=True)
-class ModelArgs:
-    family: str
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    max_position: int
-    rms_norm_eps: float
-    rope_theta: float
-    rope_scaling: dict[str, Any] | None
-    tie_embeddings: bool
-    attention_bias: bool
-    eos_token_ids: tuple[int, ...]
-    bos_token_id: int | None
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> ModelArgs:
-        archs = cfg.get("architectures") or []
-        family = next(
-            (SUPPORTED_ARCHITECTURES[a] for a in archs if a in SUPPORTED_ARCHITECTURES), None
-        )
-        if family is None:
-            raise ModelError(
-                f"unsupported architecture {archs!r}; supported: {sorted(SUPPORTED_ARCHITECTURES)}"
-            )
-        try:
-            hidden, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
-            eos = cfg.get("eos_token_id")
-            eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if eos is not None else ())
-            return cls(
-                family=family,
-                vocab_size=int(cfg["vocab_size"]),
-                hidden_size=hidden,
-                intermediate_size=int(cfg["intermediate_size"]),
-                num_layers=int(cfg["num_hidden_layers"]),
-                num_heads=heads,
-                num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
-                head_dim=int(cfg.get("head_dim") or hidden // heads),
-                max_position=int(cfg.get("max_position_embeddings", 2048)),
-                rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-                rope_theta=float(cfg.get("rope_theta", 10000.0)),
-                rope_scaling=cfg.get("rope_scaling"),
-                tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-                attention_bias=bool(cfg.get("attention_bias", family == "qwen2")),
-                eos_token_ids=tuple(int(e) for e in eos_ids),
-                bos_token_id=cfg.get("bos_token_id"),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"config.json is missing or has a bad field: {exc}") from exc
-
-
-def rope_frequencies(args: ModelArgs) -> torch.Tensor:
-    inv = 1.0 / (
-        args.rope_theta ** (torch.arange(0, args.head_dim, 2, dtype=torch.float64) / args.head_dim)
-    )
-    scaling = args.rope_scaling or {}
-    kind = scaling.get("rope_type") or scaling.get("type")
-    if kind == "linear":
-        inv = inv / float(scaling["factor"])
-    elif kind == "llama3":
-        factor = float(scaling["factor"])
-        low, high = (
-            float(scaling.get("low_freq_factor", 1.0)),
-            float(scaling.get("high_freq_factor", 4.0)),
-        )
-        old_ctx = float(scaling["original_max_position_embeddings"])
-        wavelen = 2 * math.pi / inv
-        smooth = (old_ctx / wavelen - low) / (high - low)
-        scaled = torch.where(wavelen > old_ctx / low, inv / factor, inv)
-        mid = (1 - smooth) * inv / factor + smooth * inv
-        is_mid = (wavelen <= old_ctx / low) & (wavelen >= old_ctx / high)
-        inv = torch.where(is_mid, mid, scaled)
-    elif kind not in (None, "default"):
-        raise ModelError(f"unsupported rope_scaling type {kind!r}")
-    return inv.float()
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # HF layout: rotate halves.
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+Cache = tuple[torch.Tensor, torch.Tensor]
 
 
 class RMSNorm(nn.Module):
@@ -123,43 +38,39 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, a: ModelArgs) -> None:
+    def __init__(self, a: ModelArgs, window: int | None) -> None:
         super().__init__()
-        self.a = a
-        self.q_proj = nn.Linear(a.hidden_size, a.num_heads * a.head_dim, bias=a.attention_bias)
-        self.k_proj = nn.Linear(a.hidden_size, a.num_kv_heads * a.head_dim, bias=a.attention_bias)
-        self.v_proj = nn.Linear(a.hidden_size, a.num_kv_heads * a.head_dim, bias=a.attention_bias)
-        self.o_proj = nn.Linear(a.num_heads * a.head_dim, a.hidden_size, bias=False)
+        self.a, self.window = a, window
+        q_out, kv_out = a.num_heads * a.head_dim, a.num_kv_heads * a.head_dim
+        self.q_proj = nn.Linear(a.hidden_size, q_out, bias=a.attention_bias)
+        self.k_proj = nn.Linear(a.hidden_size, kv_out, bias=a.attention_bias)
+        self.v_proj = nn.Linear(a.hidden_size, kv_out, bias=a.attention_bias)
+        # Qwen2 puts biases on q/k/v only; Llama's `attention_bias` also covers o_proj.
+        self.o_proj = nn.Linear(q_out, a.hidden_size, bias=a.attention_bias and a.family == "llama")
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        cache: tuple[torch.Tensor, torch.Tensor],
-        slots: torch.Tensor,
-        positions: torch.Tensor,
-        kv_len: int,
-    ) -> torch.Tensor:
-        """x [b, t, d]; row i is cache slot slots[i] at absolute positions positions[i] ([b, t])."""
+    def forward(self, x: torch.Tensor, cache: Cache, step: Step) -> torch.Tensor:
         b, t, _ = x.shape
         a = self.a
         q = self.q_proj(x).view(b, t, a.num_heads, a.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, a.num_kv_heads, a.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, a.num_kv_heads, a.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        k_cache, v_cache = cache
-        rows = slots[:, None]
-        k_cache[rows, :, positions] = k.transpose(1, 2)
-        v_cache[rows, :, positions] = v.transpose(1, 2)
-        keys, values = k_cache[slots, :, :kv_len], v_cache[slots, :, :kv_len]
-        rep = a.num_heads // a.num_kv_heads
-        if rep > 1:
-            keys = keys.repeat_interleave(rep, dim=1)
-            values = values.repeat_interleave(rep, dim=1)
-        key_pos = torch.arange(kv_len, device=x.device)
-        mask = (key_pos[None, None, :] <= positions[:, :, None])[:, None]  # [b, 1, t, kv_len]
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        q, k = apply_rope(q, step.cos, step.sin), apply_rope(k, step.cos, step.sin)
+        k_cache, v_cache = (c[step.first_slot : step.first_slot + b] for c in cache)
+        if step.positions is None:
+            k_cache[:, :, step.pos0 : step.pos0 + t] = k
+            v_cache[:, :, step.pos0 : step.pos0 + t] = v
+        else:  # one token per row, each at its own position
+            rows = torch.arange(b, device=x.device)
+            k_cache[rows, :, step.positions] = k[:, :, 0]
+            v_cache[rows, :, step.positions] = v[:, :, 0]
+        keys, values = k_cache[:, :, : step.kv_len], v_cache[:, :, : step.kv_len]
+        out = F.scaled_dot_product_attention(
+            q,
+            keys,
+            values,
+            attn_mask=step.masks[self.window],
+            enable_gqa=a.num_heads != a.num_kv_heads,
+        )
         y: torch.Tensor = self.o_proj(out.transpose(1, 2).reshape(b, t, a.num_heads * a.head_dim))
         return y
 
@@ -167,9 +78,9 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, a: ModelArgs) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(a.hidden_size, a.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(a.hidden_size, a.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(a.intermediate_size, a.hidden_size, bias=False)
+        self.gate_proj = nn.Linear(a.hidden_size, a.intermediate_size, bias=a.mlp_bias)
+        self.up_proj = nn.Linear(a.hidden_size, a.intermediate_size, bias=a.mlp_bias)
+        self.down_proj = nn.Linear(a.intermediate_size, a.hidden_size, bias=a.mlp_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y: torch.Tensor = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -177,24 +88,15 @@ class MLP(nn.Module):
 
 
 class Layer(nn.Module):
-    def __init__(self, a: ModelArgs) -> None:
+    def __init__(self, a: ModelArgs, window: int | None) -> None:
         super().__init__()
-        self.self_attn = Attention(a)
+        self.self_attn = Attention(a, window)
         self.mlp = MLP(a)
         self.input_layernorm = RMSNorm(a.hidden_size, a.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(a.hidden_size, a.rms_norm_eps)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        cache: tuple[torch.Tensor, torch.Tensor],
-        slots: torch.Tensor,
-        positions: torch.Tensor,
-        kv_len: int,
-    ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, slots, positions, kv_len)
+    def forward(self, x: torch.Tensor, cache: Cache, step: Step) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cache, step)
         y: torch.Tensor = x + self.mlp(self.post_attention_layernorm(x))
         return y
 
@@ -202,9 +104,53 @@ class Layer(nn.Module):
 class Inner(nn.Module):
     def __init__(self, a: ModelArgs) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(a.vocab_size, a.hidden_size)
-        self.layers = nn.ModuleList(Layer(a) for _ in range(a.num_layers))
+        # _weight skips the random init: pointless before loading, and on `meta` it costs
+        # seconds of lazy imports (torch._dynamo) the first time.
+        self.embed_tokens = nn.Embedding(
+            a.vocab_size, a.hidden_size, _weight=torch.empty(a.vocab_size, a.hidden_size)
+        )
+        windows = a.sliding_windows or (None,) * a.num_layers
+        self.layers = nn.ModuleList(Layer(a, w) for w in windows)
         self.norm = RMSNorm(a.hidden_size, a.rms_norm_eps)
+
+
+class Step:
+    """What every layer of one forward pass shares: where to write, what to attend to."""
+
+    def __init__(
+        self,
+        model: Transformer,
+        b: int,
+        t: int,
+        first_slot: int,
+        pos0: int,
+        positions: torch.Tensor | None,
+        kv_len: int,
+    ) -> None:
+        assert model.cos is not None, "setup_cache first"
+        assert model.sin is not None, "setup_cache first"
+        self.first_slot, self.pos0, self.positions, self.kv_len = (
+            first_slot,
+            pos0,
+            positions,
+            kv_len,
+        )
+        device = model.cos.device
+        key_pos = torch.arange(kv_len, device=device)
+        if positions is None:
+            q_pos = torch.arange(pos0, pos0 + t, device=device)[:, None]  # [t, 1]
+            self.cos = model.cos[pos0 : pos0 + t][None, None]
+            self.sin = model.sin[pos0 : pos0 + t][None, None]
+        else:
+            q_pos = positions[:, None]  # [b, 1]
+            self.cos = model.cos[positions][:, None, None]
+            self.sin = model.sin[positions][:, None, None]
+        causal = key_pos[None, :] <= q_pos
+        self.masks: dict[int | None, torch.Tensor] = {}
+        for w in set(model.windows):
+            m = causal if w is None else causal & (key_pos[None, :] > q_pos - w)
+            # [1, 1, t, kv_len] for a shared position, [b, 1, 1, kv_len] for one per row
+            self.masks[w] = m[None, None] if positions is None else m[:, None, None]
 
 
 class Transformer(nn.Module):
@@ -213,16 +159,19 @@ class Transformer(nn.Module):
     def __init__(self, a: ModelArgs) -> None:
         super().__init__()
         self.args = a
+        self.windows = a.sliding_windows or (None,) * a.num_layers
         self.model = Inner(a)
         self.lm_head = nn.Linear(a.hidden_size, a.vocab_size, bias=False)
-        self.caches: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.inv_freq: torch.Tensor | None = None
+        self.caches: list[Cache] = []
+        self.cos: torch.Tensor | None = None
+        self.sin: torch.Tensor | None = None
 
     def setup_cache(
-        self, batch: int, length: int, device: torch.device, dtype: torch.dtype
+        self, slots: int, length: int, device: torch.device, dtype: torch.dtype
     ) -> None:
+        """Preallocate the KV cache for `slots` sequences of up to `length` tokens each."""
         a = self.args
-        shape = (batch, a.num_kv_heads, length, a.head_dim)
+        shape = (slots, a.num_kv_heads, length, a.head_dim)
         self.caches = [
             (
                 torch.zeros(shape, device=device, dtype=dtype),
@@ -230,28 +179,45 @@ class Transformer(nn.Module):
             )
             for _ in range(a.num_layers)
         ]
-        self.inv_freq = rope_frequencies(a).to(device)
+        self.cos, self.sin = cos_sin_table(inverse_frequencies(a, length), length, device, dtype)
 
-    def step(
-        self, tokens: torch.Tensor, slots: torch.Tensor, positions: torch.Tensor, kv_len: int
+    def cache_bytes(self) -> int:
+        return sum(k.numel() * k.element_size() * 2 for k, _ in self.caches)
+
+    def move_slot(self, src: int, dst: int, length: int) -> None:
+        """Copy a sequence's first `length` cached positions from slot src to slot dst."""
+        for k, v in self.caches:
+            k[dst, :, :length] = k[src, :, :length]
+            v[dst, :, :length] = v[src, :, :length]
+
+    def extend(
+        self,
+        tokens: torch.Tensor,
+        *,
+        first_slot: int = 0,
+        pos0: int = 0,
+        positions: torch.Tensor | None = None,
+        kv_len: int | None = None,
+        last: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One forward pass for several sequences sharing the preallocated cache.
+        """Append tokens [b, t] to the sequences in slots first_slot..first_slot+b-1.
 
-        tokens [b, t] at absolute positions [b, t] in cache slots [b]; kv_len bounds the keys
-        attended to (the caller knows it without asking the device). Returns float32 logits."""
-        assert self.inv_freq is not None, "setup_cache first"
-        freqs = positions.to(torch.float32)[..., None] * self.inv_freq
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [b, 1, t, head_dim]
+        Either all rows start at position `pos0`, or (t == 1) row i is at `positions[i]`; `kv_len`
+        bounds the keys attended to (the caller knows it without asking the device). Returns
+        float32 logits [b, t, vocab], or [b, vocab] at index `last[i]` of each row when given.
+        """
+        b, t = tokens.shape
+        if kv_len is None:
+            kv_len = pos0 + t
+        step = Step(self, b, t, first_slot, pos0, positions, kv_len)
         x = self.model.embed_tokens(tokens)
-        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
         for layer, cache in zip(self.model.layers, self.caches, strict=True):
-            x = layer(x, cos, sin, cache, slots, positions, kv_len)
+            x = layer(x, cache, step)
+        if last is not None:
+            x = x[torch.arange(b, device=x.device), last]
         logits: torch.Tensor = self.lm_head(self.model.norm(x))
         return logits.float()
 
     def forward(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
-        """Batch rows in slots 0..b-1, all at positions pos..pos+t-1."""
-        b, t = tokens.shape
-        slots = torch.arange(b, device=tokens.device)
-        positions = torch.arange(pos, pos + t, device=tokens.device).expand(b, t)
-        return self.step(tokens, slots, positions, pos + t)
+        """Rows in slots 0..b-1, all at positions pos..pos+t-1: logits [b, t, vocab]."""
+        return self.extend(tokens, pos0=pos)

@@ -15,13 +15,14 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
-from enclave.engine.model import ModelArgs, Transformer
+from enclave.engine.config import ModelArgs
+from enclave.engine.model import Transformer
 
 SPECIALS = ("<s>", "</s>")
 CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 _ARCH = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}
@@ -63,6 +64,10 @@ def byte_tokenizer() -> Tokenizer:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(list(SPECIALS))
+    bos = tok.token_to_id(SPECIALS[0])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{SPECIALS[0]} $A", pair=f"{SPECIALS[0]} $A $B", special_tokens=[(SPECIALS[0], bos)]
+    )
     return tok
 
 
@@ -98,7 +103,7 @@ def write_tiny_model(out: Path, family: str = "llama", seed: int = 0) -> Path:
             {
                 "bos_token": "<s>",
                 "eos_token": "</s>",
-                "add_bos_token": True,
+                "add_bos_token": False,  # the post-processor adds it
                 "chat_template": CHAT_TEMPLATE,
             },
             indent=2,

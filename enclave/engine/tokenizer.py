@@ -1,8 +1,15 @@
-"""Tokenizer (tokenizer.json via `tokenizers`) and the model's chat template (tokenizer_config.json),
-rendered in a sandboxed Jinja environment: a template is data from the model directory, not code."""
+"""Tokenizer (tokenizer.json via `tokenizers`) and the model's chat template (tokenizer_config.json).
+
+The chat template is Jinja from the model directory. It is rendered in jinja2's immutable sandbox
+(no attribute access to Python internals, no mutation of what we pass in, bounded `range`), with
+only the globals transformers' templates expect. Raw prompts get the special tokens the
+tokenizer's post-processor adds (e.g. Llama 3's BOS), as transformers does; a rendered chat
+already contains them, so it is encoded without.
+"""
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +25,43 @@ class Tokenizer:
     def __init__(self, model_dir: Path) -> None:
         try:
             self._tok = HfTokenizer.from_file(str(model_dir / "tokenizer.json"))
-        except Exception as exc:
+        except Exception as exc:  # tokenizers raises a bare Exception
             raise ModelError(f"tokenizer.json cannot be loaded: {exc}") from exc
+        self._tok.no_padding()
+        self._tok.no_truncation()
         cfg_path = model_dir / "tokenizer_config.json"
         cfg: dict[str, Any] = (
             read_json(cfg_path, "tokenizer_config.json") if cfg_path.exists() else {}
         )
         self.bos_token = _token_text(cfg.get("bos_token"))
         self.eos_token = _token_text(cfg.get("eos_token"))
-        self.add_bos = bool(cfg.get("add_bos_token", False))
-        template = cfg.get("chat_template")
+        self._add_bos = bool(cfg.get("add_bos_token", False))
         self._template = None
+        template = cfg.get("chat_template")
+        if isinstance(template, list):  # [{"name": "default", "template": ...}, ...]
+            named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+            template = named.get("default")
         if isinstance(template, str):
             env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
             env.globals["raise_exception"] = _raise
-            self._template = env.from_string(template)
+            env.globals["strftime_now"] = _strftime_now
+            try:
+                self._template = env.from_string(template)
+            except TemplateError as exc:
+                raise ModelError(f"the chat template does not compile: {exc}") from exc
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._tok.get_vocab_size(with_added_tokens=True))
+
+    def token_id(self, token: str | None) -> int | None:
+        return None if token is None else self._tok.token_to_id(token)
 
     def encode(self, text: str, add_special: bool = True) -> list[int]:
-        ids: list[int] = self._tok.encode(text, add_special_tokens=False).ids
-        if add_special and self.add_bos and self.bos_token:
-            bos = self._tok.token_to_id(self.bos_token)
-            if bos is not None and (not ids or ids[0] != bos):
-                ids = [bos, *ids]
+        ids: list[int] = self._tok.encode(text, add_special_tokens=add_special).ids
+        bos = self.token_id(self.bos_token)
+        if add_special and self._add_bos and bos is not None and (not ids or ids[0] != bos):
+            ids = [bos, *ids]
         return ids
 
     def decode(self, ids: list[int]) -> str:
@@ -58,7 +80,7 @@ class Tokenizer:
                 )
             )
         except TemplateError as exc:
-            raise RequestRejected(f"chat template refused the messages: {exc}") from exc
+            raise RequestRejected(f"the chat template refused the messages: {exc}") from exc
 
 
 def _token_text(value: object) -> str | None:
@@ -70,3 +92,7 @@ def _token_text(value: object) -> str | None:
 
 def _raise(message: str) -> None:
     raise TemplateError(message)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime(fmt)

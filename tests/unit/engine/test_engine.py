@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from enclave.engine import EngineLimits, Finished, GenerationRequest, TextDelta, load_engine
-from enclave.errors import ModelError, Overloaded, TooLarge
+from enclave.errors import ModelError, Overloaded, RequestRejected, TooLarge
 from verify.digests import model_dir_sha256
 
 
@@ -96,11 +97,7 @@ async def test_stop_sequence_and_chat(tiny_dir: Path) -> None:
 
 
 async def test_limits_are_clear_errors(tiny_dir: Path) -> None:
-    e = load_engine(
-        tiny_dir,
-        "t",
-        limits=EngineLimits(context_tokens_max=64, queued_jobs_max=1, new_tokens_max=32),
-    )
+    e = load_engine(tiny_dir, "t", limits=EngineLimits(context_tokens_max=64, new_tokens_max=32))
     try:
         with pytest.raises(TooLarge, match="prompt is"):
             await run(e, req(prompt="x" * 100, max_input_tokens=50))
@@ -108,20 +105,56 @@ async def test_limits_are_clear_errors(tiny_dir: Path) -> None:
             await run(e, req(prompt="x" * 40, max_new_tokens=30))
         with pytest.raises(TooLarge, match="max_new_tokens"):
             await run(e, req(max_new_tokens=33))
-        first = e.generate(req(max_new_tokens=32))
-        await first.__anext__()  # occupies the only queue place
-        with pytest.raises(Overloaded):
+        with pytest.raises(TooLarge, match="stop sequences"):
+            await run(e, req(stop=("x" * 65,)))
+        for bad in (dict(temperature=-1.0), dict(top_p=0.0), dict(top_k=-1), dict(seed=-5)):
+            with pytest.raises(RequestRejected):
+                await run(e, req(**bad))
+        with pytest.raises(RequestRejected, match="exactly one"):
+            await run(e, req(messages=(("user", "hi"),)))
+    finally:
+        await e.aclose()
+
+
+async def wait_for(cond, what: str) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(500):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail(what)
+
+
+async def test_queue_limit_and_cancellation_free_places_at_once(tiny_dir: Path) -> None:
+    e = load_engine(
+        tiny_dir, "t", limits=EngineLimits(batch_size_max=1, queued_jobs_max=1, new_tokens_max=400)
+    )
+    try:
+        first = e.generate(req(max_new_tokens=400))
+        await first.__anext__()  # running: holds the only slot
+        assert e.load() == (1, 0)
+        second = e.generate(req(max_new_tokens=3))
+        second_first = asyncio.ensure_future(second.__anext__())  # queued: the only queue place
+        await wait_for(lambda: e.load() == (1, 1), "the second job was not queued")
+        with pytest.raises(Overloaded, match="queue is full"):
             await run(e, req())
-        await first.aclose()  # cancelling frees the place at once
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            try:
-                await run(e, req(max_new_tokens=2))
-                break
-            except Overloaded:
-                continue
-        else:
-            pytest.fail("a cancelled job did not free its place")
+        await first.aclose()  # cancelling frees the slot: the queued job runs
+        assert isinstance(await second_first, TextDelta | Finished)
+        rest = [x async for x in second]
+        assert isinstance(rest[-1], Finished)
+        await wait_for(lambda: e.load() == (0, 0), "a finished job kept its slot")
+        # a job cancelled while still queued gives its queue place back at once
+        blocker = e.generate(req(max_new_tokens=400))
+        await blocker.__anext__()
+        queued = e.generate(req())
+        task = asyncio.ensure_future(queued.__anext__())
+        await wait_for(lambda: e.load() == (1, 1), "not queued")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert e.load() == (1, 0)
+        await blocker.aclose()
+        _, fin = await run(e, req(max_new_tokens=2))
+        assert fin.output_tokens == 2
     finally:
         await e.aclose()
 

@@ -17,7 +17,7 @@ transformers = pytest.importorskip("transformers")
 @pytest.mark.parametrize("family", ["llama", "qwen2", "mistral"])
 def test_logits_match_transformers(family: str, tmp_path: Path) -> None:
     d = write_tiny_model(tmp_path / family, family=family, seed=3)
-    ours, _, _ = load_model(d, None, "cpu", torch.float32)
+    ours, _ = load_model(d, None, "cpu", torch.float32)
     ref = transformers.AutoModelForCausalLM.from_pretrained(str(d), torch_dtype=torch.float32)
     ref.eval()
     tokens = torch.tensor([[256, 5, 17, 99, 3, 200, 41, 7, 8, 120, 33]])

@@ -1,0 +1,160 @@
+"""Engine: the asyncio face of one loaded model.
+
+`load_engine` checks the weights' digest, loads them once (they stay resident), preallocates the
+KV cache and starts the model's scheduler thread. `Engine.generate` validates a request against
+the limits (TooLarge / RequestRejected with what was wrong), queues it (Overloaded when the queue
+is full) and streams TextDelta items ending with Finished; closing the generator cancels the
+request and frees its slot. Logs carry sizes and counts, never prompt or answer text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import structlog
+import torch
+
+from enclave.engine.api import EngineLimits, EngineStats, Finished, GenerationRequest, TextDelta
+from enclave.engine.loader import load_model
+from enclave.engine.model import Transformer
+from enclave.engine.scheduler import Job, Scheduler
+from enclave.engine.tokenizer import Tokenizer
+from enclave.errors import EngineError, ModelError, RequestRejected, TooLarge
+
+log = structlog.get_logger("enclave.engine")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TEMPERATURE_MAX = 100.0
+_STOP_TIMEOUT_S = 30.0
+
+
+class Engine:
+    def __init__(
+        self,
+        model: Transformer,
+        tokenizer: Tokenizer,
+        name: str,
+        model_sha256: bytes,
+        device: str,
+        limits: EngineLimits,
+    ) -> None:
+        self.name, self.model_sha256, self.device, self.limits = name, model_sha256, device, limits
+        self._tok = tokenizer
+        eos = (*model.args.eos_token_ids, tokenizer.token_id(tokenizer.eos_token))
+        self.eos_token_ids = tuple(sorted({i for i in eos if i is not None}))
+        self._vocab = model.args.vocab_size
+        dtype = next(model.parameters()).dtype
+        model.setup_cache(
+            limits.batch_size_max, limits.context_tokens_max, torch.device(device), dtype
+        )
+        self._scheduler = Scheduler(
+            model, tokenizer, self.eos_token_ids, limits, torch.device(device), name
+        )
+        self._closed = False
+
+    @property
+    def stats(self) -> EngineStats:
+        return self._scheduler.stats
+
+    def load(self) -> tuple[int, int]:
+        """(sequences running, jobs waiting)."""
+        return self._scheduler.load()
+
+    def _prepare(self, req: GenerationRequest) -> list[int]:
+        lim = self.limits
+        if (req.prompt is None) == (req.messages is None):
+            raise RequestRejected("exactly one of prompt or messages is required")
+        if not 0 < req.max_new_tokens <= lim.new_tokens_max:
+            raise TooLarge(f"max_new_tokens must be within 1..{lim.new_tokens_max}")
+        if not (math.isfinite(req.temperature) and 0 <= req.temperature <= TEMPERATURE_MAX):
+            raise RequestRejected(f"temperature must be within 0..{TEMPERATURE_MAX}")
+        if not (math.isfinite(req.top_p) and 0 < req.top_p <= 1):
+            raise RequestRejected("top_p must be within (0, 1]")
+        if not 0 <= req.top_k <= self._vocab:
+            raise RequestRejected(f"top_k must be within 0..{self._vocab} (0 = off)")
+        if req.seed is not None and not 0 <= req.seed < 1 << 64:
+            raise RequestRejected("seed must be an unsigned 64-bit integer")
+        if len(req.stop) > lim.stop_sequences_max or any(
+            not s or len(s) > lim.stop_sequence_chars_max for s in req.stop
+        ):
+            raise TooLarge(
+                f"at most {lim.stop_sequences_max} stop sequences of "
+                f"1..{lim.stop_sequence_chars_max} characters"
+            )
+        if req.prompt is not None:
+            ids = self._tok.encode(req.prompt, add_special=True)
+        else:
+            ids = self._tok.encode(self._tok.render_chat(req.messages or ()), add_special=False)
+        if not ids:
+            raise RequestRejected("the prompt encodes to no tokens")
+        cap = min(req.max_input_tokens, lim.prompt_tokens_max)
+        if len(ids) > cap:
+            raise TooLarge(f"prompt is {len(ids)} tokens; the limit is {cap}")
+        if len(ids) + req.max_new_tokens > lim.context_tokens_max:
+            raise TooLarge(
+                f"prompt ({len(ids)} tokens) + max_new_tokens ({req.max_new_tokens}) exceeds "
+                f"the context of {lim.context_tokens_max} tokens"
+            )
+        return ids
+
+    async def generate(self, req: GenerationRequest) -> AsyncIterator[TextDelta | Finished]:
+        """TextDelta items, then Finished (always last). aclose() cancels and frees the slot."""
+        if self._closed:
+            raise EngineError("the engine is shut down")
+        ids = self._prepare(req)
+        seed = req.seed if req.seed is not None else secrets.randbits(64)
+        job = Job(req=req, ids=ids, seed=seed, loop=asyncio.get_running_loop())
+        self._scheduler.submit(job)
+        log.debug("job_queued", model=self.name, input_tokens=len(ids))
+        try:
+            while True:
+                item = await job.out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, Finished):
+                    return
+        finally:
+            self._scheduler.cancel(job)
+
+    async def aclose(self) -> None:
+        """Stop the scheduler thread once the jobs it holds are done."""
+        self._closed = True
+        await asyncio.to_thread(self._scheduler.stop, _STOP_TIMEOUT_S)
+
+
+def load_engine(
+    model_dir: Path,
+    name: str,
+    *,
+    expected_sha256: bytes | None = None,
+    device: str = "cpu",
+    limits: EngineLimits = EngineLimits(),  # noqa: B008 - frozen, so sharing it is safe
+    dtype: str = "float32",
+) -> Engine:
+    if dtype not in DTYPES:
+        raise ModelError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    try:
+        limits.check()
+    except ValueError as exc:
+        raise EngineError(str(exc)) from exc
+    model, digest = load_model(Path(model_dir), expected_sha256, device, DTYPES[dtype])
+    tok = Tokenizer(Path(model_dir))
+    if tok.vocab_size > model.args.vocab_size:
+        raise ModelError(
+            f"the tokenizer has {tok.vocab_size} tokens but the model only {model.args.vocab_size}"
+        )
+    engine = Engine(model, tok, name, digest, device, limits)
+    log.info(
+        "model_loaded",
+        model=name,
+        sha256=digest.hex(),
+        device=device,
+        dtype=dtype,
+        family=model.args.family,
+        kv_cache_bytes=model.cache_bytes(),
+    )
+    return engine
