@@ -207,3 +207,70 @@ async def test_sharded_weights_load_identically(tiny_dir: Path, tmp_path: Path) 
     (d / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(ModelError, match="outside"):
         load_engine(d, "c")
+
+
+async def test_seeded_sampling_is_the_same_alone_and_batched(tiny_dir: Path) -> None:
+    e = load_engine(tiny_dir, "t", limits=EngineLimits(batch_size_max=8))
+    try:
+        reqs = [
+            req(p, max_new_tokens=12, temperature=0.9, top_p=0.95, top_k=40, seed=100 + i)
+            for i, p in enumerate(["one", "two two", "three three three", "4"])
+        ]
+        alone = [await run(e, r) for r in reqs]
+        together = await asyncio.gather(*(run(e, r) for r in reqs))
+        assert [t for t, _ in together] == [t for t, _ in alone]
+    finally:
+        await e.aclose()
+
+
+async def test_decode_steps_copy_once_and_upload_only_on_batch_changes(tiny_dir: Path) -> None:
+    e = load_engine(tiny_dir, "t")
+    try:
+        _, fin = await run(e, req(max_new_tokens=40))
+        s = e.stats
+        assert fin.output_tokens == 40 and s.steps == 39  # the first token comes from prefill
+        assert s.device_to_host_copies == s.steps and s.device_to_host_bytes == 8 * s.steps
+        assert s.host_to_device_bytes == 56  # one upload when the sequence joined the batch
+    finally:
+        await e.aclose()
+
+
+def test_pickle_next_to_safetensors_is_ignored_not_loaded(tiny_dir: Path, tmp_path: Path) -> None:
+    d = copy(tiny_dir, tmp_path / "with-pickle")
+    (d / "pytorch_model.bin").write_bytes(b"\x80\x04not a pickle we would ever open")
+    e = load_engine(d, "t", expected_sha256=model_dir_sha256(d))  # the digest covers it
+    asyncio.run(e.aclose())
+
+
+def test_missing_tensor_and_unsupported_config_are_refused(tiny_dir: Path, tmp_path: Path) -> None:
+    d = copy(tiny_dir, tmp_path / "missing")
+    state = load_file(str(d / "model.safetensors"))
+    del state["model.layers.1.mlp.up_proj.weight"]
+    save_file(state, str(d / "model.safetensors"))
+    with pytest.raises(ModelError, match="missing 1 tensors"):
+        load_engine(d, "t")
+    for key, value, message in [
+        ("rope_scaling", {"rope_type": "yarn", "factor": 4.0}, "rope type 'yarn'"),
+        ("hidden_act", "gelu", "hidden_act"),
+        ("num_hidden_layers", 10**9, "num_hidden_layers"),
+        ("num_key_value_heads", 3, "multiple"),
+    ]:
+        d2 = copy(tiny_dir, tmp_path / f"cfg-{key}")
+        cfg = json.loads((d2 / "config.json").read_text())
+        cfg[key] = value
+        (d2 / "config.json").write_text(json.dumps(cfg))
+        with pytest.raises(ModelError, match=message):
+            load_engine(d2, "t")
+
+
+async def test_chat_template_is_sandboxed(tiny_dir: Path, tmp_path: Path) -> None:
+    d = copy(tiny_dir, tmp_path / "hostile-template")
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = "{{ messages.__class__.__mro__[1].__subclasses__() }}"
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg))
+    e = load_engine(d, "t")
+    try:
+        with pytest.raises(RequestRejected, match="chat template"):
+            await run(e, req(prompt=None, messages=(("user", "hi"),)))
+    finally:
+        await e.aclose()
