@@ -1,184 +1,238 @@
-"""Engine benchmark: prefill latency, time to first token, decode throughput at batch 1/8/32 for
-our engine (continuous batching, KV cache, scheduler and streaming included), a naive eager
-baseline (no KV cache: the whole sequence recomputed every token, one request at a time) and HF
-`generate` when transformers is installed — same weights, same run. Also host↔device traffic
-and synchronisations per decode step.
+"""Engine benchmark: prefill latency, time to first token and decode throughput at batch 1/8/32.
 
-    python bench/engine_bench.py [--device cuda] [--dtype bfloat16] [--hidden 256 --layers 4]
+Three implementations on the same random weights, in the same run:
+  ccgw   the real engine: scheduler thread, continuous batching, on-device sampling, streaming
+         text through asyncio (what a worker serves);
+  naive  an eager loop without a KV cache: every step recomputes the whole batch's sequences
+         and reads the argmax back to the host;
+  hf     transformers' `generate` (greedy, its own KV cache), when transformers is installed.
+All requests of a batch arrive together with the same prompt length. Also printed: host↔device
+traffic and synchronisations per decode step of ccgw (they are what CC mode's encrypted bounce
+buffers make expensive).
+
+    python bench/engine_bench.py [--device cpu|cuda ...] [--dtype float32] [--hidden 256] ...
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from enclave.engine import EngineLimits, Finished, GenerationRequest, load_engine
+from enclave.engine import Engine, EngineLimits, Finished, GenerationRequest, load_engine
+from enclave.engine.engine import DTYPES
+from enclave.engine.loader import load_model
 from enclave.engine.tiny import write_tiny_model
 
+BATCHES = (1, 8, 32)
 
-def make_model(d: Path, hidden: int, layers: int) -> Path:
-    write_tiny_model(d)
-    cfg = json.loads((d / "config.json").read_text())
-    cfg.update(
-        hidden_size=hidden,
-        intermediate_size=hidden * 4,
-        num_hidden_layers=layers,
-        num_attention_heads=max(4, hidden // 64),
-        num_key_value_heads=max(2, hidden // 256),
-    )
-    (d / "config.json").write_text(json.dumps(cfg))
-    from safetensors.torch import save_file
 
-    from enclave.engine.model import ModelArgs, Transformer
+@dataclass
+class Row:
+    impl: str
+    batch: int
+    prefill_ms: float  # the prompt pass alone: time to the first token of a batch-1 request
+    ttft_ms: float  # mean time from arrival to first token, all requests arriving together
+    decode_tok_s: float  # tokens after the first, per second of the decode phase
 
-    torch.manual_seed(0)
-    m = Transformer(ModelArgs.from_config(cfg))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.normal_(0, 0.05)
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(d / "model.safetensors"))
-    return d
+    def line(self) -> str:
+        return (
+            f"| {self.impl:<6} | {self.batch:>5} | {self.prefill_ms:>10.1f} | "
+            f"{self.ttft_ms:>8.1f} | {self.decode_tok_s:>12.0f} |"
+        )
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def request(prompt_len: int, new: int) -> GenerationRequest:
+    # prompt_len - 1 bytes + the BOS the tokenizer adds = prompt_len tokens
     return GenerationRequest(
-        prompt="x" * prompt_len, messages=None, max_new_tokens=new, max_input_tokens=prompt_len + 8
+        prompt="x" * (prompt_len - 1),
+        messages=None,
+        max_new_tokens=new,
+        max_input_tokens=prompt_len,
     )
 
 
-async def ours(engine, batch: int, prompt_len: int, new: int) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
-    """(wall s, mean TTFT s, decode tok/s) for `batch` concurrent requests."""
+async def ccgw_batch(engine: Engine, batch: int, prompt: int, new: int) -> tuple[float, float]:
+    """(mean TTFT s, decode tok/s) for `batch` concurrent requests."""
     ttfts: list[float] = []
+    ends: list[float] = []
+    outs: list[int] = []
 
-    async def one() -> int:
+    async def one() -> None:
         t0 = time.perf_counter()
         first = None
-        out = 0
-        async for ev in engine.generate(request(prompt_len, new)):
+        async for ev in engine.generate(request(prompt, new)):
             if first is None:
                 first = time.perf_counter() - t0
             if isinstance(ev, Finished):
-                out = ev.output_tokens
+                outs.append(ev.output_tokens)
         ttfts.append(first or 0.0)
-        return out
+        ends.append(time.perf_counter() - t0)
 
+    await asyncio.gather(*(one() for _ in range(batch)))
+    ttft = statistics.mean(ttfts)
+    return ttft, (sum(outs) - batch) / max(max(ends) - ttft, 1e-9)
+
+
+def timed(fn: Callable[[], Any], device: str) -> float:
+    sync(device)
     t0 = time.perf_counter()
-    outs = await asyncio.gather(*(one() for _ in range(batch)))
-    wall = time.perf_counter() - t0
-    return wall, statistics.mean(ttfts), sum(outs) / max(wall - statistics.mean(ttfts), 1e-9)
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
 
 
-@torch.inference_mode()
-def naive(model, batch: int, prompt_len: int, new: int, device: str) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
-    t0 = time.perf_counter()
-    ttft = 0.0
-    for _ in range(batch):
-        ids = torch.full((1, prompt_len), 65, device=device)
-        for i in range(new):
-            model.setup_cache(
-                1, prompt_len + new, torch.device(device), next(model.parameters()).dtype
+def naive_generate(model: Any, ids: torch.Tensor, new: int) -> torch.Tensor:
+    """No KV cache: the whole sequence again for every token; the host reads each step."""
+    for _ in range(new):
+        model.setup_cache(ids.shape[0], ids.shape[1], ids.device, model.lm_head.weight.dtype)
+        nxt = model(ids, 0)[:, -1].argmax(-1, keepdim=True)
+        nxt.cpu()  # the loop's per-step synchronisation (a host-side stop check would need it)
+        ids = torch.cat([ids, nxt], dim=1)
+    return ids
+
+
+def bench_device(device: str, a: argparse.Namespace, d: Path) -> list[Row]:
+    rows: list[Row] = []
+    engine = load_engine(
+        d,
+        "bench",
+        device=device,
+        dtype=a.dtype,
+        limits=EngineLimits(
+            batch_size_max=max(BATCHES),
+            context_tokens_max=a.prompt + a.new + 8,
+            new_tokens_max=a.new,
+            prefill_tokens_max=max(BATCHES) * a.prompt,
+        ),
+    )
+    asyncio.run(ccgw_batch(engine, 2, a.prompt, 4))  # warm-up
+    prefill = min(asyncio.run(ccgw_batch(engine, 1, a.prompt, 1))[0] for _ in range(3))
+    traffic: list[tuple[int, float, float, float]] = []
+    for batch in BATCHES:
+        s = engine.stats
+        before = (s.steps, s.device_to_host_copies, s.device_to_host_bytes, s.host_to_device_bytes)
+        ttft, tps = asyncio.run(ccgw_batch(engine, batch, a.prompt, a.new))
+        steps = max(s.steps - before[0], 1)
+        traffic.append(
+            (
+                batch,
+                (s.device_to_host_copies - before[1]) / steps,
+                (s.device_to_host_bytes - before[2]) / steps,
+                (s.host_to_device_bytes - before[3]) / steps,
             )
-            nxt = model(ids, 0)[0, -1].argmax()
-            ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
-            if i == 0 and ttft == 0.0:
-                ttft = time.perf_counter() - t0
-    wall = time.perf_counter() - t0
-    return wall, ttft, batch * new / wall
+        )
+        rows.append(Row("ccgw", batch, prefill * 1e3, ttft * 1e3, tps))
+    asyncio.run(engine.aclose())
 
+    model, _ = load_model(d, None, device, DTYPES[a.dtype])
+    with torch.inference_mode():
+        ids1 = torch.full((1, a.prompt), 65, device=device)
+        naive_generate(model, ids1, 2)  # warm-up
+        n_prefill = min(timed(lambda: naive_generate(model, ids1, 1), device) for _ in range(3))
+        for batch in BATCHES:
+            ids = torch.full((batch, a.prompt), 65, device=device)
+            first = timed(lambda ids=ids: naive_generate(model, ids, 1), device)
+            wall = timed(lambda ids=ids: naive_generate(model, ids, a.new), device)
+            rows.append(
+                Row(
+                    "naive",
+                    batch,
+                    n_prefill * 1e3,
+                    first * 1e3,
+                    batch * (a.new - 1) / (wall - first),
+                )
+            )
 
-def hf(
-    d: Path, batch: int, prompt_len: int, new: int, device: str
-) -> tuple[float, float, float] | None:
     try:
         import transformers
     except ImportError:
-        return None
-    m = transformers.AutoModelForCausalLM.from_pretrained(str(d), torch_dtype=torch.float32).to(
-        device
-    )
-    ids = torch.full((batch, prompt_len), 65, device=device)
-    t0 = time.perf_counter()
-    m.generate(ids, max_new_tokens=1, min_new_tokens=1, do_sample=False)
-    ttft = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    m.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False)
-    wall = time.perf_counter() - t0
-    return wall, ttft, batch * new / max(wall - ttft, 1e-9)
+        print_traffic(device, traffic)
+        return rows
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(d), dtype=DTYPES[a.dtype]).to(device)
+    hf.eval()
+
+    def gen(ids: torch.Tensor, n: int) -> None:
+        hf.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
+        )
+
+    with torch.inference_mode():
+        gen(ids1, 2)  # warm-up
+        h_prefill = min(timed(lambda: gen(ids1, 1), device) for _ in range(3))
+        for batch in BATCHES:
+            ids = torch.full((batch, a.prompt), 65, device=device)
+            first = timed(lambda ids=ids: gen(ids, 1), device)
+            wall = timed(lambda ids=ids: gen(ids, a.new), device)
+            rows.append(
+                Row("hf", batch, h_prefill * 1e3, first * 1e3, batch * (a.new - 1) / (wall - first))
+            )
+    print_traffic(device, traffic)
+    return rows
+
+
+def print_traffic(device: str, traffic: list[tuple[int, float, float, float]]) -> None:
+    print(f"\nccgw per decode step on {device} (each D2H copy is also the step's one sync):\n")
+    print("| batch | D2H copies = syncs | D2H bytes | H2D bytes |")
+    print("| ---: | ---: | ---: | ---: |")
+    for b, c, db, hb in traffic:
+        print(f"| {b} | {c:.2f} | {db:.1f} | {hb:.1f} |")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--dtype", default="float32")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    ap.add_argument("--device", action="append", help=f"default: {' and '.join(devices)}")
+    ap.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--prompt", type=int, default=64)
-    ap.add_argument("--new", type=int, default=32)
+    ap.add_argument("--prompt", type=int, default=64, help="prompt tokens")
+    ap.add_argument("--new", type=int, default=32, help="new tokens per request")
     a = ap.parse_args()
-    torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        d = make_model(Path(tmp) / "m", a.hidden, a.layers)
-        engine = load_engine(
-            d,
-            "bench",
-            device=a.device,
-            dtype=a.dtype,
-            limits=EngineLimits(
-                batch_size_max=32, context_tokens_max=a.prompt + a.new + 8, new_tokens_max=a.new
+        d = write_tiny_model(
+            Path(tmp) / "m",
+            overrides=dict(
+                hidden_size=a.hidden,
+                intermediate_size=a.hidden * 4,
+                num_hidden_layers=a.layers,
+                num_attention_heads=max(4, a.hidden // 64),
+                num_key_value_heads=max(2, a.hidden // 256),
             ),
         )
-        from enclave.engine.loader import load_model
-
-        dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-        baseline, _, _ = load_model(d, None, a.device, dtypes[a.dtype])  # its own weights and cache
-        asyncio.run(ours(engine, 1, a.prompt, 4))  # warm-up
-        print(
-            f"device={a.device} dtype={a.dtype} hidden={a.hidden} layers={a.layers} "
-            f"prompt={a.prompt} new={a.new} torch={torch.__version__}"
-        )
-        print(f"{'engine':<10} {'batch':>5} {'wall s':>8} {'TTFT ms':>9} {'decode tok/s':>13}")
-        rows = []
-        for batch in (1, 8, 32):
-            s0 = engine.stats.steps
-            c0, b0, h0 = (
-                engine.stats.device_to_host_copies,
-                engine.stats.device_to_host_bytes,
-                engine.stats.host_to_device_bytes,
+        for device in a.device or devices:
+            torch.manual_seed(0)
+            print(
+                f"\n## device={device} dtype={a.dtype} hidden={a.hidden} layers={a.layers} "
+                f"prompt={a.prompt} new={a.new} torch={torch.__version__} "
+                f"threads={torch.get_num_threads()}"
             )
-            w, t, tps = asyncio.run(ours(engine, batch, a.prompt, a.new))
-            steps = max(engine.stats.steps - s0, 1)
-            rows.append(
-                (
-                    batch,
-                    (engine.stats.device_to_host_copies - c0) / steps,
-                    (engine.stats.device_to_host_bytes - b0) / steps,
-                    (engine.stats.host_to_device_bytes - h0) / steps,
-                )
-            )
-            print(f"{'ccgw':<10} {batch:>5} {w:>8.3f} {t * 1000:>9.1f} {tps:>13.1f}")
-            if batch <= 8:
-                w, t, tps = naive(baseline, batch, a.prompt, a.new, a.device)
-                print(f"{'naive':<10} {batch:>5} {w:>8.3f} {t * 1000:>9.1f} {tps:>13.1f}")
-            h = hf(d, batch, a.prompt, a.new, a.device) if a.dtype == "float32" else None
-            if h is not None:
-                print(
-                    f"{'hf':<10} {batch:>5} {h[0]:>8.3f} {h[1] * 1000:>9.1f} {h[2] * 1000 / 1000:>13.1f}"
-                )
-        print()
-        print(f"{'batch':>5} {'D2H copies/step':>16} {'D2H bytes/step':>15} {'H2D bytes/step':>15}")
-        for b, c, db, hb in rows:
-            print(f"{b:>5} {c:>16.2f} {db:>15.1f} {hb:>15.1f}")
-        asyncio.run(engine.aclose())
+            rows = bench_device(device, a, d)
+            print("\n| impl | batch | prefill ms | TTFT ms | decode tok/s |")
+            print("| :--- | ---: | ---: | ---: | ---: |")
+            for r in sorted(rows, key=lambda r: (r.batch, r.impl)):
+                print(r.line())
 
 
 if __name__ == "__main__":

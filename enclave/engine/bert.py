@@ -11,13 +11,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from tokenizers import Tokenizer as HfTokenizer
 from torch import nn
 
-from enclave.engine.loader import read_json, weight_files
+from enclave.engine.loader import checked_digest, read_json, read_state, weight_files
 from enclave.errors import ModelError, TooLarge
-from verify.digests import model_dir_sha256
 
 _IGNORED = ("embeddings.position_ids", "pooler.")
 
@@ -57,12 +55,17 @@ class BertArgs:
             raise ModelError(f"config.json is missing or has a bad field: {exc}") from exc
 
 
+def _embedding(n: int, d: int) -> nn.Embedding:
+    return nn.Embedding(n, d, _weight=torch.empty(n, d))
+
+
 class _Embeddings(nn.Module):
     def __init__(self, a: BertArgs) -> None:
         super().__init__()
-        self.word_embeddings = nn.Embedding(a.vocab_size, a.hidden_size)
-        self.position_embeddings = nn.Embedding(a.max_position, a.hidden_size)
-        self.token_type_embeddings = nn.Embedding(a.type_vocab_size, a.hidden_size)
+        # _weight skips a random init that loading overwrites anyway (slow on `meta`).
+        self.word_embeddings = _embedding(a.vocab_size, a.hidden_size)
+        self.position_embeddings = _embedding(a.max_position, a.hidden_size)
+        self.token_type_embeddings = _embedding(a.type_vocab_size, a.hidden_size)
         self.LayerNorm = nn.LayerNorm(a.hidden_size, eps=a.layer_norm_eps)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -171,34 +174,26 @@ class Embedder:
         return F.normalize(pooled, p=2, dim=-1)
 
 
+def _bert_name(name: str) -> str | None:
+    key = name.removeprefix("bert.")
+    return None if key.startswith(_IGNORED) else key
+
+
 def load_embedder(
     model_dir: Path, expected_sha256: bytes | None = None, max_tokens: int = 256
 ) -> Embedder:
-    digest = model_dir_sha256(model_dir)
-    if expected_sha256 is not None and digest != expected_sha256:
-        raise ModelError("model digest does not match the expected one; refusing to load")
+    digest = checked_digest(model_dir, expected_sha256)
     args = BertArgs.from_config(read_json(model_dir / "config.json", "config.json"))
     with torch.device("meta"):
         model = BertModel(args)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    state: dict[str, torch.Tensor] = {}
-    for f in weight_files(model_dir):
-        with safe_open(str(f), framework="pt", device="cpu") as st:
-            for name in st.keys():  # noqa: SIM118 - safe_open has keys(), not __iter__
-                key = name.removeprefix("bert.")
-                if key.startswith(_IGNORED):
-                    continue
-                if key not in expected:
-                    raise ModelError(f"unexpected tensor {name!r} for a BERT encoder")
-                t = st.get_tensor(name)
-                if tuple(t.shape) != expected[key]:
-                    raise ModelError(
-                        f"tensor {name!r} has shape {tuple(t.shape)}, expected {expected[key]}"
-                    )
-                state[key] = t.float()
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        raise ModelError(f"weights are missing {len(missing)} tensors, e.g. {missing[:3]}")
+    state = read_state(
+        weight_files(model_dir),
+        expected,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        rename=_bert_name,
+    )
     model.load_state_dict(state, assign=True)
     model.eval()
     try:

@@ -51,8 +51,18 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def emit(self, item: Event) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
-            self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+        _deliver(self.loop, [(self, item)])
+
+
+def _deliver(loop: asyncio.AbstractEventLoop, items: list[tuple[Job, Event]]) -> None:
+    """Hand events to their jobs on `loop` with one wake-up for all of them."""
+
+    def put() -> None:
+        for job, item in items:
+            job.out.put_nowait(item)
+
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+        loop.call_soon_threadsafe(put)
 
 
 @dataclass
@@ -86,11 +96,13 @@ class Scheduler:
         self._inbox: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._waiting = 0
+        self._broken = False  # set once the thread has ended; no job is accepted after
         self._seqs: list[_Seq] = []  # index == slot
         self._batch_dirty = True
         self._tokens = torch.empty(0, dtype=torch.long, device=device)
         self._positions = torch.empty(0, dtype=torch.long, device=device)
         self._sampling: BatchSampling | None = None
+        self._outbox: list[tuple[Job, Event]] = []
         self.stats = EngineStats()
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
         self._thread.start()
@@ -98,12 +110,14 @@ class Scheduler:
     # -- called from the event loop ----------------------------------------------------------
     def submit(self, job: Job) -> None:
         with self._lock:
+            if self._broken:
+                raise EngineError("the engine is shut down or failed")
             if self._waiting >= self._limits.queued_jobs_max:
                 raise Overloaded(
                     f"engine queue is full ({self._limits.queued_jobs_max} jobs waiting); retry later"
                 )
             self._waiting += 1
-        self._inbox.put(job)
+            self._inbox.put(job)  # under the lock: the thread's final drain cannot miss it
 
     def cancel(self, job: Job) -> None:
         job.cancelled.set()
@@ -123,23 +137,55 @@ class Scheduler:
 
     # -- the scheduler thread ----------------------------------------------------------------
     def _run(self) -> None:
+        if self._device.type == "cpu":
+            # Leave a core to the event loop (and to the OpenMP pool of any thread that ran torch
+            # before us): two OpenMP pools competing for every core made each decode step ~3x
+            # slower on a 2-core machine. The setting is per thread; other threads keep theirs.
+            torch.set_num_threads(max(1, torch.get_num_threads() - 1))
+        try:
+            with torch.inference_mode():
+                self._loop()
+        except Exception as exc:  # noqa: BLE001 - the thread must not die silently
+            log.error("engine_thread_failed", model=self._name, error=type(exc).__name__)
+            self._fail_everything(EngineError("the engine failed; the worker needs a restart"))
+        else:
+            self._fail_everything(EngineError("the engine is shut down"))
+
+    def _loop(self) -> None:
         stopping = False
-        with torch.inference_mode():
-            while True:
+        while True:
+            self._compact()
+            admitted, stopping = self._admit(stopping)
+            if admitted:
+                self._guarded(admitted, self._prefill)
                 self._compact()
-                admitted, stopping = self._admit(stopping)
-                if admitted:
-                    self._guarded(admitted, self._prefill)
-                    self._compact()
-                if self._seqs:
-                    self._guarded(list(self._seqs), lambda _: self._decode())
-                elif stopping:
-                    return
+            if self._seqs:
+                self._guarded(list(self._seqs), lambda _: self._decode())
+            elif stopping:
+                return
+
+    def _fail_everything(self, exc: EngineError) -> None:
+        """Nobody may wait forever: live and queued jobs learn that the engine is gone."""
+        with self._lock:
+            self._broken = True
+        self._flush()
+        for s in self._seqs:
+            if not s.done:
+                s.job.emit(exc)
+        self._seqs = []
+        while True:
+            try:
+                job = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                job.emit(exc)
 
     def _guarded(self, seqs: list[_Seq], work: Callable[[list[_Seq]], None]) -> None:
         try:
             work(seqs)
         except Exception as exc:  # noqa: BLE001 - every sequence in the pass learns of it
+            self._flush()  # what was produced before the failure goes first
             if not isinstance(exc, EnclaveError):
                 log.error("engine_failure", model=self._name, error=type(exc).__name__)
                 exc = EngineError(f"inference failed ({type(exc).__name__}); retry the request")
@@ -307,10 +353,21 @@ class Scheduler:
                     self._finish(s, "stop")
                 elif s.output_tokens >= s.job.req.max_new_tokens:
                     self._finish(s, "length")
+        self._flush()
 
     def _send(self, s: _Seq, chunk: Chunk | None) -> None:
         if chunk is not None:
-            s.job.emit(TextDelta(chunk.text, chunk.tokens))
+            self._outbox.append((s.job, TextDelta(chunk.text, chunk.tokens)))
+
+    def _flush(self) -> None:
+        """One wake-up per event loop per pass, not one per token: the loop thread then competes
+        less with the intra-op threads of the next forward pass."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, Event]]] = {}
+        for job, item in self._outbox:
+            by_loop.setdefault(job.loop, []).append((job, item))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            _deliver(loop, items)
 
     def _finish(self, s: _Seq, reason: str) -> None:
         if not s.stops.stopped:
@@ -318,5 +375,5 @@ class Scheduler:
             if s.stops.stopped:
                 reason = "stop"
         self._send(s, s.stops.finish())
-        s.job.emit(Finished(len(s.job.ids), s.output_tokens, reason))
+        self._outbox.append((s.job, Finished(len(s.job.ids), s.output_tokens, reason)))
         s.done = True

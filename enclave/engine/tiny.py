@@ -71,15 +71,20 @@ def byte_tokenizer() -> Tokenizer:
     return tok
 
 
-def write_tiny_model(out: Path, family: str = "llama", seed: int = 0) -> Path:
+def write_tiny_model(
+    out: Path, family: str = "llama", seed: int = 0, overrides: dict[str, Any] | None = None
+) -> Path:
+    """`overrides` replace config.json fields (e.g. a larger hidden_size for the benchmark)."""
     out.mkdir(parents=True, exist_ok=True)
     tok = byte_tokenizer()
-    cfg = tiny_config(family, tok.get_vocab_size())
+    cfg = {**tiny_config(family, tok.get_vocab_size()), **(overrides or {})}
     torch.manual_seed(seed)
     model = Transformer(ModelArgs.from_config(cfg))
     with torch.no_grad():
         for p in model.parameters():
-            p.normal_(0.0, 0.5 if p.dim() > 1 else 0.1)
+            # 0.5 at the tiny width (lively logits), shrinking as 1/sqrt(width) when wider
+            std = 0.5 * min(1.0, (64 / cfg["hidden_size"]) ** 0.5) if p.dim() > 1 else 0.1
+            p.normal_(0.0, std)
         for name, p in model.named_parameters():
             if name.endswith("layernorm.weight") or name == "model.norm.weight":
                 p.fill_(1.0)

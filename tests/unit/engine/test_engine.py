@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from enclave.engine import EngineLimits, Finished, GenerationRequest, TextDelta, load_engine
-from enclave.errors import ModelError, Overloaded, RequestRejected, TooLarge
+from enclave.errors import EngineError, ModelError, Overloaded, RequestRejected, TooLarge
 from verify.digests import model_dir_sha256
 
 
@@ -274,3 +274,15 @@ async def test_chat_template_is_sandboxed(tiny_dir: Path, tmp_path: Path) -> Non
             await run(e, req(prompt=None, messages=(("user", "hi"),)))
     finally:
         await e.aclose()
+
+
+async def test_shutdown_answers_every_job_and_refuses_new_ones(tiny_dir: Path) -> None:
+    e = load_engine(tiny_dir, "t", limits=EngineLimits(batch_size_max=1, new_tokens_max=400))
+    running = e.generate(req(max_new_tokens=50))
+    await running.__anext__()
+    closing = asyncio.ensure_future(e.aclose())
+    rest = [x async for x in running]  # a live job still finishes
+    assert isinstance(rest[-1], Finished)
+    await closing
+    with pytest.raises(EngineError, match="shut down"):
+        await run(e, req())
