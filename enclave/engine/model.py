@@ -60,9 +60,8 @@ class Attention(nn.Module):
             k_cache[:, :, step.pos0 : step.pos0 + t] = k
             v_cache[:, :, step.pos0 : step.pos0 + t] = v
         else:  # one token per row, each at its own position
-            rows = torch.arange(b, device=x.device)
-            k_cache[rows, :, step.positions] = k[:, :, 0]
-            v_cache[rows, :, step.positions] = v[:, :, 0]
+            k_cache[step.rows, :, step.positions] = k[:, :, 0]
+            v_cache[step.rows, :, step.positions] = v[:, :, 0]
         keys, values = k_cache[:, :, : step.kv_len], v_cache[:, :, : step.kv_len]
         out = F.scaled_dot_product_attention(
             q,
@@ -137,6 +136,7 @@ class Step:
         )
         device = model.cos.device
         key_pos = torch.arange(kv_len, device=device)
+        self.rows = torch.arange(b, device=device)
         if positions is None:
             q_pos = torch.arange(pos0, pos0 + t, device=device)[:, None]  # [t, 1]
             self.cos = model.cos[pos0 : pos0 + t][None, None]

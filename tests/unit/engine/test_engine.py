@@ -286,3 +286,39 @@ async def test_shutdown_answers_every_job_and_refuses_new_ones(tiny_dir: Path) -
     await closing
     with pytest.raises(EngineError, match="shut down"):
         await run(e, req())
+
+
+def test_tiny_model_command_writes_the_full_hf_layout(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cli = tmp_path / "cli"
+    subprocess.run(
+        [sys.executable, "-m", "enclave.engine.tiny", str(cli), "--family", "qwen2", "--seed", "1"],
+        check=True,
+        capture_output=True,
+    )
+    assert {p.name for p in cli.iterdir()} >= {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    }
+    assert json.loads((cli / "config.json").read_text())["architectures"] == ["Qwen2ForCausalLM"]
+
+
+async def test_tiny_models_load_and_answer_well_under_a_second(tmp_path: Path) -> None:
+    import time
+
+    from enclave.engine.tiny import write_tiny_model
+
+    for family in ("llama", "qwen2", "mistral"):
+        out = write_tiny_model(tmp_path / family, family=family)
+        t0 = time.perf_counter()
+        e = load_engine(out, family, expected_sha256=model_dir_sha256(out))
+        try:
+            _, fin = await run(e, req(max_new_tokens=32))
+        finally:
+            await e.aclose()
+        assert fin.output_tokens == 32
+        assert time.perf_counter() - t0 < 1.0, "load + 32 tokens must stay well under a second"
