@@ -137,6 +137,8 @@ class Scheduler:
 
     # -- the scheduler thread ----------------------------------------------------------------
     def _run(self) -> None:
+        if self._device.type == "cuda":
+            torch.cuda.set_device(self._device)  # the current device is per thread
         if self._device.type == "cpu":
             # Leave a core to the event loop (and to the OpenMP pool of any thread that ran torch
             # before us): two OpenMP pools competing for every core made each decode step ~3x

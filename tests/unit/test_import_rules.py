@@ -14,7 +14,8 @@ FORBIDDEN = {
     "verify": {"client", "gateway", "enclave", "simtee", "ccgw", "torch", "pynvml", "grpc"},
     "client": {"gateway", "enclave", "simtee", "ccgw", "torch", "pynvml"},
     "gateway": {"enclave", "client", "simtee", "ccgw", "torch"},
-    "enclave": {"gateway", "client", "simtee", "ccgw"},
+    # transformers / sentence-transformers are test-only references for the engine's parity tests
+    "enclave": {"gateway", "client", "simtee", "ccgw", "transformers", "sentence_transformers"},
     "simtee": {"gateway", "client", "ccgw"},
 }
 

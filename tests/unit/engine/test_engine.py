@@ -75,6 +75,8 @@ async def test_greedy_and_seeded_generation_are_deterministic(tiny_dir: Path) ->
         a, fa = await run(e, req())
         b, _ = await run(e, req())
         assert a == b and fa.output_tokens == 16 and fa.finish_reason == "length"
+        deltas = [x async for x in e.generate(req())][:-1]
+        assert len(deltas) > 4  # streamed as produced, not in one piece at the end
         s1, _ = await run(e, req(temperature=1.0, top_p=0.9, top_k=20, seed=7))
         s2, _ = await run(e, req(temperature=1.0, top_p=0.9, top_k=20, seed=7))
         s3, _ = await run(e, req(temperature=1.0, top_p=0.9, top_k=20, seed=8))
