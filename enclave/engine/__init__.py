@@ -166,16 +166,17 @@ class Engine:
 
     # -- scheduler thread -----------------------------------------------------------------------
     def _run(self) -> None:
-        """Continuous batching: admit queued jobs into free cache slots (one prefill each), then
-        one decode pass for every active sequence per step. A finished or cancelled sequence frees
-        its slot before the next step."""
+        """Continuous batching: admit queued jobs into free cache slots (one batched prefill for
+        all jobs admitted together), then one decode pass for every active sequence per step. A
+        finished or cancelled sequence frees its slot before the next step."""
         free = list(range(self.limits.batch_size_max))
         active: dict[int, _Seq] = {}
         stopping = False
+        admitted: list[tuple[_Job, int]] = []
         while True:
             while free and not stopping:
                 try:
-                    job = self._jobs.get(block=not active)
+                    job = self._jobs.get(block=not active and not admitted)
                 except queue.Empty:
                     break
                 if job is None:
@@ -184,12 +185,17 @@ class Engine:
                 if job.cancelled.is_set():
                     self._done()
                     continue
-                slot = free.pop()
+                admitted.append((job, free.pop()))
+            if admitted:
                 try:
-                    active[slot] = self._prefill(job, slot)
-                except Exception as exc:  # noqa: BLE001 - reported to the job
-                    free.append(slot)
-                    self._fail(job, exc)
+                    for seq in self._prefill(admitted):
+                        active[seq.slot] = seq
+                except Exception as exc:  # noqa: BLE001 - reported to every job admitted with it
+                    for job, slot in admitted:
+                        free.append(slot)
+                        self._fail(job, exc)
+                        self._done()
+                admitted = []
             if not active:
                 if stopping:
                     return
@@ -217,20 +223,38 @@ class Engine:
             job.emit(EngineError(f"inference failed: {exc.__class__.__name__}"))
 
     @torch.inference_mode()
-    def _prefill(self, job: _Job, slot: int) -> _Seq:
-        req = job.req
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(
-            req.seed if req.seed is not None else int.from_bytes(os.urandom(8), "little")
-        )
-        n = len(job.ids)
-        tokens = torch.tensor([job.ids], device=self.device)
-        positions = torch.arange(n, device=self.device)[None]
-        slots = torch.tensor([slot], device=self.device)
-        logits = self._model.step(tokens, slots, positions, n)[0, -1]
-        self.stats.host_to_device_bytes += 8 * (2 * n + 1)
-        holdback = max((len(x) for x in req.stop), default=1) - 1
-        return _Seq(job=job, slot=slot, gen=gen, pos=n, logits=logits, holdback=holdback)
+    def _prefill(self, admitted: list[tuple[_Job, int]]) -> list[_Seq]:
+        """One forward pass over the prompts of every job admitted together, right-padded. Padding
+        writes cache entries past a prompt's end, which decoding overwrites before they are ever
+        attended to (the mask only admits positions up to the query's own)."""
+        width = max(len(job.ids) for job, _ in admitted)
+        rows = [job.ids + [0] * (width - len(job.ids)) for job, _ in admitted]
+        tokens = torch.tensor(rows, device=self.device)
+        positions = torch.arange(width, device=self.device).expand(len(rows), width)
+        slots = torch.tensor([slot for _, slot in admitted], device=self.device)
+        last = torch.tensor([len(job.ids) - 1 for job, _ in admitted], device=self.device)
+        logits = self._model.step(tokens, slots, positions, width)
+        logits = logits[torch.arange(len(rows), device=self.device), last]
+        self.stats.host_to_device_bytes += 8 * (2 * len(rows) * width + 2 * len(rows))
+        out = []
+        for i, (job, slot) in enumerate(admitted):
+            req = job.req
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(
+                req.seed if req.seed is not None else int.from_bytes(os.urandom(8), "little")
+            )
+            holdback = max((len(x) for x in req.stop), default=1) - 1
+            out.append(
+                _Seq(
+                    job=job,
+                    slot=slot,
+                    gen=gen,
+                    pos=len(job.ids),
+                    logits=logits[i],
+                    holdback=holdback,
+                )
+            )
+        return out
 
     @torch.inference_mode()
     def _decode(self, active: dict[int, _Seq]) -> list[int]:
