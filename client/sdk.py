@@ -35,7 +35,7 @@ from verify.checkpoint import Checkpoint
 from verify.chunks import ChunkOpener
 from verify.errors import LogError, MalformedError, VerifyError
 from verify.hpke import request_sha256, seal_request
-from verify.receipts import Receipt, check_usage, match_job, verify_receipt
+from verify.receipts import Receipt, verify_job_receipt
 
 MESSAGE_BYTES_MAX = limits.SEALED_REQUEST_BYTES_MAX + 64 * limits.KIB
 
@@ -266,15 +266,16 @@ class Client:
                 elif kind == "receipt":
                     if opener is None:
                         raise AnswerRejected("receipt before any answer")
-                    answer_sha = opener.finish()
-                    answer.receipt = self._check_receipt(
+                    opener.finish()
+                    answer.receipt = verify_job_receipt(
                         ev.receipt.jws,
-                        worker,
-                        sealed,
+                        worker.verified,
+                        worker.worker_id,
                         header,
-                        answer_sha,
-                        opener.digest.count,
-                        answer,
+                        request_sha256(sealed),
+                        opener.digest,
+                        input_tokens=answer.usage.input_tokens,
+                        output_tokens=answer.usage.output_tokens,
                     )
                     answer.receipt_jws = ev.receipt.jws
                     answer.log_index = ev.receipt.log_index
@@ -291,36 +292,6 @@ class Client:
             except VerifyError as exc:
                 raise AnswerRejected(f"answer refused: {exc}") from exc
         raise AnswerRejected("the stream ended without a receipt")
-
-    def _check_receipt(
-        self,
-        jws: str,
-        worker: TrustedWorker,
-        sealed: cpb.SealedRequest,
-        header: cpb.RoutingHeader,
-        answer_sha: str,
-        chunks: int,
-        answer: Answer,
-    ) -> Receipt:
-        v = worker.verified
-        receipt = verify_receipt(jws, v.keys.receipt_ed25519, v.key_id)
-        match_job(
-            receipt,
-            job_id=header.job_id.hex(),
-            worker_id=worker.worker_id,
-            key_id=v.key_id,
-            account=self.account,
-            model=header.model,
-            model_digest=v.models[header.model].hex(),
-            request_sha256=request_sha256(sealed),
-            answer_sha256=answer_sha,
-            answer_chunks=chunks,
-            evidence_sha256=v.evidence_sha256,
-            input_tokens=answer.usage.input_tokens,
-            output_tokens=answer.usage.output_tokens,
-        )
-        check_usage(receipt, header.max_input_tokens, header.max_new_tokens)
-        return receipt
 
     async def complete(
         self,

@@ -38,7 +38,7 @@ from verify.chunks import ANSWER_SALT_BYTES, AnswerDigest
 from verify.errors import ReceiptError, StreamError
 from verify.hpke import check_sealed_size, parse_header, request_sha256
 from verify.ledger_rules import cost_micro, fee_micro
-from verify.receipts import check_usage, match_job, verify_receipt
+from verify.receipts import verify_job_receipt
 
 log = structlog.get_logger("gateway.jobs")
 
@@ -178,24 +178,15 @@ class JobRouter:
     ) -> int:
         v = session.verified
         try:
-            if not digest.finished:
-                raise ReceiptError("receipt arrived before the final chunk")
-            receipt = verify_receipt(jws, v.keys.receipt_ed25519, v.key_id)
-            match_job(
-                receipt,
-                job_id=header.job_id.hex(),
-                worker_id=session.worker_id,
-                key_id=v.key_id,
-                account=header.account,
+            receipt = verify_job_receipt(
+                jws,
+                v,
+                session.worker_id,
+                header,
+                req_sha,
+                digest,
                 provider=session.provider_account,
-                model=header.model,
-                model_digest=v.models[header.model].hex(),
-                request_sha256=req_sha,
-                answer_sha256=digest.hexdigest(),
-                answer_chunks=digest.count,
-                evidence_sha256=v.evidence_sha256,
             )
-            check_usage(receipt, header.max_input_tokens, header.max_new_tokens)
         except ReceiptError as exc:
             log.warning("receipt_rejected", reason=str(exc))
             raise ReceiptRejected(f"worker receipt refused: {exc}") from exc

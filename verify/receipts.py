@@ -21,7 +21,10 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from protos.ccgw.v1 import common_pb2 as pb
 from verify import limits
+from verify.attestation.bundle import VerifiedWorker
+from verify.chunks import AnswerDigest
 from verify.errors import ReceiptError
 
 RECEIPT_TYP = "ccgw-receipt+jws"
@@ -134,3 +137,36 @@ def check_usage(receipt: Receipt, max_input_tokens: int, max_new_tokens: int) ->
         raise ReceiptError("receipt claims more tokens than the request allowed")
     if receipt.finished_at_ms < receipt.started_at_ms:
         raise ReceiptError("receipt finishes before it starts")
+
+
+def verify_job_receipt(
+    jws: str,
+    worker: VerifiedWorker,
+    worker_id: str,
+    header: pb.RoutingHeader,
+    request_sha256: str,
+    answer: AnswerDigest,
+    **also: str | int,
+) -> Receipt:
+    """Steps 1-5 for one job, as both the gateway and the client run them: the receipt verifies
+    with the worker's attested key and names exactly the job that was sent and the answer that
+    came back (plus any `also` claims the caller knows, e.g. the provider or the usage)."""
+    if not answer.finished:
+        raise ReceiptError("receipt arrived before the final chunk")
+    receipt = verify_receipt(jws, worker.keys.receipt_ed25519, worker.key_id)
+    match_job(
+        receipt,
+        job_id=header.job_id.hex(),
+        worker_id=worker_id,
+        key_id=worker.key_id,
+        account=header.account,
+        model=header.model,
+        model_digest=worker.models.get(header.model, b"").hex(),
+        request_sha256=request_sha256,
+        answer_sha256=answer.hexdigest(),
+        answer_chunks=answer.count,
+        evidence_sha256=worker.evidence_sha256,
+        **also,
+    )
+    check_usage(receipt, header.max_input_tokens, header.max_new_tokens)
+    return receipt

@@ -213,3 +213,56 @@ async def test_settlement_statement_is_signed_and_recomputable(tmp_path: Path) -
         assert stmt["network_fee_micro"] == (await c.gateway.store.balance("network:fee"))[0]
         with pytest.raises(Exception, match="does not verify"):
             settlement.verify(jws, Ed25519PrivateKey.generate().public_key().public_bytes_raw())
+
+
+async def test_log_rpcs_bound_and_refuse_bad_requests(tmp_path: Path) -> None:
+    from protos.ccgw.v1 import log_pb2 as lpb
+    from protos.ccgw.v1 import log_pb2_grpc as lgrpc
+
+    async with cluster(tmp_path, limits=LIMITS) as c:
+        await run_jobs(c)
+        async with grpc.aio.insecure_channel(c.address) as ch:
+            stub = lgrpc.TransparencyLogStub(ch)
+            cases = [
+                (
+                    stub.GetEntries,
+                    lpb.GetEntriesRequest(start=0, end=10_000),
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ),
+                (
+                    stub.GetEntries,
+                    lpb.GetEntriesRequest(start=3, end=3),
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ),
+                (
+                    stub.GetConsistencyProof,
+                    lpb.GetConsistencyProofRequest(first=3, second=2),
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ),
+                (
+                    stub.GetConsistencyProof,
+                    lpb.GetConsistencyProofRequest(first=1, second=999),
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ),
+                (
+                    stub.GetEvidence,
+                    lpb.GetEvidenceRequest(evidence_sha256="00" * 32),
+                    grpc.StatusCode.NOT_FOUND,
+                ),
+                (
+                    stub.GetInclusionProof,
+                    lpb.GetInclusionProofRequest(job_id=b"\x01" * 16),
+                    grpc.StatusCode.NOT_FOUND,
+                ),
+                (
+                    stub.GetInclusionProof,
+                    lpb.GetInclusionProofRequest(job_id=b"", tree_size=7),
+                    grpc.StatusCode.NOT_FOUND,
+                ),
+            ]
+            for method, request, code in cases:
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await method(request)
+                assert err.value.code() == code, (request, err.value.details())
+            page = await stub.GetLedger(lpb.GetLedgerRequest(after_seq=0, limit=10_000))
+            assert 0 < len(page.entries) <= LIMITS.log_entries_page_max
