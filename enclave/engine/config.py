@@ -88,6 +88,19 @@ def _bounded(cfg: dict[str, Any], key: str, hi: int, default: int | None = None)
     return raw
 
 
+def _fraction(value: object, what: str) -> float:
+    x = float(value)  # type: ignore[arg-type]  # TypeError/ValueError become ModelError above
+    if not 0 < x < 1:
+        raise ModelError(f"{what} must be in (0, 1), got {value!r}")
+    return x
+
+
+def _positive(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 1 << 24:
+        raise ModelError(f"{what} must be an integer in 1..{1 << 24}, got {value!r}")
+    return value
+
+
 def token_ids(value: object) -> tuple[int, ...]:
     if value is None:
         return ()
@@ -120,7 +133,7 @@ def _parse(cfg: dict[str, Any], family: str) -> ModelArgs:
         num_kv_heads=kv_heads,
         head_dim=head_dim,
         max_position=_bounded(cfg, "max_position_embeddings", 1 << 24, default=2048),
-        rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+        rms_norm_eps=_fraction(cfg.get("rms_norm_eps", 1e-6), "rms_norm_eps"),
         rope=_rope(cfg),
         tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         attention_bias=bool(cfg.get("attention_bias", family == "qwen2")),
@@ -137,14 +150,16 @@ def _rope(cfg: dict[str, Any]) -> RopeArgs:
     if not isinstance(params, dict):
         raise ModelError("rope_scaling / rope_parameters must be a JSON object")
     theta = float(params.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+    if not 1.0 < theta < 1e12:
+        raise ModelError(f"rope_theta must be in (1, 1e12), got {theta!r}")
     kind = params.get("rope_type") or params.get("type") or "default"
     if kind not in ROPE_TYPES:
         raise ModelError(f"rope type {kind!r} is not supported; supported: {list(ROPE_TYPES)}")
     if kind == "default":
         return RopeArgs(theta=theta)
     factor = float(params["factor"])
-    if not factor >= 1.0:
-        raise ModelError(f"rope scaling factor must be >= 1, got {factor}")
+    if not 1.0 <= factor <= 1024.0:
+        raise ModelError(f"rope scaling factor must be within 1..1024, got {factor}")
     original = params.get("original_max_position_embeddings") or cfg.get(
         "max_position_embeddings", 2048
     )
@@ -154,7 +169,7 @@ def _rope(cfg: dict[str, Any]) -> RopeArgs:
         factor=factor,
         low_freq_factor=float(params.get("low_freq_factor", 1.0)),
         high_freq_factor=float(params.get("high_freq_factor", 4.0)),
-        original_max_position=int(original),
+        original_max_position=_positive(original, "original_max_position_embeddings"),
     )
 
 
