@@ -324,3 +324,16 @@ async def test_tiny_models_load_and_answer_well_under_a_second(tmp_path: Path) -
             await e.aclose()
         assert fin.output_tokens == 32
         assert time.perf_counter() - t0 < 1.0, "load + 32 tokens must stay well under a second"
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+async def test_half_precision_runs(tiny_dir: Path, dtype: str) -> None:
+    e = load_engine(tiny_dir, "t", dtype=dtype)
+    try:
+        results = await asyncio.gather(
+            run(e, req(max_new_tokens=8)),
+            run(e, req("other", max_new_tokens=8, temperature=0.7, top_p=0.9, seed=3)),
+        )
+        assert [f.output_tokens for _, f in results] == [8, 8]
+    finally:
+        await e.aclose()
