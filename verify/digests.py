@@ -2,6 +2,8 @@
 
 SHA-256 over encode("ccgw/v1/model", [(relative path, SHA-256 of file)] sorted by path) for every
 regular file in the directory (hidden files skipped, symlinks refused), bounded in count and size.
+`model_dir_manifest` also returns each file's SHA-256, so a loader can parse exactly the bytes
+that were digested (enclave/engine/loader.py reads each file once and checks it).
 """
 
 from __future__ import annotations
@@ -26,9 +28,16 @@ def file_sha256(path: Path) -> bytes:
 
 
 def model_dir_sha256(directory: Path) -> bytes:
+    return model_dir_manifest(directory)[0]
+
+
+def model_dir_manifest(directory: Path) -> tuple[bytes, dict[str, bytes]]:
+    """The directory digest and the SHA-256 of each file in it (by relative POSIX path), so a
+    loader can check that the bytes it parses later are the bytes that were digested."""
     if not directory.is_dir():
         raise MalformedError(f"model directory {directory} does not exist")
     entries: list[bytes] = []
+    files: dict[str, bytes] = {}
     total = 0
     for path in sorted(directory.rglob("*")):
         rel = path.relative_to(directory)
@@ -41,7 +50,8 @@ def model_dir_sha256(directory: Path) -> bytes:
         total += path.stat().st_size
         if len(entries) >= MODEL_FILES_MAX or total > MODEL_BYTES_MAX:
             raise LimitError("model directory exceeds the file count or size limit")
-        entries.append(fields("file", rel.as_posix().encode(), file_sha256(path)))
+        files[rel.as_posix()] = file_sha256(path)
+        entries.append(fields("file", rel.as_posix().encode(), files[rel.as_posix()]))
     if not entries:
         raise MalformedError(f"model directory {directory} is empty")
-    return hashlib.sha256(field(b"ccgw/v1/model") + items(entries)).digest()
+    return hashlib.sha256(field(b"ccgw/v1/model") + items(entries)).digest(), files

@@ -4,7 +4,6 @@ every tensor's name and shape checked."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,8 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer as HfTokenizer
 from torch import nn
 
-from enclave.engine.loader import checked_digest, read_json, read_state, weight_files
+from enclave.engine.loader import ModelDir
+from enclave.engine.tokenizer import load_tokenizer
 from enclave.errors import ModelError, TooLarge
 
 _IGNORED = ("embeddings.position_ids", "pooler.")
@@ -182,29 +182,17 @@ def _bert_name(name: str) -> str | None:
 def load_embedder(
     model_dir: Path, expected_sha256: bytes | None = None, max_tokens: int = 256
 ) -> Embedder:
-    digest = checked_digest(model_dir, expected_sha256)
-    args = BertArgs.from_config(read_json(model_dir / "config.json", "config.json"))
+    md = ModelDir(Path(model_dir), expected_sha256)  # the digest is checked here, first
+    args = BertArgs.from_config(md.json("config.json"))
     with torch.device("meta"):
         model = BertModel(args)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    state = read_state(
-        weight_files(model_dir),
-        expected,
-        device=torch.device("cpu"),
-        dtype=torch.float32,
-        rename=_bert_name,
-    )
+    state = md.state(expected, device=torch.device("cpu"), dtype=torch.float32, rename=_bert_name)
     model.load_state_dict(state, assign=True)
     model.eval()
-    try:
-        tok = HfTokenizer.from_file(str(model_dir / "tokenizer.json"))
-    except Exception as exc:
-        raise ModelError(f"tokenizer.json cannot be loaded: {exc}") from exc
-    tok.no_padding()
-    tok.no_truncation()
-    st_cfg = model_dir / "sentence_bert_config.json"
-    if st_cfg.exists():
-        max_tokens = min(
-            max_tokens, int(json.loads(st_cfg.read_text()).get("max_seq_length", max_tokens))
-        )
-    return Embedder(model, tok, digest, max_tokens)
+    tok = load_tokenizer(md)
+    if md.has("sentence_bert_config.json"):
+        seq_max = md.json("sentence_bert_config.json").get("max_seq_length", max_tokens)
+        if isinstance(seq_max, int) and seq_max > 0:
+            max_tokens = min(max_tokens, seq_max)
+    return Embedder(model, tok, md.sha256, min(max_tokens, args.max_position))

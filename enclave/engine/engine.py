@@ -19,7 +19,7 @@ import structlog
 import torch
 
 from enclave.engine.api import EngineLimits, EngineStats, Finished, GenerationRequest, TextDelta
-from enclave.engine.loader import load_model
+from enclave.engine.loader import ModelDir, load_model
 from enclave.engine.model import Transformer
 from enclave.engine.scheduler import Job, Scheduler
 from enclave.engine.tokenizer import Tokenizer
@@ -141,8 +141,9 @@ def load_engine(
         limits.check()
     except ValueError as exc:
         raise EngineError(str(exc)) from exc
-    model, digest = load_model(Path(model_dir), expected_sha256, device, DTYPES[dtype])
-    tok = Tokenizer(Path(model_dir))
+    md = ModelDir(Path(model_dir), expected_sha256)  # the digest is checked here, first
+    model, digest = load_model(md, None, device, DTYPES[dtype])
+    tok = Tokenizer(md)
     if tok.vocab_size > model.args.vocab_size:
         raise ModelError(
             f"the tokenizer has {tok.vocab_size} tokens but the model only {model.args.vocab_size}"

@@ -1,125 +1,175 @@
 """Load a model directory in the Hugging Face layout, safely.
 
-Order matters: the directory's digest (verify.digests.model_dir_sha256, the value receipts and
-evidence name) is checked BEFORE any weight or config is parsed; weights come only from
-safetensors (pickle-based formats are never unpickled: ignored when safetensors are present,
-refused otherwise); every tensor's name and shape must match the architecture exactly, and
-missing tensors are an error, so a config and weights that disagree never make a model.
+Order matters: the directory's digest (verify.digests, the value receipts and evidence name) is
+checked BEFORE any config or weight is parsed, and every file is then read ONCE and parsed from
+those bytes only after their SHA-256 matched the one that went into the digest. A host that
+rewrites the directory between the digest and the load (files on host-controlled storage) is
+caught, not believed.
 
-Residual risk, written down: the digest is computed by reading the files, and the weights are read
-again to load them. Whoever can rewrite the directory between the two reads could swap weights;
-inside a CVM the model directory must therefore live on storage the host cannot change under us
-(the CVM's encrypted or dm-verity root, or a tmpfs the weights were copied into).
+Weights come only from safetensors: pickle-based formats are never unpickled (ignored when
+safetensors are present, refused otherwise). Every tensor's name and shape must match the
+architecture exactly, checked from the safetensors header before any tensor is materialised;
+missing tensors are an error, so a config and weights that disagree never make a model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
 
 from enclave.engine.config import ModelArgs, token_ids
 from enclave.engine.model import Transformer
 from enclave.errors import ModelError
-from verify.digests import model_dir_sha256
+from verify.digests import model_dir_manifest
 from verify.errors import VerifyError
 
 CONFIG_BYTES_MAX = 1 << 20
+TOKENIZER_BYTES_MAX = 64 << 20
+SAFETENSORS_HEADER_BYTES_MAX = 100 << 20  # the format's own limit
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 log = structlog.get_logger("enclave.engine.loader")
 
 
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        if path.stat().st_size > CONFIG_BYTES_MAX:
-            raise ModelError(f"{what} is larger than {CONFIG_BYTES_MAX} bytes")
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{what} cannot be read: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ModelError(f"{what} is not a JSON object")
-    return data
+class ModelDir:
+    """A model directory checked against its digest, whose files are read once each."""
 
-
-def checked_digest(model_dir: Path, expected_sha256: bytes | None) -> bytes:
-    """The directory digest; ModelError when it differs from the expected one."""
-    try:
-        digest = model_dir_sha256(model_dir)
-    except VerifyError as exc:
-        raise ModelError(f"model directory cannot be digested: {exc}") from exc
-    if expected_sha256 is not None and not hmac.compare_digest(digest, expected_sha256):
-        raise ModelError(
-            f"model digest {digest.hex()[:16]}… does not match the expected "
-            f"{expected_sha256.hex()[:16]}…; refusing to load these weights"
-        )
-    return digest
-
-
-def weight_files(model_dir: Path) -> list[Path]:
-    pickles = sorted(p.name for s in PICKLE_SUFFIXES for p in model_dir.glob(f"*{s}"))
-    index = model_dir / "model.safetensors.index.json"
-    if index.exists():
-        weight_map = read_json(index, "model.safetensors.index.json").get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise ModelError("model.safetensors.index.json has no weight_map")
-        names = sorted({str(v) for v in weight_map.values()})
-        files = [model_dir / n for n in names]
-        if any(f.parent != model_dir or f.suffix != ".safetensors" for f in files):
-            raise ModelError("the safetensors index names files outside the model directory")
-    elif (model_dir / "model.safetensors").exists():
-        files = [model_dir / "model.safetensors"]
-    elif pickles:
-        raise ModelError(
-            f"only pickle-format weights found ({pickles[0]}); ccgw loads safetensors only"
-        )
-    else:
-        raise ModelError(f"no model.safetensors in {model_dir.name}")
-    if pickles:
-        log.warning("pickle_files_ignored", count=len(pickles))
-    return files
-
-
-def read_state(
-    files: list[Path],
-    expected: dict[str, tuple[int, ...]],
-    *,
-    device: torch.device,
-    dtype: torch.dtype,
-    rename: Callable[[str], str | None] = lambda name: name,
-) -> dict[str, torch.Tensor]:
-    """Every expected tensor, shape-checked, on `device` in `dtype`. `rename` maps a checkpoint
-    name to ours, or None for tensors that are known to be unused (e.g. rotary inv_freq)."""
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
+    def __init__(self, path: Path, expected_sha256: bytes | None) -> None:
         try:
-            with safe_open(str(f), framework="pt", device="cpu") as st:
-                for name in st.keys():  # noqa: SIM118 - safe_open has keys(), not __iter__
-                    key = rename(name)
-                    if key is None:
-                        continue
-                    if key not in expected:
-                        raise ModelError(f"unexpected tensor {name!r} in {f.name}")
-                    if key in state:
-                        raise ModelError(f"tensor {name!r} appears twice")
-                    shape = tuple(st.get_slice(name).get_shape())
-                    if shape != expected[key]:
-                        raise ModelError(
-                            f"tensor {name!r} has shape {shape}, expected {expected[key]}"
-                        )
-                    state[key] = st.get_tensor(name).to(device=device, dtype=dtype)
-        except (OSError, SafetensorError) as exc:
-            raise ModelError(f"{f.name} is not a readable safetensors file: {exc}") from exc
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        raise ModelError(f"weights are missing {len(missing)} tensors, e.g. {missing[:3]}")
-    return state
+            digest, files = model_dir_manifest(path)
+        except (VerifyError, OSError) as exc:
+            raise ModelError(f"model directory cannot be digested: {exc}") from exc
+        if expected_sha256 is not None and not hmac.compare_digest(digest, expected_sha256):
+            raise ModelError(
+                f"model digest {digest.hex()[:16]}… does not match the expected "
+                f"{expected_sha256.hex()[:16]}…; refusing to load these weights"
+            )
+        self.path, self.sha256, self._files = path, digest, files
+
+    def has(self, name: str) -> bool:
+        return name in self._files
+
+    def read(self, name: str, bytes_max: int | None = None) -> bytes:
+        """The file's bytes, as digested; ModelError if absent, too large or changed since."""
+        if name not in self._files:
+            raise ModelError(f"{name} is not in the model directory")
+        try:
+            with (self.path / name).open("rb") as f:
+                data = f.read() if bytes_max is None else f.read(bytes_max + 1)
+        except OSError as exc:
+            raise ModelError(f"{name} cannot be read: {exc}") from exc
+        if bytes_max is not None and len(data) > bytes_max:
+            raise ModelError(f"{name} is larger than {bytes_max} bytes")
+        if not hmac.compare_digest(hashlib.sha256(data).digest(), self._files[name]):
+            raise ModelError(f"{name} changed after the model digest was taken; refusing it")
+        return data
+
+    def json(self, name: str) -> dict[str, Any]:
+        try:
+            data = json.loads(self.read(name, CONFIG_BYTES_MAX).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{name} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ModelError(f"{name} is not a JSON object")
+        return data
+
+    def weight_files(self) -> list[str]:
+        pickles = sorted(n for n in self._files if n.endswith(PICKLE_SUFFIXES))
+        if self.has("model.safetensors.index.json"):
+            weight_map = self.json("model.safetensors.index.json").get("weight_map")
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise ModelError("model.safetensors.index.json has no weight_map")
+            names = sorted({str(v) for v in weight_map.values()})
+            if any("/" in n or not n.endswith(".safetensors") or not self.has(n) for n in names):
+                raise ModelError(
+                    "the safetensors index names files outside the model directory or missing"
+                )
+        elif self.has("model.safetensors"):
+            names = ["model.safetensors"]
+        elif pickles:
+            raise ModelError(
+                f"only pickle-format weights found ({pickles[0]}); ccgw loads safetensors only"
+            )
+        else:
+            raise ModelError(f"no model.safetensors in {self.path.name}")
+        if pickles:
+            log.warning("pickle_files_ignored", count=len(pickles))
+        return names
+
+    def state(
+        self,
+        expected: dict[str, tuple[int, ...]],
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        rename: Callable[[str], str | None] = lambda name: name,
+    ) -> dict[str, torch.Tensor]:
+        """Every expected tensor, shape-checked, on `device` in `dtype`. `rename` maps a
+        checkpoint name to ours, or None for tensors known to be unused (e.g. rotary inv_freq)."""
+        state: dict[str, torch.Tensor] = {}
+        for name in self.weight_files():
+            data = self.read(name)
+            wanted: dict[str, str] = {}
+            for tensor, shape in _header_shapes(data, name).items():
+                key = rename(tensor)
+                if key is None:
+                    continue
+                if key not in expected:
+                    raise ModelError(f"unexpected tensor {tensor!r} in {name}")
+                if key in state or key in wanted.values():
+                    raise ModelError(f"tensor {tensor!r} appears twice")
+                if shape != expected[key]:
+                    raise ModelError(
+                        f"tensor {tensor!r} has shape {shape}, expected {expected[key]}"
+                    )
+                wanted[tensor] = key
+            try:
+                tensors = load_safetensors(data)
+            except SafetensorError as exc:
+                raise ModelError(f"{name} is not a readable safetensors file: {exc}") from exc
+            del data
+            for tensor, key in wanted.items():
+                state[key] = tensors.pop(tensor).to(device=device, dtype=dtype)
+        missing = sorted(set(expected) - set(state))
+        if missing:
+            raise ModelError(f"weights are missing {len(missing)} tensors, e.g. {missing[:3]}")
+        return state
+
+
+def _header_shapes(data: bytes, name: str) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from a safetensors header (8-byte little-endian length + JSON),
+    so names and shapes are refused before anything is materialised."""
+    bad = ModelError(f"{name} is not a readable safetensors file")
+    if len(data) < 8:
+        raise bad
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > min(SAFETENSORS_HEADER_BYTES_MAX, len(data) - 8):
+        raise bad
+    try:
+        header = json.loads(data[8 : 8 + size].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad from exc
+    if not isinstance(header, dict):
+        raise bad
+    shapes: dict[str, tuple[int, ...]] = {}
+    for tensor, info in header.items():
+        if tensor == "__metadata__":
+            continue
+        shape = info.get("shape") if isinstance(info, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
+            raise bad
+        shapes[tensor] = tuple(shape)
+    return shapes
 
 
 def _decoder_name(name: str) -> str | None:
@@ -127,32 +177,27 @@ def _decoder_name(name: str) -> str | None:
 
 
 def load_model(
-    model_dir: Path, expected_sha256: bytes | None, device: str, dtype: torch.dtype
+    model: ModelDir | Path, expected_sha256: bytes | None, device: str, dtype: torch.dtype
 ) -> tuple[Transformer, bytes]:
     """Digest check, then config, then weights: a ready (eval-mode) decoder and its digest."""
-    digest = checked_digest(model_dir, expected_sha256)
-    args = ModelArgs.from_config(read_json(model_dir / "config.json", "config.json"))
-    gen_cfg = model_dir / "generation_config.json"
-    if gen_cfg.exists():
-        args = args.with_eos(
-            token_ids(read_json(gen_cfg, "generation_config.json").get("eos_token_id"))
-        )
+    md = model if isinstance(model, ModelDir) else ModelDir(Path(model), expected_sha256)
+    args = ModelArgs.from_config(md.json("config.json"))
+    if md.has("generation_config.json"):
+        args = args.with_eos(token_ids(md.json("generation_config.json").get("eos_token_id")))
     with torch.device("meta"):
-        model = Transformer(args)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    if args.tie_embeddings:
-        expected.pop("lm_head.weight")
+        decoder = Transformer(args)
+    expected = {k: tuple(v.shape) for k, v in decoder.state_dict().items()}
     rename = _decoder_name
     if args.tie_embeddings:
+        expected.pop("lm_head.weight")
+
         # transformers ties lm_head to the embeddings even when a checkpoint also stores it.
         def rename(name: str) -> str | None:
             return None if name == "lm_head.weight" else _decoder_name(name)
 
-    state = read_state(
-        weight_files(model_dir), expected, device=torch.device(device), dtype=dtype, rename=rename
-    )
+    state = md.state(expected, device=torch.device(device), dtype=dtype, rename=rename)
     if args.tie_embeddings:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
-    model.load_state_dict(state, assign=True)
-    model.eval()
-    return model, digest
+    decoder.load_state_dict(state, assign=True)
+    decoder.eval()
+    return decoder, md.sha256

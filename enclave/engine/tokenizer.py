@@ -10,28 +10,21 @@ already contains them, so it is encoded without.
 from __future__ import annotations
 
 import datetime
-from pathlib import Path
 from typing import Any
 
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer as HfTokenizer
 
-from enclave.engine.loader import read_json
+from enclave.engine.loader import TOKENIZER_BYTES_MAX, ModelDir
 from enclave.errors import ModelError, RequestRejected
 
 
 class Tokenizer:
-    def __init__(self, model_dir: Path) -> None:
-        try:
-            self._tok = HfTokenizer.from_file(str(model_dir / "tokenizer.json"))
-        except Exception as exc:  # tokenizers raises a bare Exception
-            raise ModelError(f"tokenizer.json cannot be loaded: {exc}") from exc
-        self._tok.no_padding()
-        self._tok.no_truncation()
-        cfg_path = model_dir / "tokenizer_config.json"
+    def __init__(self, md: ModelDir) -> None:
+        self._tok = load_tokenizer(md)
         cfg: dict[str, Any] = (
-            read_json(cfg_path, "tokenizer_config.json") if cfg_path.exists() else {}
+            md.json("tokenizer_config.json") if md.has("tokenizer_config.json") else {}
         )
         self.bos_token = _token_text(cfg.get("bos_token"))
         self.eos_token = _token_text(cfg.get("eos_token"))
@@ -81,6 +74,18 @@ class Tokenizer:
             )
         except TemplateError as exc:
             raise RequestRejected(f"the chat template refused the messages: {exc}") from exc
+
+
+def load_tokenizer(md: ModelDir) -> HfTokenizer:
+    """tokenizer.json from the digest-checked bytes, without padding or truncation."""
+    data = md.read("tokenizer.json", TOKENIZER_BYTES_MAX)
+    try:
+        tok = HfTokenizer.from_str(data.decode("utf-8"))
+    except Exception as exc:  # tokenizers raises a bare Exception
+        raise ModelError(f"tokenizer.json cannot be loaded: {exc}") from exc
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
 
 
 def _token_text(value: object) -> str | None:

@@ -337,3 +337,17 @@ async def test_half_precision_runs(tiny_dir: Path, dtype: str) -> None:
         assert [f.output_tokens for _, f in results] == [8, 8]
     finally:
         await e.aclose()
+
+
+def test_weights_swapped_after_the_digest_are_refused(tiny_dir: Path, tmp_path: Path) -> None:
+    """A host that rewrites the directory between the digest and the load is caught: every file
+    is parsed from bytes whose SHA-256 matched the one that went into the digest."""
+    from enclave.engine.loader import ModelDir, load_model
+
+    d = copy(tiny_dir, tmp_path / "swap")
+    md = ModelDir(d, model_dir_sha256(d))
+    state = load_file(str(d / "model.safetensors"))
+    state["model.norm.weight"] = state["model.norm.weight"] * 2  # same names and shapes
+    save_file(state, str(d / "model.safetensors"))
+    with pytest.raises(ModelError, match="changed after the model digest"):
+        load_model(md, None, "cpu", torch.float32)
