@@ -84,6 +84,9 @@ async def start_gateway(
     policy = policy or base_policy
     roots = roots or base_roots
     store = store or SqliteStore(config.db_path, config.network_account)
+    released = await store.release_orphaned_holds()
+    if released:
+        log.warning("orphaned_holds_released", count=released)
     registry = Registry(config.limits.workers_max)
 
     def verifier(bundle: cpb.EvidenceBundle, nonce: bytes) -> VerifiedWorker:

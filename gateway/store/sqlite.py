@@ -249,6 +249,13 @@ class SqliteStore:
 
         await self._run(fn)
 
+    async def release_orphaned_holds(self) -> int:
+        # One process owns an SQLite ledger, so every pending hold at start-up is orphaned.
+        def fn(c: sqlite3.Connection) -> int:
+            return c.execute("UPDATE holds SET state = 'voided' WHERE state = 'pending'").rowcount
+
+        return await self._run(fn)
+
     async def balance(self, account: str) -> tuple[int, int]:
         return await self._run(lambda c: self._balance(c, account))
 

@@ -1,0 +1,191 @@
+"""Crash safety: SIGKILL a gateway process in the middle of heavy recording, restart it on the same
+database; no reward is lost (every receipt a client received is in the log), none is doubled, no
+hold is left dangling, and the auditor verifies the whole log and ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from client.audit import Auditor, LogIdentity
+from client.errors import ClientError
+from client.sdk import Client, ClientLimits
+from tests.integration.test_cli_processes import ccgw, free_port
+from verify.attestation.policy import Policy
+from verify.attestation.roots import RootStore
+
+
+def start_gateway(t: Path, addr: str) -> subprocess.Popen[bytes]:
+    """Start `ccgw gateway`; its output goes to a file (a pipe nobody reads would fill and block it)."""
+    out = t / f"gateway-{time.monotonic_ns()}.log"
+    with out.open("wb") as f:
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ccgw",
+                "gateway",
+                "--listen",
+                addr,
+                "--db",
+                str(t / "gw.db"),
+                "--auth-pubkey",
+                str(t / "auth.pub"),
+                "--log-key",
+                str(t / "log.key"),
+                "--allow-simulated-tee",
+                str(t / "sim" / "root.pem"),
+            ],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if b"listening" in out.read_bytes():
+            return p
+        if p.poll() is not None:
+            raise AssertionError(out.read_text()[-2000:])
+        time.sleep(0.1)
+    raise AssertionError("gateway did not start")
+
+
+async def hammer(client: Client, seconds: float, answered: set[str]) -> int:
+    """Concurrent jobs for `seconds`; collects the job ids whose verified receipts arrived."""
+    failures = 0
+    stop = time.monotonic() + seconds
+
+    async def loop(i: int) -> None:
+        nonlocal failures
+        while time.monotonic() < stop:
+            try:
+                a = await client.complete("tiny", prompt=f"load {i}", max_new_tokens=4)
+                assert a.receipt is not None
+                answered.add(a.receipt.job_id)
+            except (ClientError, grpc.aio.AioRpcError):
+                failures += 1
+                await asyncio.sleep(0.2)
+
+    await asyncio.gather(*(loop(i) for i in range(6)))
+    return failures
+
+
+@pytest.mark.slow
+async def test_sigkill_during_recording_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    t = tmp_path
+    for cmd in (
+        ("keygen", str(t / "auth")),
+        ("keygen", str(t / "log")),
+        ("sim-root", str(t / "sim")),
+        ("tiny-model", str(t / "model")),
+    ):
+        assert ccgw(*cmd).returncode == 0
+    (t / "provider.jwt").write_text(
+        ccgw(
+            "token", "--key", str(t / "auth.key"), "--sub", "provider:acme", "--role", "provider"
+        ).stdout
+    )
+    token = ccgw(
+        "token", "--key", str(t / "auth.key"), "--sub", "client:app", "--role", "client"
+    ).stdout.strip()
+    assert (
+        ccgw(
+            "deposit",
+            "--db",
+            str(t / "gw.db"),
+            "--account",
+            "client:app",
+            "--amount-micro",
+            "100000000",
+            "--transfer-id",
+            "dep-1",
+        ).returncode
+        == 0
+    )
+    addr = f"127.0.0.1:{free_port()}"
+    gw = start_gateway(t, addr)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ccgw",
+            "worker",
+            "--gateway",
+            addr,
+            "--token-file",
+            str(t / "provider.jwt"),
+            "--model",
+            f"tiny={t / 'model'}",
+            "--simulated-tee",
+            str(t / "sim"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    roots = RootStore.default().with_simulated((t / "sim" / "root.pem").read_bytes())
+    policy = Policy().allowing_simulated()
+    answered: set[str] = set()
+    try:
+        client = Client.connect(
+            addr, token, policy, roots, limits=ClientLimits(rpc_deadline_s=5, job_deadline_s=10)
+        )
+        for _ in range(100):  # wait for the worker to be admitted
+            with contextlib.suppress(ClientError):
+                if await client.workers("tiny"):
+                    break
+            await asyncio.sleep(0.2)
+        await hammer(client, 3.0, answered)
+        before_kill = set(answered)
+        assert len(before_kill) >= 5
+        kill_at = asyncio.create_task(hammer(client, 1.5, answered))
+        await asyncio.sleep(0.7)
+        gw.send_signal(signal.SIGKILL)  # in the middle of recording
+        gw.wait()
+        await kill_at
+        gw = start_gateway(t, addr)
+        for _ in range(150):  # the worker reconnects by itself
+            with contextlib.suppress(ClientError):
+                if await client.workers("tiny"):
+                    break
+            await asyncio.sleep(0.2)
+        await hammer(client, 2.0, answered)
+        assert len(answered) > len(before_kill)
+        pub = load_pem_public_key((t / "log.pub").read_bytes())
+        assert isinstance(pub, Ed25519PublicKey)
+        async with grpc.aio.insecure_channel(addr) as ch:
+            rep = await Auditor(
+                ch, LogIdentity("ccgw-log", pub.public_bytes_raw(), "ccgw.local/log"), policy, roots
+            ).run()
+        assert rep.ok, rep.problems
+        import sqlite3
+
+        con = sqlite3.connect(t / "gw.db")
+        logged = {bytes(r[0]).hex() for r in con.execute("SELECT job_id FROM receipts")}
+        pending = con.execute("SELECT COUNT(*) FROM holds WHERE state = 'pending'").fetchone()[0]
+        con.close()
+        assert answered <= logged  # no reward lost: every receipt a client holds is in the log
+        assert rep.receipts_verified + rep.unanchored == len(
+            logged
+        )  # none doubled (auditor checks)
+        assert pending == 0
+        inside = sum(v for k, v in rep.balances.items() if k != "external")
+        assert inside == 100_000_000  # money only moved between accounts: none created or lost
+        assert rep.balances["provider:acme"] > 0
+    finally:
+        for p in (worker, gw):
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
