@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("gateway", help="run a gateway")
     g.add_argument("--listen", default="127.0.0.1:7443")
-    g.add_argument("--db", type=Path, default=Path("ccgw-gateway.sqlite3"))
+    g.add_argument(
+        "--db", default="ccgw-gateway.sqlite3", help="SQLite file, or postgresql://... for replicas"
+    )
     g.add_argument("--auth-pubkey", type=Path, action="append", required=True)
     g.add_argument(
         "--allow-simulated-tee",
@@ -171,7 +173,8 @@ def _gateway(args: argparse.Namespace) -> int:
 
     config = GatewayConfig(
         listen=args.listen,
-        db_path=args.db,
+        db_path=Path(args.db),
+        db_dsn=args.db if args.db.startswith(("postgresql://", "postgres://")) else None,
         auth_public_keys_pem=tuple(p.read_bytes() for p in args.auth_pubkey),
         allow_simulated_tee=args.allow_simulated_tee is not None,
         simulated_root_pem=args.allow_simulated_tee.read_bytes()

@@ -46,6 +46,7 @@ class GatewayLimits:
 class GatewayConfig:
     listen: str = "127.0.0.1:0"
     db_path: Path = Path("ccgw-gateway.sqlite3")
+    db_dsn: str | None = None  # postgresql://... : shared by several replicas (instead of SQLite)
     # JWT verification keys (Ed25519 public keys, PEM); tokens are EdDSA only.
     auth_public_keys_pem: tuple[bytes, ...] = ()
     auth_audience: str = "ccgw"

@@ -83,6 +83,14 @@ async def start_gateway(
     base_policy, base_roots = load_policy(config)
     policy = policy or base_policy
     roots = roots or base_roots
+    if store is None and config.db_dsn:
+        from gateway.store.postgres import PostgresStore  # the `postgres` extra
+
+        store = PostgresStore(
+            config.db_dsn,
+            network_account=config.network_account,
+            stale_hold_s=config.limits.job_deadline_s,
+        )
     store = store or SqliteStore(config.db_path, config.network_account)
     released = await store.release_orphaned_holds()
     if released:

@@ -324,8 +324,8 @@ class SqliteStore:
             rows = c.execute(
                 "SELECT e.id, e.transfer_id, t.kind, t.job_id, e.account, e.amount_micro "
                 "FROM entries e JOIN transfers t ON t.id = e.transfer_id "
-                "WHERE e.id > ? AND e.id <= ? ORDER BY e.id",
-                (start, end),
+                "WHERE e.id > ? ORDER BY e.id LIMIT ?",
+                (start, max(0, end - start)),
             ).fetchall()
             return [
                 LedgerEntry(int(i), str(t), str(k), bytes(j).hex() if j else "", str(a), int(m))
