@@ -19,7 +19,11 @@ from verify.attestation.policy import Policy
 from verify.attestation.roots import RootStore
 from verify.errors import BindingError, ChainError, FreshnessError, PolicyError, SignatureError
 
-NOW = dt.datetime.now(dt.UTC)
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)  # per call: the suite can run for minutes after import
+
+
 SIM = Policy().allowing_simulated()
 
 
@@ -44,12 +48,12 @@ def roots() -> RootStore:
 
 def test_valid_simulated_bundle_verifies_only_when_allowed() -> None:
     b, nonce = make()
-    w = verify_bundle(b, SIM, roots(), NOW, expected_nonce=nonce)
+    w = verify_bundle(b, SIM, roots(), now(), expected_nonce=nonce)
     assert w.simulated and w.root == "simulated" and w.models == {"m": b"\x07" * 32}
     with pytest.raises(ChainError, match="not an accepted root"):
-        verify_bundle(b, Policy(), roots(), NOW)
+        verify_bundle(b, Policy(), roots(), now())
     with pytest.raises(ChainError):  # allowed by name but root certificate not supplied
-        verify_bundle(b, SIM, RootStore.default(), NOW)
+        verify_bundle(b, SIM, RootStore.default(), now())
 
 
 @pytest.mark.parametrize("field", ["hpke_x25519", "hpke_mlkem768_x25519", "receipt_ed25519"])
@@ -57,7 +61,7 @@ def test_swapped_keys_are_refused(field: str) -> None:
     b, _ = make()
     setattr(b.keys, field, getattr(Keyring().public, field))
     with pytest.raises(BindingError):
-        verify_bundle(b, SIM, roots(), NOW)
+        verify_bundle(b, SIM, roots(), now())
 
 
 @pytest.mark.parametrize("what", ["nonce", "models", "issued_at_ms"])
@@ -70,18 +74,18 @@ def test_other_bound_fields_are_refused(what: str) -> None:
     else:
         b.issued_at_ms -= 1
     with pytest.raises(BindingError):
-        verify_bundle(b, SIM, roots(), NOW)
+        verify_bundle(b, SIM, roots(), now())
 
 
 def test_wrong_nonce_is_refused() -> None:
     b, _ = make()
     with pytest.raises(FreshnessError):
-        verify_bundle(b, SIM, roots(), NOW, expected_nonce=os.urandom(32))
+        verify_bundle(b, SIM, roots(), now(), expected_nonce=os.urandom(32))
 
 
 def test_stale_evidence_is_refused() -> None:
     b, _ = make()
-    later = NOW + dt.timedelta(seconds=SIM.max_evidence_age_s + 120)
+    later = now() + dt.timedelta(seconds=SIM.max_evidence_age_s + 120)
     with pytest.raises(FreshnessError, match="old"):
         verify_bundle(b, SIM, roots(), later)
 
@@ -93,13 +97,13 @@ def test_broken_report_signature_is_refused(offset: int) -> None:
     r[offset] ^= 1
     b.cpu_report = bytes(r)
     with pytest.raises(SignatureError):
-        verify_bundle(b, SIM, roots(), NOW)
+        verify_bundle(b, SIM, roots(), now())
 
 
 def test_vcek_from_another_vendor_is_refused() -> None:
     b, _ = make(SimulatedSnpTee(SimulatedVendor.generate()))
     with pytest.raises(ChainError):
-        verify_bundle(b, SIM, roots(), NOW)
+        verify_bundle(b, SIM, roots(), now())
 
 
 def test_chain_in_wrong_order_is_refused() -> None:
@@ -108,16 +112,16 @@ def test_chain_in_wrong_order_is_refused() -> None:
     del b.cpu_certs[:]
     b.cpu_certs.extend([certs[0], certs[2], certs[1]])
     with pytest.raises(ChainError):
-        verify_bundle(b, SIM, roots(), NOW)
+        verify_bundle(b, SIM, roots(), now())
 
 
 def test_debug_guest_is_refused_and_measurement_pinned() -> None:
     b, _ = make(SimulatedSnpTee(vendor(), debug=True))
     with pytest.raises(PolicyError, match="debugging"):
-        verify_bundle(b, SIM, roots(), NOW)
+        verify_bundle(b, SIM, roots(), now())
     from dataclasses import replace
 
     b, _ = make()
     pinned = replace(SIM, allowed_measurements=frozenset({"ab" * 48}))
     with pytest.raises(PolicyError, match="measurement"):
-        verify_bundle(b, pinned, roots(), NOW)
+        verify_bundle(b, pinned, roots(), now())
