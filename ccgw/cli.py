@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--db", default="ccgw-gateway.sqlite3", help="SQLite file, or postgresql://... for replicas"
     )
+    g.add_argument(
+        "--db-schema", default="ccgw", help="PostgreSQL schema (with --db postgresql://)"
+    )
     g.add_argument("--auth-pubkey", type=Path, action="append", required=True)
     g.add_argument(
         "--allow-simulated-tee",
@@ -175,6 +178,7 @@ def _gateway(args: argparse.Namespace) -> int:
         listen=args.listen,
         db_path=Path(args.db),
         db_dsn=args.db if args.db.startswith(("postgresql://", "postgres://")) else None,
+        db_schema=args.db_schema,
         auth_public_keys_pem=tuple(p.read_bytes() for p in args.auth_pubkey),
         allow_simulated_tee=args.allow_simulated_tee is not None,
         simulated_root_pem=args.allow_simulated_tee.read_bytes()

@@ -47,6 +47,7 @@ class GatewayConfig:
     listen: str = "127.0.0.1:0"
     db_path: Path = Path("ccgw-gateway.sqlite3")
     db_dsn: str | None = None  # postgresql://... : shared by several replicas (instead of SQLite)
+    db_schema: str = "ccgw"  # PostgreSQL schema holding this gateway's tables
     # JWT verification keys (Ed25519 public keys, PEM); tokens are EdDSA only.
     auth_public_keys_pem: tuple[bytes, ...] = ()
     auth_audience: str = "ccgw"

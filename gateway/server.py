@@ -88,6 +88,7 @@ async def start_gateway(
 
         store = PostgresStore(
             config.db_dsn,
+            schema=config.db_schema,
             network_account=config.network_account,
             stale_hold_s=config.limits.job_deadline_s,
         )

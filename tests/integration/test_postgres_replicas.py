@@ -44,3 +44,139 @@ async def test_two_replicas_one_database() -> None:
     finally:
         await s.close()
         pg.drop_schema(schema)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_two_gateway_processes_share_one_database(tmp_path: Path) -> None:
+    """Two `ccgw gateway` processes on one PostgreSQL schema, a worker on each, clients on both."""
+    import asyncio
+    import os
+    import signal
+    import time
+
+    import grpc
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from client.audit import Auditor, LogIdentity
+    from client.sdk import Client
+    from gateway.store.postgres import PostgresStore
+    from tests.integration.test_cli_processes import ccgw, free_port
+    from tests.integration.test_crash import hammer
+    from verify.attestation.policy import Policy
+    from verify.attestation.roots import RootStore
+
+    t = tmp_path
+    schema = pg.fresh_schema()
+    for cmd in (
+        ("keygen", str(t / "auth")),
+        ("keygen", str(t / "log")),
+        ("sim-root", str(t / "sim")),
+        ("tiny-model", str(t / "model")),
+    ):
+        assert ccgw(*cmd).returncode == 0
+    (t / "provider.jwt").write_text(
+        ccgw(
+            "token", "--key", str(t / "auth.key"), "--sub", "provider:acme", "--role", "provider"
+        ).stdout
+    )
+    token = ccgw(
+        "token", "--key", str(t / "auth.key"), "--sub", "client:app", "--role", "client"
+    ).stdout.strip()
+    store = PostgresStore(pg.DSN, schema=schema)
+    await store.deposit("client:app", 100_000_000, "dep-1")
+    procs: list[subprocess.Popen[bytes]] = []
+    addrs = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    try:
+        for i, addr in enumerate(addrs):
+            log = (t / f"gw{i}.log").open("wb")
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "ccgw",
+                        "gateway",
+                        "--listen",
+                        addr,
+                        "--db",
+                        pg.DSN,
+                        "--db-schema",
+                        schema,
+                        "--auth-pubkey",
+                        str(t / "auth.pub"),
+                        "--log-key",
+                        str(t / "log.key"),
+                        "--allow-simulated-tee",
+                        str(t / "sim" / "root.pem"),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+            )
+        for i in range(2):
+            deadline = time.time() + 60
+            while b"listening" not in (t / f"gw{i}.log").read_bytes():
+                assert time.time() < deadline and procs[i].poll() is None, (
+                    t / f"gw{i}.log"
+                ).read_text()[-1500:]
+                await asyncio.sleep(0.1)
+        for addr in addrs:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "ccgw",
+                        "worker",
+                        "--gateway",
+                        addr,
+                        "--token-file",
+                        str(t / "provider.jwt"),
+                        "--model",
+                        f"tiny={t / 'model'}",
+                        "--simulated-tee",
+                        str(t / "sim"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        roots = RootStore.default().with_simulated((t / "sim" / "root.pem").read_bytes())
+        policy = Policy().allowing_simulated()
+        clients = [Client.connect(a, token, policy, roots) for a in addrs]
+        for c in clients:
+            for _ in range(150):
+                try:
+                    if await c.workers("tiny"):
+                        break
+                except Exception:  # noqa: BLE001 - gateway or worker still starting
+                    pass
+                await asyncio.sleep(0.2)
+        answered: set[str] = set()
+        await asyncio.gather(*(hammer(c, 3.0, answered) for c in clients))
+        assert len(answered) >= 10
+        size = await store.log_size()
+        entries = await store.entries(0, size + 10)
+        assert [e.index for e in entries] == list(range(size))  # one total order across replicas
+        assert size == len(answered)  # every answered job logged, once
+        pub = load_pem_public_key((t / "log.pub").read_bytes())
+        assert isinstance(pub, Ed25519PublicKey)
+        async with grpc.aio.insecure_channel(addrs[1]) as ch:
+            rep = await Auditor(
+                ch, LogIdentity("ccgw-log", pub.public_bytes_raw(), "ccgw.local/log"), policy, roots
+            ).run()
+        assert rep.ok, rep.problems
+        assert sum(v for k, v in rep.balances.items() if k != "external") == 100_000_000
+        assert rep.balances["provider:acme"] > 0
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        await store.close()
+        pg.drop_schema(schema)
