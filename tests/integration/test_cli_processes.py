@@ -3,31 +3,12 @@ worker, deposit, ask, audit — what an operator, a provider, an app and an audi
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-
-def ccgw(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ccgw", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.processes import ccgw, free_port, start_gateway, start_worker, stop
 
 
 @pytest.mark.slow
@@ -44,58 +25,11 @@ def test_operator_provider_app_and_auditor_flow(tmp_path: Path) -> None:
     (t / "app.jwt").write_text(app.stdout)
     assert ccgw("sim-root", str(t / "sim")).returncode == 0
     assert ccgw("tiny-model", str(t / "model")).returncode == 0
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    gw = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ccgw",
-            "gateway",
-            "--listen",
-            addr,
-            "--db",
-            str(t / "gw.db"),
-            "--auth-pubkey",
-            str(t / "auth.pub"),
-            "--log-key",
-            str(t / "log.key"),
-            "--allow-simulated-tee",
-            str(t / "sim" / "root.pem"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    addr = f"127.0.0.1:{free_port()}"
+    gw = start_gateway(t, addr)
     worker = None
     try:
-        assert gw.stdout is not None
-        line = ""
-        deadline = time.time() + 60
-        while "listening" not in line and time.time() < deadline:
-            line = gw.stdout.readline()
-        assert "listening" in line
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ccgw",
-                "worker",
-                "--gateway",
-                addr,
-                "--token-file",
-                str(t / "provider.jwt"),
-                "--model",
-                f"tiny={t / 'model'}",
-                "--simulated-tee",
-                str(t / "sim"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
+        worker = start_worker(t, addr)
         assert (
             ccgw(
                 "deposit",
@@ -158,10 +92,4 @@ def test_operator_provider_app_and_auditor_flow(tmp_path: Path) -> None:
         )
         assert wrong.returncode == 1 and "checkpoint_signature" in wrong.stdout
     finally:
-        for p in (worker, gw):
-            if p is not None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop(worker, gw)

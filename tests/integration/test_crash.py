@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,44 +18,16 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from client.audit import Auditor, LogIdentity
 from client.errors import ClientError
 from client.sdk import Client, ClientLimits
-from tests.integration.test_cli_processes import ccgw, free_port
+from tests.support.processes import (
+    ccgw,
+    free_port,
+    operator_files,
+    start_gateway,
+    start_worker,
+    stop,
+)
 from verify.attestation.policy import Policy
 from verify.attestation.roots import RootStore
-
-
-def start_gateway(t: Path, addr: str) -> subprocess.Popen[bytes]:
-    """Start `ccgw gateway`; its output goes to a file (a pipe nobody reads would fill and block it)."""
-    out = t / f"gateway-{time.monotonic_ns()}.log"
-    with out.open("wb") as f:
-        p = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ccgw",
-                "gateway",
-                "--listen",
-                addr,
-                "--db",
-                str(t / "gw.db"),
-                "--auth-pubkey",
-                str(t / "auth.pub"),
-                "--log-key",
-                str(t / "log.key"),
-                "--allow-simulated-tee",
-                str(t / "sim" / "root.pem"),
-            ],
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if b"listening" in out.read_bytes():
-            return p
-        if p.poll() is not None:
-            raise AssertionError(out.read_text()[-2000:])
-        time.sleep(0.1)
-    raise AssertionError("gateway did not start")
 
 
 async def hammer(client: Client, seconds: float, answered: set[str]) -> int:
@@ -84,21 +53,7 @@ async def hammer(client: Client, seconds: float, answered: set[str]) -> int:
 @pytest.mark.slow
 async def test_sigkill_during_recording_loses_and_doubles_nothing(tmp_path: Path) -> None:
     t = tmp_path
-    for cmd in (
-        ("keygen", str(t / "auth")),
-        ("keygen", str(t / "log")),
-        ("sim-root", str(t / "sim")),
-        ("tiny-model", str(t / "model")),
-    ):
-        assert ccgw(*cmd).returncode == 0
-    (t / "provider.jwt").write_text(
-        ccgw(
-            "token", "--key", str(t / "auth.key"), "--sub", "provider:acme", "--role", "provider"
-        ).stdout
-    )
-    token = ccgw(
-        "token", "--key", str(t / "auth.key"), "--sub", "client:app", "--role", "client"
-    ).stdout.strip()
+    token = operator_files(t)
     assert (
         ccgw(
             "deposit",
@@ -115,24 +70,7 @@ async def test_sigkill_during_recording_loses_and_doubles_nothing(tmp_path: Path
     )
     addr = f"127.0.0.1:{free_port()}"
     gw = start_gateway(t, addr)
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ccgw",
-            "worker",
-            "--gateway",
-            addr,
-            "--token-file",
-            str(t / "provider.jwt"),
-            "--model",
-            f"tiny={t / 'model'}",
-            "--simulated-tee",
-            str(t / "sim"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker = start_worker(t, addr)
     roots = RootStore.default().with_simulated((t / "sim" / "root.pem").read_bytes())
     policy = Policy().allowing_simulated()
     answered: set[str] = set()
@@ -183,9 +121,4 @@ async def test_sigkill_during_recording_loses_and_doubles_nothing(tmp_path: Path
         assert inside == 100_000_000  # money only moved between accounts: none created or lost
         assert rep.balances["provider:acme"] > 0
     finally:
-        for p in (worker, gw):
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(worker, gw)

@@ -51,9 +51,6 @@ async def test_two_replicas_one_database() -> None:
 async def test_two_gateway_processes_share_one_database(tmp_path: Path) -> None:
     """Two `ccgw gateway` processes on one PostgreSQL schema, a worker on each, clients on both."""
     import asyncio
-    import os
-    import signal
-    import time
 
     import grpc
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -62,88 +59,21 @@ async def test_two_gateway_processes_share_one_database(tmp_path: Path) -> None:
     from client.audit import Auditor, LogIdentity
     from client.sdk import Client
     from gateway.store.postgres import PostgresStore
-    from tests.integration.test_cli_processes import ccgw, free_port
     from tests.integration.test_crash import hammer
+    from tests.support.processes import free_port, operator_files, start_gateway, start_worker, stop
     from verify.attestation.policy import Policy
     from verify.attestation.roots import RootStore
 
     t = tmp_path
     schema = pg.fresh_schema()
-    for cmd in (
-        ("keygen", str(t / "auth")),
-        ("keygen", str(t / "log")),
-        ("sim-root", str(t / "sim")),
-        ("tiny-model", str(t / "model")),
-    ):
-        assert ccgw(*cmd).returncode == 0
-    (t / "provider.jwt").write_text(
-        ccgw(
-            "token", "--key", str(t / "auth.key"), "--sub", "provider:acme", "--role", "provider"
-        ).stdout
-    )
-    token = ccgw(
-        "token", "--key", str(t / "auth.key"), "--sub", "client:app", "--role", "client"
-    ).stdout.strip()
+    token = operator_files(t)
     store = PostgresStore(pg.DSN, schema=schema)
     await store.deposit("client:app", 100_000_000, "dep-1")
     procs: list[subprocess.Popen[bytes]] = []
     addrs = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     try:
-        for i, addr in enumerate(addrs):
-            log = (t / f"gw{i}.log").open("wb")
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "ccgw",
-                        "gateway",
-                        "--listen",
-                        addr,
-                        "--db",
-                        pg.DSN,
-                        "--db-schema",
-                        schema,
-                        "--auth-pubkey",
-                        str(t / "auth.pub"),
-                        "--log-key",
-                        str(t / "log.key"),
-                        "--allow-simulated-tee",
-                        str(t / "sim" / "root.pem"),
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                )
-            )
-        for i in range(2):
-            deadline = time.time() + 60
-            while b"listening" not in (t / f"gw{i}.log").read_bytes():
-                assert time.time() < deadline and procs[i].poll() is None, (
-                    t / f"gw{i}.log"
-                ).read_text()[-1500:]
-                await asyncio.sleep(0.1)
-        for addr in addrs:
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "ccgw",
-                        "worker",
-                        "--gateway",
-                        addr,
-                        "--token-file",
-                        str(t / "provider.jwt"),
-                        "--model",
-                        f"tiny={t / 'model'}",
-                        "--simulated-tee",
-                        str(t / "sim"),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+        procs += [start_gateway(t, a, "--db", pg.DSN, "--db-schema", schema) for a in addrs]
+        procs += [start_worker(t, a) for a in addrs]
         roots = RootStore.default().with_simulated((t / "sim" / "root.pem").read_bytes())
         policy = Policy().allowing_simulated()
         clients = [Client.connect(a, token, policy, roots) for a in addrs]
@@ -172,11 +102,6 @@ async def test_two_gateway_processes_share_one_database(tmp_path: Path) -> None:
         assert sum(v for k, v in rep.balances.items() if k != "external") == 100_000_000
         assert rep.balances["provider:acme"] > 0
     finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(*reversed(procs))
         await store.close()
         pg.drop_schema(schema)
