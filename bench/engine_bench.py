@@ -31,10 +31,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from enclave.engine import Engine, EngineLimits, Finished, GenerationRequest, load_engine
-from enclave.engine.engine import DTYPES
-from enclave.engine.loader import load_model
-from enclave.engine.tiny import write_tiny_model
+from ccgw.enclave.engine import Engine, EngineLimits, Finished, GenerationRequest, load_engine
+from ccgw.enclave.engine.engine import DTYPES
+from ccgw.enclave.engine.loader import load_model
+from ccgw.enclave.engine.tiny import write_tiny_model
 
 BATCHES = (1, 8, 32)
 

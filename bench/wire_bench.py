@@ -15,16 +15,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from enclave.evidence_bundle import collect_bundle
-from enclave.keys import Keyring
-from protos.ccgw.v1 import common_pb2 as pb
-from simtee import SimulatedSnpTee, SimulatedVendor
-from verify.attestation.bundle import verify_bundle
-from verify.attestation.policy import Policy
-from verify.attestation.roots import RootStore
-from verify.chunks import ChunkOpener, ChunkSealer
-from verify.hpke import parse_header, seal_request
-from verify.receipts import Receipt, verify_receipt
+from ccgw.enclave.evidence_bundle import collect_bundle
+from ccgw.enclave.keys import Keyring
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
+from ccgw.simtee import SimulatedSnpTee, SimulatedVendor
+from ccgw.verify.attestation.bundle import verify_bundle
+from ccgw.verify.attestation.policy import Policy
+from ccgw.verify.attestation.roots import RootStore
+from ccgw.verify.chunks import ChunkOpener, ChunkSealer
+from ccgw.verify.hpke import parse_header, seal_request
+from ccgw.verify.receipts import Receipt, verify_receipt
 
 
 def per_op_us(fn: Callable[[], object], seconds: float = 0.3) -> float:

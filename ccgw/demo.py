@@ -12,19 +12,19 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ccgw.client.sdk import Answer, Client
+from ccgw.enclave.agent import WorkerAgent
+from ccgw.enclave.config import WorkerConfig
+from ccgw.enclave.engine import load_engine
+from ccgw.gateway.auth import issue_token
+from ccgw.gateway.config import GatewayConfig
+from ccgw.gateway.server import start_gateway
 from ccgw.keys import public_pem
-from client.sdk import Answer, Client
-from enclave.agent import WorkerAgent
-from enclave.config import WorkerConfig
-from enclave.engine import load_engine
-from gateway.auth import issue_token
-from gateway.config import GatewayConfig
-from gateway.server import start_gateway
-from protos.ccgw.v1 import common_pb2 as cpb
-from simtee import SimulatedSnpTee, SimulatedVendor
-from verify.attestation.policy import Policy
-from verify.attestation.roots import RootStore
-from verify.digests import model_dir_sha256
+from ccgw.protos.ccgw.v1 import common_pb2 as cpb
+from ccgw.simtee import SimulatedSnpTee, SimulatedVendor
+from ccgw.verify.attestation.policy import Policy
+from ccgw.verify.attestation.roots import RootStore
+from ccgw.verify.digests import model_dir_sha256
 
 MODEL = "tiny-llama"
 
@@ -43,7 +43,7 @@ async def run_demo(
         if not (model_dir / "config.json").exists():
             await asyncio.to_thread(
                 subprocess.run,  # our own module, fixed arguments
-                [sys.executable, "-m", "enclave.engine.tiny", str(model_dir)],
+                [sys.executable, "-m", "ccgw.enclave.engine.tiny", str(model_dir)],
                 check=True,
             )
         digest = model_dir_sha256(model_dir)

@@ -28,16 +28,16 @@ from typing import Any
 
 import grpc
 
-from protos.ccgw.v1 import common_pb2 as cpb
-from protos.ccgw.v1 import log_pb2 as lpb
-from protos.ccgw.v1 import log_pb2_grpc as lgrpc
-from verify import binding, checkpoint, merkle
-from verify.attestation.bundle import VerifiedWorker, verify_bundle
-from verify.attestation.policy import Policy
-from verify.attestation.roots import RootStore
-from verify.errors import LogError, VerifyError
-from verify.ledger_rules import cost_micro, fee_micro
-from verify.receipts import Receipt, verify_receipt
+from ccgw.protos.ccgw.v1 import common_pb2 as cpb
+from ccgw.protos.ccgw.v1 import log_pb2 as lpb
+from ccgw.protos.ccgw.v1 import log_pb2_grpc as lgrpc
+from ccgw.verify import binding, checkpoint, merkle
+from ccgw.verify.attestation.bundle import VerifiedWorker, verify_bundle
+from ccgw.verify.attestation.policy import Policy
+from ccgw.verify.attestation.roots import RootStore
+from ccgw.verify.errors import LogError, VerifyError
+from ccgw.verify.ledger_rules import cost_micro, fee_micro
+from ccgw.verify.receipts import Receipt, verify_receipt
 
 PAGE = 256
 TAIL_ENTRIES_MAX = 100_000  # entries read past the latest checkpoint

@@ -20,22 +20,22 @@ from dataclasses import dataclass, field
 import grpc
 import jwt
 
-from client.audit import LogIdentity
-from client.errors import AnswerRejected, GatewayRefused, NoTrustedWorker
-from protos.ccgw.v1 import common_pb2 as cpb
-from protos.ccgw.v1 import gateway_pb2 as gpb
-from protos.ccgw.v1 import gateway_pb2_grpc as ggrpc
-from protos.ccgw.v1 import log_pb2 as lpb
-from protos.ccgw.v1 import log_pb2_grpc as lgrpc
-from verify import checkpoint, limits, merkle
-from verify.attestation.bundle import VerifiedWorker, verify_bundle
-from verify.attestation.policy import Policy
-from verify.attestation.roots import RootStore
-from verify.checkpoint import Checkpoint
-from verify.chunks import ChunkOpener
-from verify.errors import LogError, MalformedError, VerifyError
-from verify.hpke import request_sha256, seal_request
-from verify.receipts import Receipt, verify_job_receipt
+from ccgw.client.audit import LogIdentity
+from ccgw.client.errors import AnswerRejected, GatewayRefused, NoTrustedWorker
+from ccgw.protos.ccgw.v1 import common_pb2 as cpb
+from ccgw.protos.ccgw.v1 import gateway_pb2 as gpb
+from ccgw.protos.ccgw.v1 import gateway_pb2_grpc as ggrpc
+from ccgw.protos.ccgw.v1 import log_pb2 as lpb
+from ccgw.protos.ccgw.v1 import log_pb2_grpc as lgrpc
+from ccgw.verify import checkpoint, limits, merkle
+from ccgw.verify.attestation.bundle import VerifiedWorker, verify_bundle
+from ccgw.verify.attestation.policy import Policy
+from ccgw.verify.attestation.roots import RootStore
+from ccgw.verify.checkpoint import Checkpoint
+from ccgw.verify.chunks import ChunkOpener
+from ccgw.verify.errors import LogError, MalformedError, VerifyError
+from ccgw.verify.hpke import request_sha256, seal_request
+from ccgw.verify.receipts import Receipt, verify_job_receipt
 
 MESSAGE_BYTES_MAX = limits.SEALED_REQUEST_BYTES_MAX + 64 * limits.KIB
 
@@ -148,7 +148,7 @@ class Client:
         return sorted(out, key=lambda t: t.in_flight / max(1, t.capacity))
 
     def _verify(self, bundle: cpb.EvidenceBundle, nonce: bytes | None = None) -> VerifiedWorker:
-        from verify.binding import evidence_sha256
+        from ccgw.verify.binding import evidence_sha256
 
         digest = evidence_sha256(bundle)
         cached = self._verified.get(digest)

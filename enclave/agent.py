@@ -11,18 +11,18 @@ import grpc
 import jwt
 import structlog
 
-from enclave.config import WorkerConfig
-from enclave.engine import Engine
-from enclave.errors import EnclaveError, RequestRejected
-from enclave.evidence_bundle import collect_bundle
-from enclave.jobs import JobContext, JobRunner
-from enclave.keys import Keyring
-from enclave.tee import CpuTee, GpuAttester
-from enclave.telemetry import Telemetry
-from protos.ccgw.v1 import common_pb2 as cpb
-from protos.ccgw.v1 import worker_pb2 as wpb
-from protos.ccgw.v1 import worker_pb2_grpc as wgrpc
-from verify import binding, limits
+from ccgw.enclave.config import WorkerConfig
+from ccgw.enclave.engine import Engine
+from ccgw.enclave.errors import EnclaveError, RequestRejected
+from ccgw.enclave.evidence_bundle import collect_bundle
+from ccgw.enclave.jobs import JobContext, JobRunner
+from ccgw.enclave.keys import Keyring
+from ccgw.enclave.tee import CpuTee, GpuAttester
+from ccgw.enclave.telemetry import Telemetry
+from ccgw.protos.ccgw.v1 import common_pb2 as cpb
+from ccgw.protos.ccgw.v1 import worker_pb2 as wpb
+from ccgw.protos.ccgw.v1 import worker_pb2_grpc as wgrpc
+from ccgw.verify import binding, limits
 
 log = structlog.get_logger("enclave.agent")
 SOFTWARE_VERSION = "ccgw-worker/0.1.0"

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from enclave.errors import EvidenceError
-from enclave.tee import CpuTee, GpuAttester
-from protos.ccgw.v1 import common_pb2 as pb
-from verify import binding, limits
+from ccgw.enclave.errors import EvidenceError
+from ccgw.enclave.tee import CpuTee, GpuAttester
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
+from ccgw.verify import binding, limits
 
 
 def collect_bundle(

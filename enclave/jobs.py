@@ -17,16 +17,16 @@ from dataclasses import dataclass
 
 import structlog
 
-from enclave.config import WorkerLimits
-from enclave.engine import Engine, Finished, GenerationRequest, TextDelta
-from enclave.errors import Replayed, RequestRejected, TooLarge
-from enclave.keys import Keyring
-from protos.ccgw.v1 import common_pb2 as cpb
-from protos.ccgw.v1 import worker_pb2 as wpb
-from verify.chunks import ANSWER_SALT_BYTES, ChunkSealer
-from verify.errors import LimitError, VerifyError
-from verify.hpke import check_sealed_size, parse_header, request_sha256
-from verify.receipts import RECEIPT_VERSION, Receipt
+from ccgw.enclave.config import WorkerLimits
+from ccgw.enclave.engine import Engine, Finished, GenerationRequest, TextDelta
+from ccgw.enclave.errors import Replayed, RequestRejected, TooLarge
+from ccgw.enclave.keys import Keyring
+from ccgw.protos.ccgw.v1 import common_pb2 as cpb
+from ccgw.protos.ccgw.v1 import worker_pb2 as wpb
+from ccgw.verify.chunks import ANSWER_SALT_BYTES, ChunkSealer
+from ccgw.verify.errors import LimitError, VerifyError
+from ccgw.verify.hpke import check_sealed_size, parse_header, request_sha256
+from ccgw.verify.receipts import RECEIPT_VERSION, Receipt
 
 log = structlog.get_logger("enclave.jobs")
 

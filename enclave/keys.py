@@ -12,10 +12,10 @@ from typing import NoReturn
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
-from protos.ccgw.v1 import common_pb2 as pb
-from verify import binding
-from verify import hpke as vhpke
-from verify.receipts import Receipt, sign_receipt
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
+from ccgw.verify import binding
+from ccgw.verify import hpke as vhpke
+from ccgw.verify.receipts import Receipt, sign_receipt
 
 
 def _raw_public(key: x25519.X25519PublicKey | ed25519.Ed25519PublicKey) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from protos.ccgw.v1 import common_pb2 as pb
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from protos.ccgw.v1 import worker_pb2 as wpb
+from ccgw.protos.ccgw.v1 import worker_pb2 as wpb
 
 
 class Telemetry:

@@ -15,7 +15,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway.errors import PermissionDenied, Unauthenticated
+from ccgw.gateway.errors import PermissionDenied, Unauthenticated
 
 ROLES = frozenset({"client", "provider", "admin"})
 TOKEN_BYTES_MAX = 4096

@@ -8,9 +8,9 @@ import asyncio
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.config import GatewayConfig
-from gateway.store.base import Store
-from verify import checkpoint, merkle
+from ccgw.gateway.config import GatewayConfig
+from ccgw.gateway.store.base import Store
+from ccgw.verify import checkpoint, merkle
 
 log = structlog.get_logger("gateway.checkpointer")
 

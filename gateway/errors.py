@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import grpc
 
-from verify import errors as verrors
+from ccgw.verify import errors as verrors
 
 
 class GatewayError(Exception):

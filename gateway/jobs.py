@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 
 import structlog
 
-from gateway.checkpointer import Checkpointer
-from gateway.config import GatewayConfig
-from gateway.errors import (
+from ccgw.gateway.checkpointer import Checkpointer
+from ccgw.gateway.config import GatewayConfig
+from ccgw.gateway.errors import (
     BadRequest,
     Conflict,
     DeadlineExceeded,
@@ -28,17 +28,17 @@ from gateway.errors import (
     WorkerRejected,
     WorkerUnavailable,
 )
-from gateway.registry import JobChannel, Registry, WorkerSession
-from gateway.store.base import Store
-from protos.ccgw.v1 import common_pb2 as cpb
-from protos.ccgw.v1 import gateway_pb2 as gpb
-from protos.ccgw.v1 import worker_pb2 as wpb
-from verify import limits
-from verify.chunks import ANSWER_SALT_BYTES, AnswerDigest
-from verify.errors import ReceiptError, StreamError
-from verify.hpke import check_sealed_size, parse_header, request_sha256
-from verify.ledger_rules import cost_micro, fee_micro
-from verify.receipts import verify_job_receipt
+from ccgw.gateway.registry import JobChannel, Registry, WorkerSession
+from ccgw.gateway.store.base import Store
+from ccgw.protos.ccgw.v1 import common_pb2 as cpb
+from ccgw.protos.ccgw.v1 import gateway_pb2 as gpb
+from ccgw.protos.ccgw.v1 import worker_pb2 as wpb
+from ccgw.verify import limits
+from ccgw.verify.chunks import ANSWER_SALT_BYTES, AnswerDigest
+from ccgw.verify.errors import ReceiptError, StreamError
+from ccgw.verify.hpke import check_sealed_size, parse_header, request_sha256
+from ccgw.verify.ledger_rules import cost_micro, fee_micro
+from ccgw.verify.receipts import verify_job_receipt
 
 log = structlog.get_logger("gateway.jobs")
 

@@ -9,14 +9,14 @@ from typing import Any
 import grpc
 import structlog
 
-from gateway.checkpointer import Checkpointer
-from gateway.config import GatewayConfig
-from gateway.errors import BadRequest, NotFound
-from gateway.rpc import unary
-from gateway.store.base import Store
-from protos.ccgw.v1 import log_pb2 as lpb
-from protos.ccgw.v1 import log_pb2_grpc as lgrpc
-from verify import merkle
+from ccgw.gateway.checkpointer import Checkpointer
+from ccgw.gateway.config import GatewayConfig
+from ccgw.gateway.errors import BadRequest, NotFound
+from ccgw.gateway.rpc import unary
+from ccgw.gateway.store.base import Store
+from ccgw.protos.ccgw.v1 import log_pb2 as lpb
+from ccgw.protos.ccgw.v1 import log_pb2_grpc as lgrpc
+from ccgw.verify import merkle
 
 log = structlog.get_logger("gateway.log")
 

@@ -11,10 +11,10 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from gateway.errors import NotFound, Overloaded, WorkerUnavailable
-from protos.ccgw.v1 import common_pb2 as cpb
-from protos.ccgw.v1 import worker_pb2 as wpb
-from verify.attestation.bundle import VerifiedWorker
+from ccgw.gateway.errors import NotFound, Overloaded, WorkerUnavailable
+from ccgw.protos.ccgw.v1 import common_pb2 as cpb
+from ccgw.protos.ccgw.v1 import worker_pb2 as wpb
+from ccgw.verify.attestation.bundle import VerifiedWorker
 
 
 @dataclass

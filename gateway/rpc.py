@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 
-from gateway.errors import status_for
+from ccgw.gateway.errors import status_for
 
 log = structlog.get_logger("gateway.rpc")
 Req = TypeVar("Req")

@@ -12,24 +12,24 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from gateway.auth import Authenticator
-from gateway.checkpointer import Checkpointer
-from gateway.config import GatewayConfig
-from gateway.jobs import JobRouter
-from gateway.log_service import LogServicer
-from gateway.registry import Registry
-from gateway.service import GatewayServicer, WorkerLinkServicer
-from gateway.store.base import Store
-from gateway.store.sqlite import SqliteStore
-from gateway.worker_link import WorkerLink
-from protos.ccgw.v1 import common_pb2 as cpb
-from protos.ccgw.v1 import gateway_pb2_grpc as ggrpc
-from protos.ccgw.v1 import log_pb2_grpc as lgrpc
-from protos.ccgw.v1 import worker_pb2_grpc as wgrpc
-from verify import limits
-from verify.attestation.bundle import VerifiedWorker, verify_bundle
-from verify.attestation.policy import Policy, load_policy_file
-from verify.attestation.roots import RootStore
+from ccgw.gateway.auth import Authenticator
+from ccgw.gateway.checkpointer import Checkpointer
+from ccgw.gateway.config import GatewayConfig
+from ccgw.gateway.jobs import JobRouter
+from ccgw.gateway.log_service import LogServicer
+from ccgw.gateway.registry import Registry
+from ccgw.gateway.service import GatewayServicer, WorkerLinkServicer
+from ccgw.gateway.store.base import Store
+from ccgw.gateway.store.sqlite import SqliteStore
+from ccgw.gateway.worker_link import WorkerLink
+from ccgw.protos.ccgw.v1 import common_pb2 as cpb
+from ccgw.protos.ccgw.v1 import gateway_pb2_grpc as ggrpc
+from ccgw.protos.ccgw.v1 import log_pb2_grpc as lgrpc
+from ccgw.protos.ccgw.v1 import worker_pb2_grpc as wgrpc
+from ccgw.verify import limits
+from ccgw.verify.attestation.bundle import VerifiedWorker, verify_bundle
+from ccgw.verify.attestation.policy import Policy, load_policy_file
+from ccgw.verify.attestation.roots import RootStore
 
 log = structlog.get_logger("gateway.server")
 
@@ -84,7 +84,7 @@ async def start_gateway(
     policy = policy or base_policy
     roots = roots or base_roots
     if store is None and config.db_dsn:
-        from gateway.store.postgres import PostgresStore  # the `postgres` extra
+        from ccgw.gateway.store.postgres import PostgresStore  # the `postgres` extra
 
         store = PostgresStore(
             config.db_dsn,

@@ -12,19 +12,19 @@ from typing import Any
 import grpc
 import structlog
 
-from gateway.auth import Authenticator, Principal
-from gateway.config import GatewayConfig
-from gateway.errors import NotFound
-from gateway.jobs import JobRouter
-from gateway.registry import Registry
-from gateway.rpc import streaming, unary
-from gateway.store.base import Store
-from gateway.worker_link import WorkerLink
-from protos.ccgw.v1 import common_pb2 as cpb
-from protos.ccgw.v1 import gateway_pb2 as gpb
-from protos.ccgw.v1 import gateway_pb2_grpc as ggrpc
-from protos.ccgw.v1 import worker_pb2 as wpb
-from protos.ccgw.v1 import worker_pb2_grpc as wgrpc
+from ccgw.gateway.auth import Authenticator, Principal
+from ccgw.gateway.config import GatewayConfig
+from ccgw.gateway.errors import NotFound
+from ccgw.gateway.jobs import JobRouter
+from ccgw.gateway.registry import Registry
+from ccgw.gateway.rpc import streaming, unary
+from ccgw.gateway.store.base import Store
+from ccgw.gateway.worker_link import WorkerLink
+from ccgw.protos.ccgw.v1 import common_pb2 as cpb
+from ccgw.protos.ccgw.v1 import gateway_pb2 as gpb
+from ccgw.protos.ccgw.v1 import gateway_pb2_grpc as ggrpc
+from ccgw.protos.ccgw.v1 import worker_pb2 as wpb
+from ccgw.protos.ccgw.v1 import worker_pb2_grpc as wgrpc
 
 log = structlog.get_logger("gateway.service")
 

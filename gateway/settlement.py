@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.config import GatewayConfig
-from gateway.errors import BadRequest
-from gateway.store.base import Store
-from verify import settlement
+from ccgw.gateway.config import GatewayConfig
+from ccgw.gateway.errors import BadRequest
+from ccgw.gateway.store.base import Store
+from ccgw.verify import settlement
 
 
 async def export(

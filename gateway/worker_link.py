@@ -19,15 +19,15 @@ from datetime import datetime
 
 import structlog
 
-from gateway.config import GatewayConfig
-from gateway.errors import BadRequest, DeadlineExceeded, PermissionDenied
-from gateway.registry import Registry, WorkerSession
-from gateway.store.base import Store
-from protos.ccgw.v1 import common_pb2 as cpb
-from protos.ccgw.v1 import worker_pb2 as wpb
-from verify import limits
-from verify.attestation.bundle import VerifiedWorker
-from verify.errors import VerifyError
+from ccgw.gateway.config import GatewayConfig
+from ccgw.gateway.errors import BadRequest, DeadlineExceeded, PermissionDenied
+from ccgw.gateway.registry import Registry, WorkerSession
+from ccgw.gateway.store.base import Store
+from ccgw.protos.ccgw.v1 import common_pb2 as cpb
+from ccgw.protos.ccgw.v1 import worker_pb2 as wpb
+from ccgw.verify import limits
+from ccgw.verify.attestation.bundle import VerifiedWorker
+from ccgw.verify.errors import VerifyError
 
 log = structlog.get_logger("gateway.worker_link")
 

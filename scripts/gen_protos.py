@@ -1,5 +1,5 @@
-"""Regenerate the Python code for protos/ccgw/v1/*.proto (committed; tests/unit/test_protos_drift.py
-fails when it drifts). Run from the repository root: python scripts/gen_protos.py [OUT_DIR]."""
+"""Regenerate the Python code for protos/ccgw/v1/*.proto, imported as ccgw.protos.ccgw.v1 (committed;
+tests/unit/test_protos_drift.py fails when it drifts). Run from the repository root: python scripts/gen_protos.py [OUT_DIR]."""
 
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ def generate(out_dir: Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+    # The protos/ folder is installed as the ccgw.protos package (one top-level name, `ccgw`).
+    for f in (out_dir / "protos/ccgw/v1").iterdir():
+        if f.suffix in (".py", ".pyi"):
+            text = f.read_text()
+            f.write_text(text.replace("from protos.ccgw.v1 import", "from ccgw.protos.ccgw.v1 import"))
 
 
 if __name__ == "__main__":

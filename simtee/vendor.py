@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from enclave.tee import CpuEvidence
-from protos.ccgw.v1 import common_pb2 as pb
-from verify.attestation import sevsnp
+from ccgw.enclave.tee import CpuEvidence
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
+from ccgw.verify.attestation import sevsnp
 
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
 _AMD_OID = "1.3.6.1.4.1.3704.1"

@@ -16,10 +16,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from protos.ccgw.v1 import common_pb2 as pb
-from verify import limits
-from verify.encoding import field, fields, items, u64
-from verify.errors import LimitError, MalformedError
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
+from ccgw.verify import limits
+from ccgw.verify.encoding import field, fields, items, u64
+from ccgw.verify.errors import LimitError, MalformedError
 
 X25519_PUBLIC_BYTES = 32
 MLKEM768_X25519_PUBLIC_BYTES = 1184 + 32

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from verify.errors import LogError
+from ccgw.verify.errors import LogError
 
 CHECKPOINT_BYTES_MAX = 4096
 _SIG_PREFIX = "\u2014 "  # em dash and space

@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from verify import limits
-from verify.encoding import fields, u64
-from verify.errors import DecryptError, LimitError, StreamError
-from verify.hpke import pad, unpad
+from ccgw.verify import limits
+from ccgw.verify.encoding import fields, u64
+from ccgw.verify.errors import DecryptError, LimitError, StreamError
+from ccgw.verify.hpke import pad, unpad
 
 ANSWER_SALT_BYTES = 32
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from verify.encoding import field, fields, items
-from verify.errors import LimitError, MalformedError
+from ccgw.verify.encoding import field, fields, items
+from ccgw.verify.errors import LimitError, MalformedError
 
 MODEL_FILES_MAX = 256
 MODEL_BYTES_MAX = 512 * 1024**3

@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from google.protobuf.message import DecodeError
 
-from protos.ccgw.v1 import common_pb2 as pb
-from verify import limits
-from verify.encoding import fields
-from verify.errors import DecryptError, LimitError, MalformedError
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
+from ccgw.verify import limits
+from ccgw.verify.encoding import fields
+from ccgw.verify.errors import DecryptError, LimitError, MalformedError
 
 PROTOCOL_VERSION = 1
 AEAD_TAG_BYTES = 16

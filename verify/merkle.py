@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from verify import limits
-from verify.errors import LogError
+from ccgw.verify import limits
+from ccgw.verify.errors import LogError
 
 HASH_BYTES = 32
 
@@ -150,6 +150,6 @@ def verify_consistency(
 def receipt_leaf(receipt_jws: str, evidence_sha256: str) -> bytes:
     """The data of one log leaf: the receipt and the digest of the evidence its key was admitted
     under (the bundle itself is retrievable by that digest)."""
-    from verify.encoding import fields
+    from ccgw.verify.encoding import fields
 
     return fields("ccgw/v1/log-leaf", receipt_jws.encode(), evidence_sha256.encode())

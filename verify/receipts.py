@@ -21,11 +21,11 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from protos.ccgw.v1 import common_pb2 as pb
-from verify import limits
-from verify.attestation.bundle import VerifiedWorker
-from verify.chunks import AnswerDigest
-from verify.errors import ReceiptError
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
+from ccgw.verify import limits
+from ccgw.verify.attestation.bundle import VerifiedWorker
+from ccgw.verify.chunks import AnswerDigest
+from ccgw.verify.errors import ReceiptError
 
 RECEIPT_TYP = "ccgw-receipt+jws"
 RECEIPT_VERSION = 1

@@ -12,9 +12,9 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from verify.errors import LogError
-from verify.ledger_rules import cost_micro, fee_micro
-from verify.receipts import Receipt, parse_claims
+from ccgw.verify.errors import LogError
+from ccgw.verify.ledger_rules import cost_micro, fee_micro
+from ccgw.verify.receipts import Receipt, parse_claims
 
 SETTLEMENT_TYP = "ccgw-settlement+jws"
 

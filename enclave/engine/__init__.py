@@ -14,14 +14,14 @@ BERT-family encoders for embeddings (`enclave.engine.bert`).
 
 from __future__ import annotations
 
-from enclave.engine.api import (
+from ccgw.enclave.engine.api import (
     EngineLimits,
     EngineStats,
     Finished,
     GenerationRequest,
     TextDelta,
 )
-from enclave.engine.engine import Engine, load_engine
+from ccgw.enclave.engine.engine import Engine, load_engine
 
 __all__ = [
     "Engine",

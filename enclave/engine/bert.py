@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer as HfTokenizer
 from torch import nn
 
-from enclave.engine.loader import ModelDir
-from enclave.engine.tokenizer import load_tokenizer
-from enclave.errors import ModelError, TooLarge
+from ccgw.enclave.engine.loader import ModelDir
+from ccgw.enclave.engine.tokenizer import load_tokenizer
+from ccgw.enclave.errors import ModelError, TooLarge
 
 _IGNORED = ("embeddings.position_ids", "pooler.")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from enclave.errors import ModelError
+from ccgw.enclave.errors import ModelError
 
 SUPPORTED_ARCHITECTURES = {
     "LlamaForCausalLM": "llama",

@@ -18,12 +18,18 @@ from pathlib import Path
 import structlog
 import torch
 
-from enclave.engine.api import EngineLimits, EngineStats, Finished, GenerationRequest, TextDelta
-from enclave.engine.loader import ModelDir, load_model
-from enclave.engine.model import Transformer
-from enclave.engine.scheduler import Job, Scheduler
-from enclave.engine.tokenizer import Tokenizer
-from enclave.errors import EngineError, ModelError, RequestRejected, TooLarge
+from ccgw.enclave.engine.api import (
+    EngineLimits,
+    EngineStats,
+    Finished,
+    GenerationRequest,
+    TextDelta,
+)
+from ccgw.enclave.engine.loader import ModelDir, load_model
+from ccgw.enclave.engine.model import Transformer
+from ccgw.enclave.engine.scheduler import Job, Scheduler
+from ccgw.enclave.engine.tokenizer import Tokenizer
+from ccgw.enclave.errors import EngineError, ModelError, RequestRejected, TooLarge
 
 log = structlog.get_logger("enclave.engine")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

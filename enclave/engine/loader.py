@@ -27,11 +27,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 
-from enclave.engine.config import ModelArgs, token_ids
-from enclave.engine.model import Transformer
-from enclave.errors import ModelError
-from verify.digests import model_dir_manifest
-from verify.errors import VerifyError
+from ccgw.enclave.engine.config import ModelArgs, token_ids
+from ccgw.enclave.engine.model import Transformer
+from ccgw.enclave.errors import ModelError
+from ccgw.verify.digests import model_dir_manifest
+from ccgw.verify.errors import VerifyError
 
 CONFIG_BYTES_MAX = 1 << 20
 TOKENIZER_BYTES_MAX = 64 << 20

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from enclave.engine.config import ModelArgs
-from enclave.engine.rope import apply_rope, cos_sin_table, inverse_frequencies
+from ccgw.enclave.engine.config import ModelArgs
+from ccgw.enclave.engine.rope import apply_rope, cos_sin_table, inverse_frequencies
 
 Cache = tuple[torch.Tensor, torch.Tensor]
 

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from enclave.engine.config import ModelArgs
+from ccgw.enclave.engine.config import ModelArgs
 
 
 def inverse_frequencies(args: ModelArgs, context_tokens_max: int) -> torch.Tensor:

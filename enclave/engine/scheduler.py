@@ -27,12 +27,18 @@ from dataclasses import dataclass, field
 import structlog
 import torch
 
-from enclave.engine.api import EngineLimits, EngineStats, Finished, GenerationRequest, TextDelta
-from enclave.engine.detok import Chunk, IncrementalDecoder, StopFilter
-from enclave.engine.model import Transformer
-from enclave.engine.sampling import BatchSampling, select
-from enclave.engine.tokenizer import Tokenizer
-from enclave.errors import EnclaveError, EngineError, Overloaded
+from ccgw.enclave.engine.api import (
+    EngineLimits,
+    EngineStats,
+    Finished,
+    GenerationRequest,
+    TextDelta,
+)
+from ccgw.enclave.engine.detok import Chunk, IncrementalDecoder, StopFilter
+from ccgw.enclave.engine.model import Transformer
+from ccgw.enclave.engine.sampling import BatchSampling, select
+from ccgw.enclave.engine.tokenizer import Tokenizer
+from ccgw.enclave.errors import EnclaveError, EngineError, Overloaded
 
 log = structlog.get_logger("enclave.engine")
 

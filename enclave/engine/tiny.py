@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
-from enclave.engine.config import ModelArgs
-from enclave.engine.model import Transformer
+from ccgw.enclave.engine.config import ModelArgs
+from ccgw.enclave.engine.model import Transformer
 
 SPECIALS = ("<s>", "</s>")
 CHAT_TEMPLATE = (

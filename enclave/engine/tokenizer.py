@@ -16,8 +16,8 @@ from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer as HfTokenizer
 
-from enclave.engine.loader import TOKENIZER_BYTES_MAX, ModelDir
-from enclave.errors import ModelError, RequestRejected
+from ccgw.enclave.engine.loader import TOKENIZER_BYTES_MAX, ModelDir
+from ccgw.enclave.errors import ModelError, RequestRejected
 
 
 class Tokenizer:

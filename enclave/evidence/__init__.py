@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from enclave.errors import EvidenceError
-from enclave.evidence.configfs import TSM_REPORT_ROOT, ConfigfsTsm, OsFs, TsmFs
-from enclave.evidence.nvml import NvmlGpuAttester
-from enclave.tee import CpuTee, GpuAttester
+from ccgw.enclave.errors import EvidenceError
+from ccgw.enclave.evidence.configfs import TSM_REPORT_ROOT, ConfigfsTsm, OsFs, TsmFs
+from ccgw.enclave.evidence.nvml import NvmlGpuAttester
+from ccgw.enclave.tee import CpuTee, GpuAttester
 
 __all__ = ["ConfigfsTsm", "NvmlGpuAttester", "OsFs", "TsmFs", "detect_real_tee"]
 

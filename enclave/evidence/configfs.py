@@ -22,9 +22,9 @@ import struct
 import uuid
 from typing import Protocol
 
-from enclave.errors import EvidenceError
-from enclave.tee import CpuEvidence
-from protos.ccgw.v1 import common_pb2 as pb
+from ccgw.enclave.errors import EvidenceError
+from ccgw.enclave.tee import CpuEvidence
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
 
 TSM_REPORT_ROOT = "/sys/kernel/config/tsm/report"
 REPORT_DATA_BYTES = 64

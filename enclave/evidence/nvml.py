@@ -15,9 +15,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from enclave.errors import EvidenceError
-from protos.ccgw.v1 import common_pb2 as pb
-from verify import limits
+from ccgw.enclave.errors import EvidenceError
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
+from ccgw.verify import limits
 
 ARCH_NAMES = {9: "HOPPER", 10: "BLACKWELL"}
 NONCE_BYTES = 32

@@ -1,5 +1,5 @@
 """Durable state of the gateway behind one interface (base.Store): SQLite by default."""
 
-from gateway.store.base import SettleResult, Store
+from ccgw.gateway.store.base import SettleResult, Store
 
 __all__ = ["SettleResult", "Store"]

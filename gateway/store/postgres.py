@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from gateway.errors import BadRequest, Conflict, InsufficientFunds
-from gateway.store.base import LedgerEntry, LogEntry, SettleResult
-from verify.merkle import leaf_hash, receipt_leaf
+from ccgw.gateway.errors import BadRequest, Conflict, InsufficientFunds
+from ccgw.gateway.store.base import LedgerEntry, LogEntry, SettleResult
+from ccgw.verify.merkle import leaf_hash, receipt_leaf
 
 EXTERNAL = "external"
 RETRIES_MAX = 5

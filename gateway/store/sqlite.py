@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from gateway.errors import BadRequest, Conflict, InsufficientFunds
-from gateway.store.base import LedgerEntry, LogEntry, SettleResult
-from verify.merkle import leaf_hash, receipt_leaf
+from ccgw.gateway.errors import BadRequest, Conflict, InsufficientFunds
+from ccgw.gateway.store.base import LedgerEntry, LogEntry, SettleResult
+from ccgw.verify.merkle import leaf_hash, receipt_leaf
 
 EXTERNAL = "external"
 T = TypeVar("T")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from enclave.engine import EngineLimits, Finished, GenerationRequest, TextDelta, load_engine
-from enclave.engine.tiny import write_tiny_model
+from ccgw.enclave.engine import EngineLimits, Finished, GenerationRequest, TextDelta, load_engine
+from ccgw.enclave.engine.tiny import write_tiny_model
 
 pytestmark = [
     pytest.mark.gpu,

@@ -11,13 +11,13 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client.audit import Auditor, LogIdentity, Report
-from gateway.config import GatewayLimits
+from ccgw.client.audit import Auditor, LogIdentity, Report
+from ccgw.gateway.config import GatewayLimits
+from ccgw.verify import merkle
+from ccgw.verify.attestation.policy import Policy
+from ccgw.verify.attestation.roots import RootStore
 from tests.support.cluster import Cluster, cluster
 from tests.support.fake_engine import EchoEngine
-from verify import merkle
-from verify.attestation.policy import Policy
-from verify.attestation.roots import RootStore
 
 JOBS = 4
 
@@ -198,8 +198,8 @@ async def test_wrong_log_key_is_refused(tmp_path: Path) -> None:
 
 
 async def test_settlement_statement_is_signed_and_recomputable(tmp_path: Path) -> None:
-    from gateway.settlement import export
-    from verify import settlement
+    from ccgw.gateway.settlement import export
+    from ccgw.verify import settlement
 
     async with cluster(tmp_path, limits=LIMITS) as c:
         await run_jobs(c)
@@ -216,8 +216,8 @@ async def test_settlement_statement_is_signed_and_recomputable(tmp_path: Path) -
 
 
 async def test_log_rpcs_bound_and_refuse_bad_requests(tmp_path: Path) -> None:
-    from protos.ccgw.v1 import log_pb2 as lpb
-    from protos.ccgw.v1 import log_pb2_grpc as lgrpc
+    from ccgw.protos.ccgw.v1 import log_pb2 as lpb
+    from ccgw.protos.ccgw.v1 import log_pb2_grpc as lgrpc
 
     async with cluster(tmp_path, limits=LIMITS) as c:
         await run_jobs(c)

@@ -15,9 +15,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from client.audit import Auditor, LogIdentity
-from client.errors import ClientError
-from client.sdk import Client, ClientLimits
+from ccgw.client.audit import Auditor, LogIdentity
+from ccgw.client.errors import ClientError
+from ccgw.client.sdk import Client, ClientLimits
+from ccgw.verify.attestation.policy import Policy
+from ccgw.verify.attestation.roots import RootStore
 from tests.support.processes import (
     ccgw,
     free_port,
@@ -26,8 +28,6 @@ from tests.support.processes import (
     start_worker,
     stop,
 )
-from verify.attestation.policy import Policy
-from verify.attestation.roots import RootStore
 
 
 async def hammer(client: Client, seconds: float, answered: set[str]) -> int:

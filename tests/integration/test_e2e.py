@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from protos.ccgw.v1 import common_pb2 as cpb
+from ccgw.protos.ccgw.v1 import common_pb2 as cpb
 from tests.support.cluster import cluster
 from tests.support.fake_engine import EchoEngine
 
@@ -37,11 +37,11 @@ async def test_gateway_without_allow_simulated_refuses_the_simulated_worker(tmp_
     async with cluster(
         tmp_path,
     ) as c:
-        from gateway.server import load_policy
+        from ccgw.gateway.server import load_policy
 
         # Same gateway process, but its verifier uses the default (production) policy.
         strict, roots = load_policy(type(c.gateway.router._config)(auth_public_keys_pem=()))
-        from verify.attestation.bundle import verify_bundle
+        from ccgw.verify.attestation.bundle import verify_bundle
 
         link = c.gateway.server  # noqa: F841 - keep the server running
         import datetime as dt
@@ -69,7 +69,7 @@ async def test_worker_whose_report_does_not_bind_its_keys_is_refused(tmp_path: P
     import grpc
     import pytest
 
-    from simtee import SimulatedSnpTee
+    from ccgw.simtee import SimulatedSnpTee
 
     class LyingTee(SimulatedSnpTee):
         def attest(self, report_data: bytes):  # type: ignore[no-untyped-def]

@@ -15,15 +15,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client.errors import AnswerRejected, GatewayRefused
-from enclave.config import WorkerLimits
-from gateway.registry import JobChannel
-from protos.ccgw.v1 import common_pb2 as cpb
-from protos.ccgw.v1 import gateway_pb2 as gpb
-from protos.ccgw.v1 import worker_pb2 as wpb
+from ccgw.client.errors import AnswerRejected, GatewayRefused
+from ccgw.enclave.config import WorkerLimits
+from ccgw.gateway.registry import JobChannel
+from ccgw.protos.ccgw.v1 import common_pb2 as cpb
+from ccgw.protos.ccgw.v1 import gateway_pb2 as gpb
+from ccgw.protos.ccgw.v1 import worker_pb2 as wpb
+from ccgw.verify.receipts import RECEIPT_TYP, Receipt
 from tests.support.cluster import Cluster, cluster
 from tests.support.fake_engine import EchoEngine
-from verify.receipts import RECEIPT_TYP, Receipt
 
 PROMPT = "alpha beta gamma delta epsilon"
 ONE_TOKEN_CHUNKS = WorkerLimits(reconnect_attempts_max=1, chunk_tokens_max=1)
@@ -113,7 +113,7 @@ async def test_replayed_request_is_refused_by_worker(tmp_path: Path) -> None:
         client = c.client()
         worker = (await client.workers("echo"))[0]
         sealed, inner = client.seal(worker, "echo", prompt=PROMPT)
-        from client.sdk import Answer
+        from ccgw.client.sdk import Answer
 
         answer = Answer()
         async for _ in client.stream(worker, sealed, inner, answer):
@@ -172,8 +172,8 @@ async def test_chunk_tampering_is_detected_by_client(
 
 
 async def test_answer_opens_only_with_the_clients_response_key(tmp_path: Path) -> None:
-    from verify.chunks import ChunkOpener
-    from verify.errors import DecryptError
+    from ccgw.verify.chunks import ChunkOpener
+    from ccgw.verify.errors import DecryptError
 
     async with cluster(tmp_path) as c:
         await setup(c)
@@ -282,7 +282,7 @@ async def test_same_job_id_twice_is_credited_once(tmp_path: Path) -> None:
         client = c.client()
         worker = (await client.workers("echo"))[0]
         sealed, inner = client.seal(worker, "echo", prompt=PROMPT)
-        from client.sdk import Answer
+        from ccgw.client.sdk import Answer
 
         async for _ in client.stream(worker, sealed, inner, Answer()):
             pass
@@ -316,7 +316,7 @@ async def test_oversized_request_is_refused_before_decryption(tmp_path: Path) ->
         client = c.client()
         worker = (await client.workers("echo"))[0]
         sealed, inner = client.seal(worker, "echo", prompt=PROMPT)
-        from client.sdk import Answer
+        from ccgw.client.sdk import Answer
 
         big = cpb.SealedRequest(
             header=sealed.header, ciphertext=sealed.ciphertext + b"\x00" * 2_000_000
@@ -350,7 +350,7 @@ async def test_tokens_with_wrong_algorithms_are_refused(tmp_path: Path) -> None:
         other = jwt.encode(claims, Ed25519PrivateKey.generate(), algorithm="EdDSA")
         for tok in (none_tok, hs_tok, other, "garbage"):
             md = [("authorization", f"Bearer {tok}")]
-            from protos.ccgw.v1 import gateway_pb2_grpc
+            from ccgw.protos.ccgw.v1 import gateway_pb2_grpc
 
             async with grpc.aio.insecure_channel(c.address) as ch:
                 with pytest.raises(grpc.aio.AioRpcError) as err:

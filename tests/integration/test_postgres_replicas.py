@@ -17,7 +17,7 @@ JOBS = 120
 
 @pytest.mark.postgres
 async def test_two_replicas_one_database() -> None:
-    from gateway.store.postgres import PostgresStore
+    from ccgw.gateway.store.postgres import PostgresStore
 
     schema = pg.fresh_schema()
     s = PostgresStore(pg.DSN, schema=schema)
@@ -56,13 +56,13 @@ async def test_two_gateway_processes_share_one_database(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    from client.audit import Auditor, LogIdentity
-    from client.sdk import Client
-    from gateway.store.postgres import PostgresStore
+    from ccgw.client.audit import Auditor, LogIdentity
+    from ccgw.client.sdk import Client
+    from ccgw.gateway.store.postgres import PostgresStore
+    from ccgw.verify.attestation.policy import Policy
+    from ccgw.verify.attestation.roots import RootStore
     from tests.integration.test_crash import hammer
     from tests.support.processes import free_port, operator_files, start_gateway, start_worker, stop
-    from verify.attestation.policy import Policy
-    from verify.attestation.roots import RootStore
 
     t = tmp_path
     schema = pg.fresh_schema()

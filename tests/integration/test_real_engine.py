@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from enclave.engine import load_engine
-from enclave.engine.tiny import write_tiny_model
-from protos.ccgw.v1 import common_pb2 as cpb
+from ccgw.enclave.engine import load_engine
+from ccgw.enclave.engine.tiny import write_tiny_model
+from ccgw.protos.ccgw.v1 import common_pb2 as cpb
+from ccgw.verify.digests import model_dir_sha256
 from tests.support.cluster import cluster
-from verify.digests import model_dir_sha256
 
 
 async def test_real_engine_end_to_end_with_chat_and_sampling(tmp_path: Path) -> None:

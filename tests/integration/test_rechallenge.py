@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from gateway.config import GatewayLimits
-from simtee import SimulatedSnpTee
+from ccgw.gateway.config import GatewayLimits
+from ccgw.simtee import SimulatedSnpTee
 from tests.support.cluster import cluster
 from tests.support.fake_engine import EchoEngine
 

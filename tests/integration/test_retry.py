@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from enclave.engine import Finished, GenerationRequest, TextDelta
-from enclave.errors import EngineError
+from ccgw.enclave.engine import Finished, GenerationRequest, TextDelta
+from ccgw.enclave.errors import EngineError
 from tests.support.cluster import cluster
 from tests.support.fake_engine import EchoEngine
 

@@ -13,13 +13,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from client.errors import GatewayRefused
-from client.sdk import Client
-from enclave.config import WorkerLimits
+from ccgw.client.errors import GatewayRefused
+from ccgw.client.sdk import Client
+from ccgw.enclave.config import WorkerLimits
+from ccgw.verify.attestation.policy import Policy
+from ccgw.verify.attestation.roots import RootStore
 from tests.support.cluster import cluster
 from tests.support.fake_engine import EchoEngine
-from verify.attestation.policy import Policy
-from verify.attestation.roots import RootStore
 
 
 def self_signed() -> tuple[bytes, bytes]:
@@ -73,9 +73,9 @@ async def test_job_over_tls(tmp_path: Path) -> None:
         # the cluster helper dials plaintext; point the worker at TLS explicitly
         import asyncio
 
-        from enclave.agent import WorkerAgent
-        from enclave.config import WorkerConfig
-        from simtee import SimulatedSnpTee
+        from ccgw.enclave.agent import WorkerAgent
+        from ccgw.enclave.config import WorkerConfig
+        from ccgw.simtee import SimulatedSnpTee
 
         agent = WorkerAgent(
             WorkerConfig(

@@ -15,16 +15,16 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from client.sdk import Client, ClientLimits
-from enclave.agent import WorkerAgent
-from enclave.config import WorkerConfig, WorkerLimits
-from enclave.engine import Engine
-from gateway.auth import issue_token
-from gateway.config import GatewayConfig, GatewayLimits
-from gateway.server import RunningGateway, start_gateway
-from simtee import SimulatedSnpTee, SimulatedVendor
-from verify.attestation.policy import Policy
-from verify.attestation.roots import RootStore
+from ccgw.client.sdk import Client, ClientLimits
+from ccgw.enclave.agent import WorkerAgent
+from ccgw.enclave.config import WorkerConfig, WorkerLimits
+from ccgw.enclave.engine import Engine
+from ccgw.gateway.auth import issue_token
+from ccgw.gateway.config import GatewayConfig, GatewayLimits
+from ccgw.gateway.server import RunningGateway, start_gateway
+from ccgw.simtee import SimulatedSnpTee, SimulatedVendor
+from ccgw.verify.attestation.policy import Policy
+from ccgw.verify.attestation.roots import RootStore
 
 
 @dataclass

@@ -7,8 +7,8 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 
-from enclave.engine import Finished, GenerationRequest, TextDelta
-from enclave.errors import TooLarge
+from ccgw.enclave.engine import Finished, GenerationRequest, TextDelta
+from ccgw.enclave.errors import TooLarge
 
 
 class EchoEngine:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-from enclave.evidence.configfs import GUID_ARK, GUID_ASK, GUID_VCEK
+from ccgw.enclave.evidence.configfs import GUID_ARK, GUID_ASK, GUID_VCEK
 
 
 def cert_table(certs: dict[uuid.UUID, bytes]) -> bytes:

@@ -7,8 +7,8 @@ import asyncio
 import contextlib
 import sys
 
-from gateway.errors import Conflict
-from gateway.store.postgres import PostgresStore
+from ccgw.gateway.errors import Conflict
+from ccgw.gateway.store.postgres import PostgresStore
 
 
 async def main(dsn: str, schema: str, start: int, end: int) -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from verify.checkpoint import Checkpoint, sign, verify
-from verify.errors import LogError
+from ccgw.verify.checkpoint import Checkpoint, sign, verify
+from ccgw.verify.errors import LogError
 
 KEY = Ed25519PrivateKey.generate()
 PUB = KEY.public_key().public_bytes_raw()

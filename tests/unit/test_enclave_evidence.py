@@ -11,16 +11,16 @@ import time
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from enclave.errors import EvidenceError
-from enclave.evidence import ConfigfsTsm, NvmlGpuAttester, detect_real_tee
-from enclave.evidence.configfs import parse_sev_cert_table
-from enclave.evidence_bundle import collect_bundle
-from enclave.keys import Keyring
-from protos.ccgw.v1 import common_pb2 as pb
+from ccgw.enclave.errors import EvidenceError
+from ccgw.enclave.evidence import ConfigfsTsm, NvmlGpuAttester, detect_real_tee
+from ccgw.enclave.evidence.configfs import parse_sev_cert_table
+from ccgw.enclave.evidence_bundle import collect_bundle
+from ccgw.enclave.keys import Keyring
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
+from ccgw.verify.attestation.bundle import verify_bundle
+from ccgw.verify.attestation.policy import Policy
 from tests.support.evidence_builders import GpuStub, SnpBuilder, nvidia_root_store
 from tests.support.fake_hw import GUID_ARK, GUID_ASK, GUID_VCEK, FakeTsm, cert_table, fake_pynvml
-from verify.attestation.bundle import verify_bundle
-from verify.attestation.policy import Policy
 
 
 def snp_tsm(b: SnpBuilder) -> FakeTsm:

@@ -8,14 +8,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from enclave.config import WorkerLimits
-from enclave.errors import Replayed, RequestRejected, TooLarge
-from enclave.jobs import JobContext, JobRunner, ReplayGuard
-from enclave.keys import Keyring
-from enclave.telemetry import Telemetry
-from protos.ccgw.v1 import common_pb2 as pb
+from ccgw.enclave.config import WorkerLimits
+from ccgw.enclave.errors import Replayed, RequestRejected, TooLarge
+from ccgw.enclave.jobs import JobContext, JobRunner, ReplayGuard
+from ccgw.enclave.keys import Keyring
+from ccgw.enclave.telemetry import Telemetry
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
+from ccgw.verify.hpke import seal_request
 from tests.support.fake_engine import EchoEngine
-from verify.hpke import seal_request
 
 KEYS = Keyring()
 CTX = JobContext(worker_id="w-1", evidence_sha256="ab" * 32)

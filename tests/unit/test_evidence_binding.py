@@ -9,15 +9,15 @@ import time
 
 import pytest
 
-from enclave.evidence_bundle import collect_bundle
-from enclave.keys import Keyring
-from protos.ccgw.v1 import common_pb2 as pb
-from simtee import SimulatedSnpTee, SimulatedVendor
+from ccgw.enclave.evidence_bundle import collect_bundle
+from ccgw.enclave.keys import Keyring
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
+from ccgw.simtee import SimulatedSnpTee, SimulatedVendor
+from ccgw.verify.attestation.bundle import verify_bundle
+from ccgw.verify.attestation.policy import Policy
+from ccgw.verify.attestation.roots import RootStore
+from ccgw.verify.errors import BindingError, ChainError, FreshnessError, PolicyError, SignatureError
 from tests.support.cluster import vendor
-from verify.attestation.bundle import verify_bundle
-from verify.attestation.policy import Policy
-from verify.attestation.roots import RootStore
-from verify.errors import BindingError, ChainError, FreshnessError, PolicyError, SignatureError
 
 
 def now() -> dt.datetime:

@@ -9,12 +9,12 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enclave.keys import Keyring
-from protos.ccgw.v1 import common_pb2 as pb
-from verify.chunks import ChunkOpener
-from verify.errors import VerifyError
-from verify.hpke import open_request, parse_header, unpad
-from verify.receipts import verify_receipt
+from ccgw.enclave.keys import Keyring
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
+from ccgw.verify.chunks import ChunkOpener
+from ccgw.verify.errors import VerifyError
+from ccgw.verify.hpke import open_request, parse_header, unpad
+from ccgw.verify.receipts import verify_receipt
 
 KEYS = Keyring()
 

@@ -7,8 +7,8 @@ import hashlib
 
 import pytest
 
-from verify.errors import LogError
-from verify.merkle import (
+from ccgw.verify.errors import LogError
+from ccgw.verify.merkle import (
     consistency_proof,
     inclusion_proof,
     leaf_hash,

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import Conflict, InsufficientFunds
-from gateway.store.base import Store
-from gateway.store.sqlite import EXTERNAL, SqliteStore
+from ccgw.gateway.errors import Conflict, InsufficientFunds
+from ccgw.gateway.store.base import Store
+from ccgw.gateway.store.sqlite import EXTERNAL, SqliteStore
+from ccgw.verify import merkle
 from tests.support import pg
-from verify import merkle
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -21,7 +21,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield s
         await s.close()
     else:
-        from gateway.store.postgres import PostgresStore
+        from ccgw.gateway.store.postgres import PostgresStore
 
         schema = pg.fresh_schema()
         s = PostgresStore(pg.DSN, schema=schema)

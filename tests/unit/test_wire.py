@@ -9,13 +9,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enclave.keys import Keyring
-from protos.ccgw.v1 import common_pb2 as pb
-from verify import limits
-from verify.chunks import ChunkOpener, ChunkSealer
-from verify.errors import DecryptError, MalformedError, ReceiptError, StreamError
-from verify.hpke import pad, parse_header, seal_request, unpad
-from verify.receipts import Receipt, sign_receipt, verify_receipt
+from ccgw.enclave.keys import Keyring
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
+from ccgw.verify import limits
+from ccgw.verify.chunks import ChunkOpener, ChunkSealer
+from ccgw.verify.errors import DecryptError, MalformedError, ReceiptError, StreamError
+from ccgw.verify.hpke import pad, parse_header, seal_request, unpad
+from ccgw.verify.receipts import Receipt, sign_receipt, verify_receipt
 
 KEYS = Keyring()
 

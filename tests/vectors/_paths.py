@@ -1,17 +1,18 @@
-"""Where the real vectors written by others live: ../shared/vectors next to the repository (see
-its PROVENANCE.md), or $CCGW_VECTORS_DIR. Tests skip, saying why, only when they are absent."""
+"""Where the real vectors written by others live: tests/vectors/data (see its PROVENANCE.md for
+where each file comes from and its licence), or $CCGW_VECTORS_DIR to run the same tests against
+another set of genuine samples."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import pytest
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def vectors_dir() -> Path:
     env = os.environ.get("CCGW_VECTORS_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / ".." / "shared" / "vectors"
+    path = Path(env) if env else DATA
     if not (path / "PROVENANCE.md").is_file():
-        pytest.skip(f"real evidence vectors not found at {path} (set CCGW_VECTORS_DIR)")
+        raise FileNotFoundError(f"real evidence vectors not found at {path} (PROVENANCE.md missing)")
     return path.resolve()

@@ -12,23 +12,23 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from enclave.evidence_bundle import collect_bundle
-from enclave.keys import Keyring
-from protos.ccgw.v1 import common_pb2 as pb
-from simtee import SimulatedSnpTee
-from tests.support.cluster import vendor
-from tests.vectors._paths import vectors_dir
-from verify.attestation import nvidia
-from verify.attestation.bundle import verify_bundle
-from verify.attestation.policy import Policy
-from verify.attestation.roots import RootStore
-from verify.errors import (
+from ccgw.enclave.evidence_bundle import collect_bundle
+from ccgw.enclave.keys import Keyring
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
+from ccgw.simtee import SimulatedSnpTee
+from ccgw.verify.attestation import nvidia
+from ccgw.verify.attestation.bundle import verify_bundle
+from ccgw.verify.attestation.policy import Policy
+from ccgw.verify.attestation.roots import RootStore
+from ccgw.verify.errors import (
     ChainError,
     FreshnessError,
     MalformedError,
     PolicyError,
     SignatureError,
 )
+from tests.support.cluster import vendor
+from tests.vectors._paths import vectors_dir
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 

@@ -12,13 +12,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.utils import CryptographyDeprecationWarning
 
+from ccgw.verify.attestation import sevsnp
+from ccgw.verify.attestation.policy import Policy
+from ccgw.verify.attestation.roots import RootStore
+from ccgw.verify.attestation.validate import validate_snp
+from ccgw.verify.errors import ChainError, MalformedError, SignatureError
 from tests.support.evidence_builders import amd
 from tests.vectors._paths import vectors_dir
-from verify.attestation import sevsnp
-from verify.attestation.policy import Policy
-from verify.attestation.roots import RootStore
-from verify.attestation.validate import validate_snp
-from verify.errors import ChainError, MalformedError, SignatureError
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 AMD_ROOTS = frozenset({"amd-milan", "amd-genoa", "amd-turin"})

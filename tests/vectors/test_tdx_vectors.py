@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from protos.ccgw.v1 import common_pb2 as pb
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
+from ccgw.verify.attestation import collateral, tdx
+from ccgw.verify.attestation.bundle import verify_bundle
+from ccgw.verify.attestation.policy import Policy
+from ccgw.verify.attestation.roots import RootStore
+from ccgw.verify.errors import BindingError, ChainError, MalformedError, PolicyError, SignatureError
 from tests.vectors._paths import vectors_dir
-from verify.attestation import collateral, tdx
-from verify.attestation.bundle import verify_bundle
-from verify.attestation.policy import Policy
-from verify.attestation.roots import RootStore
-from verify.errors import BindingError, ChainError, MalformedError, PolicyError, SignatureError
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 QUOTES = ["tdx_prod_quote_SPR_E4.dat", "cos-113-tdx-quote.dat", "quote_v5_sample.dat"]
@@ -185,7 +185,7 @@ def test_expired_collateral_is_refused() -> None:
 
 
 def test_collateral_without_signing_chain_cannot_satisfy_require_collateral() -> None:
-    from verify.attestation.validate import validate_tdx
+    from ccgw.verify.attestation.validate import validate_tdx
 
     when = dt.datetime(2026, 2, 10, tzinfo=dt.UTC)
     v = verify(path(QUOTES[2]).read_bytes(), when)
@@ -206,7 +206,7 @@ def test_collateral_without_signing_chain_cannot_satisfy_require_collateral() ->
 def test_real_quote_in_a_bundle_reaches_the_binding_check() -> None:
     """Dispatch: a TDX bundle is verified as TDX; a quote that does not commit to the bundle's keys,
     nonce and GPU evidence is refused at the binding step."""
-    from enclave.keys import Keyring
+    from ccgw.enclave.keys import Keyring
 
     b = pb.EvidenceBundle(
         version=1,
@@ -224,7 +224,7 @@ def test_real_quote_in_a_bundle_reaches_the_binding_check() -> None:
 
 
 def test_tdx_rules_on_a_real_quote_list_every_problem() -> None:
-    from verify.attestation.validate import validate_tdx
+    from ccgw.verify.attestation.validate import validate_tdx
 
     v = verify(path(QUOTES[0]).read_bytes())
     body = v.quote.body

@@ -20,13 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from protos.ccgw.v1 import common_pb2 as pb
-from verify import binding, limits
-from verify.attestation import nvidia, sevsnp, tdx
-from verify.attestation.policy import Policy
-from verify.attestation.roots import RootStore
-from verify.attestation.validate import validate_gpus, validate_snp, validate_tdx
-from verify.errors import BindingError, FreshnessError, LimitError, MalformedError, PolicyError
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
+from ccgw.verify import binding, limits
+from ccgw.verify.attestation import nvidia, sevsnp, tdx
+from ccgw.verify.attestation.policy import Policy
+from ccgw.verify.attestation.roots import RootStore
+from ccgw.verify.attestation.validate import validate_gpus, validate_snp, validate_tdx
+from ccgw.verify.errors import BindingError, FreshnessError, LimitError, MalformedError, PolicyError
 
 
 @dataclass(frozen=True)

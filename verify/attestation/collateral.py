@@ -27,10 +27,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from verify.attestation.roots import Root
-from verify.attestation.tdx import VerifiedTdx
-from verify.attestation.x509chain import load_pem_chain, verify_chain
-from verify.errors import MalformedError, PolicyError, SignatureError
+from ccgw.verify.attestation.roots import Root
+from ccgw.verify.attestation.tdx import VerifiedTdx
+from ccgw.verify.attestation.x509chain import load_pem_chain, verify_chain
+from ccgw.verify.errors import MalformedError, PolicyError, SignatureError
 
 COLLATERAL_BYTES_MAX = 256 * 1024
 _STATUS_RANK = {

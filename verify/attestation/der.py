@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from verify.errors import MalformedError
+from ccgw.verify.errors import MalformedError
 
 TAG_INTEGER = 0x02
 TAG_OCTET_STRING = 0x04

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
-from protos.ccgw.v1 import common_pb2 as pb
-from verify.attestation.bundle import VerifiedWorker, verify_bundle
-from verify.attestation.policy import REAL_ROOTS, Policy, load_policy
-from verify.attestation.roots import SIMULATED, RootStore
-from verify.errors import MalformedError, PolicyError, VerifyError
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
+from ccgw.verify.attestation.bundle import VerifiedWorker, verify_bundle
+from ccgw.verify.attestation.policy import REAL_ROOTS, Policy, load_policy
+from ccgw.verify.attestation.roots import SIMULATED, RootStore
+from ccgw.verify.errors import MalformedError, PolicyError, VerifyError
 
 
 def _toml_value(v: object) -> str:

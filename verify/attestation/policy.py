@@ -48,8 +48,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from verify.attestation.roots import SIMULATED
-from verify.errors import PolicyFileError
+from ccgw.verify.attestation.roots import SIMULATED
+from ccgw.verify.errors import PolicyFileError
 
 REAL_ROOTS = frozenset({"amd-milan", "amd-genoa", "amd-turin", "intel-sgx", "nvidia-device"})
 KNOWN_ROOTS = REAL_ROOTS | {SIMULATED}

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from verify.attestation.x509chain import load_pem_chain
-from verify.errors import MalformedError
+from ccgw.verify.attestation.x509chain import load_pem_chain
+from ccgw.verify.errors import MalformedError
 
 SIMULATED = "simulated"
 

@@ -29,10 +29,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from verify.attestation import der
-from verify.attestation.roots import Root
-from verify.attestation.x509chain import load_der, verify_chain
-from verify.errors import ChainError, MalformedError, SignatureError, VerifyError
+from ccgw.verify.attestation import der
+from ccgw.verify.attestation.roots import Root
+from ccgw.verify.attestation.x509chain import load_der, verify_chain
+from ccgw.verify.errors import ChainError, MalformedError, SignatureError, VerifyError
 
 REPORT_BYTES = 0x4A0
 SIGNED_BYTES = 0x2A0

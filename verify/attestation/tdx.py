@@ -33,11 +33,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from verify import limits
-from verify.attestation import der
-from verify.attestation.roots import Root
-from verify.attestation.x509chain import load_pem_chain, verify_chain
-from verify.errors import ChainError, MalformedError, SignatureError, VerifyError
+from ccgw.verify import limits
+from ccgw.verify.attestation import der
+from ccgw.verify.attestation.roots import Root
+from ccgw.verify.attestation.x509chain import load_pem_chain, verify_chain
+from ccgw.verify.errors import ChainError, MalformedError, SignatureError, VerifyError
 
 HEADER_BYTES = 48
 TD10_BODY_BYTES = 584

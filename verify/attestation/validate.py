@@ -20,13 +20,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from verify.attestation import collateral
-from verify.attestation.nvidia import VerifiedGpu
-from verify.attestation.policy import Policy
-from verify.attestation.roots import Root
-from verify.attestation.sevsnp import TcbVersion, VerifiedSnp
-from verify.attestation.tdx import VerifiedTdx
-from verify.errors import PolicyError
+from ccgw.verify.attestation import collateral
+from ccgw.verify.attestation.nvidia import VerifiedGpu
+from ccgw.verify.attestation.policy import Policy
+from ccgw.verify.attestation.roots import Root
+from ccgw.verify.attestation.sevsnp import TcbVersion, VerifiedSnp
+from ccgw.verify.attestation.tdx import VerifiedTdx
+from ccgw.verify.errors import PolicyError
 
 NO_COLLATERAL = "not evaluated: no TCB collateral supplied"
 

@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.utils import CryptographyDeprecationWarning
 
-from verify import limits
-from verify.errors import ChainError, LimitError, MalformedError
+from ccgw.verify import limits
+from ccgw.verify.errors import ChainError, LimitError, MalformedError
 
 
 def _eager(cert: x509.Certificate, what: str) -> x509.Certificate:

@@ -3,8 +3,8 @@
 import grpc
 import warnings
 
-from protos.ccgw.v1 import common_pb2 as protos_dot_ccgw_dot_v1_dot_common__pb2
-from protos.ccgw.v1 import gateway_pb2 as protos_dot_ccgw_dot_v1_dot_gateway__pb2
+from ccgw.protos.ccgw.v1 import common_pb2 as protos_dot_ccgw_dot_v1_dot_common__pb2
+from ccgw.protos.ccgw.v1 import gateway_pb2 as protos_dot_ccgw_dot_v1_dot_gateway__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos.ccgw.v1 import log_pb2 as protos_dot_ccgw_dot_v1_dot_log__pb2
+from ccgw.protos.ccgw.v1 import log_pb2 as protos_dot_ccgw_dot_v1_dot_log__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -10,14 +10,14 @@ import time
 
 import pytest
 
-from enclave.evidence_bundle import collect_bundle
-from enclave.keys import Keyring
-from protos.ccgw.v1 import common_pb2 as pb
+from ccgw.enclave.evidence_bundle import collect_bundle
+from ccgw.enclave.keys import Keyring
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
+from ccgw.verify import binding
+from ccgw.verify.attestation.bundle import verify_bundle
+from ccgw.verify.attestation.policy import Policy
+from ccgw.verify.errors import BindingError, FreshnessError, PolicyError
 from tests.support.evidence_builders import GpuStub, SnpBuilder, nvidia_root_store
-from verify import binding
-from verify.attestation.bundle import verify_bundle
-from verify.attestation.policy import Policy
-from verify.errors import BindingError, FreshnessError, PolicyError
 
 
 def now() -> dt.datetime:

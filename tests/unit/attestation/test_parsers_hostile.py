@@ -1,35 +1,22 @@
 """Parsers of hostile bytes raise only VerifyError subclasses (never IndexError, struct.error, …):
 hypothesis over random bytes and over single/multi-byte mutations and truncations of the real
-vectors (falling back to spec-built samples when the vectors are absent)."""
+vectors in tests/vectors/data."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.evidence_builders import GpuStub, SnpBuilder
-from verify.attestation import nvidia, sevsnp, tdx
-from verify.errors import VerifyError
+from ccgw.verify.attestation import nvidia, sevsnp, tdx
+from ccgw.verify.errors import VerifyError
+from tests.vectors._paths import vectors_dir
 
-
-def _vectors() -> Path | None:
-    env = os.environ.get("CCGW_VECTORS_DIR")
-    p = Path(env) if env else Path(__file__).resolve().parents[3] / ".." / "shared" / "vectors"
-    return p if p.is_dir() else None
-
-
-V = _vectors()
-SNP = (V / "sev-snp" / "attestation.bin").read_bytes() if V else SnpBuilder().report()
-TDX = (V / "tdx" / "quote_v5_sample.dat").read_bytes() if V else b""
-GPU = (
-    bytes.fromhex((V / "nvidia-gpu" / "hopperAttestationReport.txt").read_text().strip())
-    if V
-    else GpuStub().attest(bytes(32))[0].report
-)
+V = vectors_dir()
+SNP = (V / "sev-snp" / "attestation.bin").read_bytes()
+TDX = (V / "tdx" / "quote_v5_sample.dat").read_bytes()
+GPU = bytes.fromhex((V / "nvidia-gpu" / "hopperAttestationReport.txt").read_text().strip())
 
 
 def mutate(data: bytes, edits: list[tuple[int, int]], cut: int | None) -> bytes:

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from enclave.evidence_bundle import collect_bundle
-from enclave.keys import Keyring
-from simtee import SimulatedSnpTee
+from ccgw.enclave.evidence_bundle import collect_bundle
+from ccgw.enclave.keys import Keyring
+from ccgw.simtee import SimulatedSnpTee
+from ccgw.verify.attestation.bundle import verify_bundle
+from ccgw.verify.attestation.derive import cli_derive_policy, derive_policy, verify_for_pinning
+from ccgw.verify.attestation.policy import load_policy, load_policy_file
+from ccgw.verify.attestation.roots import RootStore
+from ccgw.verify.errors import PolicyError, PolicyFileError
 from tests.support.cluster import vendor
 from tests.support.evidence_builders import GpuStub, SnpBuilder, nvidia_root_store
-from verify.attestation.bundle import verify_bundle
-from verify.attestation.derive import cli_derive_policy, derive_policy, verify_for_pinning
-from verify.attestation.policy import load_policy, load_policy_file
-from verify.attestation.roots import RootStore
-from verify.errors import PolicyError, PolicyFileError
 
 GOOD = """
 version = 1

@@ -1,4 +1,4 @@
-"""SEV-SNP features with no real sample in ../shared/vectors, built from the ABI spec and signed by
+"""SEV-SNP features with no real sample in tests/vectors/data, built from the ABI spec and signed by
 test vendors: report versions 3 and 5, Genoa and Turin (TCB layout with FMC), VLEK, the VCEK's TCB
 and hwID claims against the report."""
 
@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from ccgw.verify.attestation import sevsnp
+from ccgw.verify.errors import ChainError, MalformedError
 from tests.support.evidence_builders import NOW, SnpBuilder, amd
-from verify.attestation import sevsnp
-from verify.errors import ChainError, MalformedError
 
 
 def verify(b: SnpBuilder, report: bytes | None = None) -> sevsnp.VerifiedSnp:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from enclave.engine.tiny import write_tiny_model
+from ccgw.enclave.engine.tiny import write_tiny_model
 
 
 @pytest.fixture(scope="session")

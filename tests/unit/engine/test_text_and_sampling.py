@@ -6,9 +6,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enclave.engine.detok import IncrementalDecoder, StopFilter
-from enclave.engine.sampling import BatchSampling, select, uniforms
-from enclave.engine.tiny import byte_tokenizer
+from ccgw.enclave.engine.detok import IncrementalDecoder, StopFilter
+from ccgw.enclave.engine.sampling import BatchSampling, select, uniforms
+from ccgw.enclave.engine.tiny import byte_tokenizer
 
 TOK = byte_tokenizer()
 

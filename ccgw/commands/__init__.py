@@ -1,0 +1,10 @@
+"""The `ccgw` subcommands, one module per area. Each module has `register(subparsers)`, which adds
+its parsers and sets `func` to the handler (args -> exit code). `ccgw.cli` wires them in order."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from ccgw.commands import app, attest, audit, ledger, ops, run
+
+MODULES: tuple[ModuleType, ...] = (run, app, ops, ledger, audit, attest)

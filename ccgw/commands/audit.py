@@ -1,0 +1,72 @@
+"""The auditor's command: verify a gateway's log, receipts and ledger from public data."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from ccgw.commands._common import (
+    EXIT_CHECK_FAILED,
+    CliError,
+    Subparsers,
+    add_simulated_root,
+    add_tls_ca,
+    channel,
+    policy_and_roots,
+    read_bytes,
+)
+
+
+def register(sub: Subparsers) -> None:
+    au = sub.add_parser(
+        "audit", help="verify a gateway's log, receipts and ledger from public data"
+    )
+    au.add_argument("--gateway", required=True, help="host:port of the gateway")
+    au.add_argument("--log-pubkey", type=Path, required=True, help="the gateway's log key (PEM)")
+    au.add_argument("--log-name", default="ccgw-log")
+    au.add_argument("--log-origin", default="ccgw.local/log")
+    au.add_argument(
+        "--state",
+        type=Path,
+        default=Path("ccgw-audit-state.json"),
+        help="where the last verified checkpoint is kept between runs",
+    )
+    au.add_argument("--policy", type=Path, default=None, help="attestation policy file")
+    add_simulated_root(au)
+    au.add_argument("--price-in-per-1k-micro", type=int, default=1_000)
+    au.add_argument("--price-out-per-1k-micro", type=int, default=2_000)
+    au.add_argument("--fee-bps", type=int, default=500)
+    add_tls_ca(au)
+    au.set_defaults(func=_audit)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from ccgw.client.audit import Auditor, LogIdentity, Pricing, format_report
+
+    try:
+        pub = load_pem_public_key(read_bytes(args.log_pubkey, "log public key"))
+    except ValueError:
+        raise CliError(f"{args.log_pubkey} is not a PEM public key") from None
+    if not isinstance(pub, Ed25519PublicKey):
+        raise CliError("the log key must be Ed25519")
+    policy, roots = policy_and_roots(args.policy, args.allow_simulated_tee)
+
+    async def run() -> int:
+        async with channel(args.gateway, args.tls_ca) as ch:
+            auditor = Auditor(
+                ch,
+                LogIdentity(args.log_name, pub.public_bytes_raw(), args.log_origin),
+                policy,
+                roots,
+                Pricing(args.price_in_per_1k_micro, args.price_out_per_1k_micro, args.fee_bps),
+                state_path=args.state,
+            )
+            rep = await auditor.run()
+        print(format_report(rep))
+        return 0 if rep.ok else EXIT_CHECK_FAILED
+
+    return asyncio.run(run())
