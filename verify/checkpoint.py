@@ -48,8 +48,8 @@ def sign(cp: Checkpoint, key: Ed25519PrivateKey, name: str) -> str:
 
 
 def verify(text: str, name: str, public_raw: bytes, origin: str | None = None) -> Checkpoint:
-    if len(text) > CHECKPOINT_BYTES_MAX:
-        raise LogError("checkpoint too large")
+    if not isinstance(text, str) or len(text) > CHECKPOINT_BYTES_MAX:
+        raise LogError("checkpoint is not text or too large")
     body, sep, sigs = text.partition("\n\n")
     if not sep:
         raise LogError("checkpoint has no signature block")
@@ -62,7 +62,7 @@ def verify(text: str, name: str, public_raw: bytes, origin: str | None = None) -
         root = base64.b64decode(lines[2], validate=True)
     except (ValueError, binascii.Error) as exc:
         raise LogError("checkpoint size or root does not parse") from exc
-    if size < 0 or len(root) != 32 or lines[1] != str(size):
+    if not 0 <= size < 1 << 63 or len(root) != 32 or lines[1] != str(size):
         raise LogError("checkpoint size or root out of range")
     cp = Checkpoint(origin=lines[0], size=size, root=root)
     if origin is not None and cp.origin != origin:
