@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import jwt
@@ -27,7 +28,7 @@ from ccgw.protos.ccgw.v1 import gateway_pb2 as gpb
 from ccgw.protos.ccgw.v1 import gateway_pb2_grpc as ggrpc
 from ccgw.protos.ccgw.v1 import log_pb2 as lpb
 from ccgw.protos.ccgw.v1 import log_pb2_grpc as lgrpc
-from ccgw.verify import checkpoint, limits, merkle
+from ccgw.verify import checkpoint, limits, log_entries, merkle
 from ccgw.verify.attestation.bundle import VerifiedWorker, verify_bundle
 from ccgw.verify.attestation.policy import Policy
 from ccgw.verify.attestation.roots import RootStore
@@ -35,6 +36,7 @@ from ccgw.verify.checkpoint import Checkpoint
 from ccgw.verify.chunks import ChunkOpener
 from ccgw.verify.errors import LogError, MalformedError, VerifyError
 from ccgw.verify.hpke import request_sha256, seal_request
+from ccgw.verify.log_entries import Entry
 from ccgw.verify.receipts import Receipt, verify_job_receipt
 
 MESSAGE_BYTES_MAX = limits.SEALED_REQUEST_BYTES_MAX + 64 * limits.KIB
@@ -169,25 +171,67 @@ class Client:
         assert isinstance(resp, gpb.ChallengeWorkerResponse)
         return self._verify(resp.evidence, nonce)
 
+    async def _signed(self, log_id: LogIdentity) -> Checkpoint:
+        resp = await self._log_call(self._log.GetCheckpoint, lpb.GetCheckpointRequest())
+        return checkpoint.verify(resp.checkpoint, log_id.name, log_id.public_raw, log_id.origin)
+
+    async def _log_call(self, method: Callable[..., Any], request: object) -> Any:
+        try:
+            resp = await method(request, timeout=self._limits.rpc_deadline_s)
+        except grpc.aio.AioRpcError as exc:
+            raise GatewayRefused(exc.code(), exc.details() or "") from exc
+        if resp is None:
+            raise LogError("the gateway's log answered with bytes that do not parse")
+        return resp
+
+    @staticmethod
+    def _included(resp: lpb.GetInclusionProofResponse, cp: Checkpoint) -> object:
+        """The typed body of the entry the proof is for, once the proof leads to cp's root."""
+        entry = Entry(resp.entry.kind, bytes(resp.entry.body))
+        if resp.tree_size != cp.size or resp.entry.index != resp.leaf_index:
+            raise LogError("the log serves a proof for another tree size or entry")
+        merkle.verify_inclusion(entry.leaf_hash(), resp.leaf_index, cp.size, list(resp.hashes), cp.root)
+        try:
+            return log_entries.parse(entry)
+        except MalformedError as exc:
+            raise LogError(f"the logged entry does not parse: {exc}") from exc
+
     async def inclusion(self, answer: Answer, log_id: LogIdentity) -> Checkpoint:
         """Check that the answer's receipt is in the gateway's log under a checkpoint signed by the
         log key the client knows. Returns the checkpoint; raises LogError otherwise."""
-        try:
-            cp_text = (await self._log.GetCheckpoint(lpb.GetCheckpointRequest())).checkpoint
-            cp = checkpoint.verify(cp_text, log_id.name, log_id.public_raw, log_id.origin)
-            resp = await self._log.GetInclusionProof(
-                lpb.GetInclusionProofRequest(
-                    job_id=bytes.fromhex(answer.receipt.job_id if answer.receipt else ""),
-                    tree_size=cp.size,
-                )
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise GatewayRefused(exc.code(), exc.details() or "") from exc
-        if resp.receipt_jws != answer.receipt_jws or resp.tree_size != cp.size:
-            raise LogError("the log serves another receipt for this job, or another tree size")
-        leaf = merkle.leaf_hash(merkle.receipt_leaf(resp.receipt_jws, resp.evidence_sha256))
-        merkle.verify_inclusion(leaf, resp.leaf_index, cp.size, list(resp.hashes), cp.root)
+        cp = await self._signed(log_id)
+        job = bytes.fromhex(answer.receipt.job_id) if answer.receipt else b""
+        resp = await self._log_call(
+            self._log.GetInclusionProof, lpb.GetInclusionProofRequest(job_id=job, tree_size=cp.size)
+        )
+        body = self._included(resp, cp)
+        if not isinstance(body, log_entries.ReceiptBody) or body.receipt_jws != answer.receipt_jws:
+            raise LogError("the log serves another entry for this job")
         return cp
+
+    async def account_key(self, log_id: LogIdentity, known_keys: Sequence[bytes]) -> bytes:
+        """Check that every withdrawal key the log binds to this client's account is one of its
+        own (`known_keys`, raw Ed25519 public keys), under a signed checkpoint; returns the key in
+        force. Raises LogError when the gateway registered a key the holder does not know."""
+        cp = await self._signed(log_id)
+        resp = await self._log_call(
+            self._log.GetAccountKeys, lpb.GetAccountKeysRequest(account=self.account)
+        )
+        indexes = list(resp.log_indexes)
+        if not indexes or len(indexes) > limits.ACCOUNT_KEY_CHANGES_MAX:
+            raise LogError(f"the log binds {len(indexes)} keys to {self.account}")
+        key = b""
+        for i in indexes:
+            proof = await self._log_call(
+                self._log.GetEntryProof, lpb.GetEntryProofRequest(index=i, tree_size=cp.size)
+            )
+            body = self._included(proof, cp)
+            if not isinstance(body, log_entries.AccountKeyBody) or body.account != self.account:
+                raise LogError(f"entry {i} is not a key of {self.account}")
+            if body.public_key not in known_keys or body.previous_key != key:
+                raise LogError(f"entry {i} binds {self.account} to a key its holder does not know")
+            key = body.public_key
+        return key
 
     async def balance(self) -> tuple[int, int]:
         resp = await self._call(self._stub.GetBalance, gpb.GetBalanceRequest())

@@ -37,7 +37,6 @@ from ccgw.verify import limits
 from ccgw.verify.chunks import ANSWER_SALT_BYTES, AnswerDigest
 from ccgw.verify.errors import ReceiptError, StreamError
 from ccgw.verify.hpke import check_sealed_size, parse_header, request_sha256
-from ccgw.verify.ledger_rules import cost_micro, fee_micro
 from ccgw.verify.receipts import verify_job_receipt
 
 log = structlog.get_logger("gateway.jobs")
@@ -55,12 +54,8 @@ class JobRouter:
         self._in_flight: set[bytes] = set()
 
     def max_cost(self, header: cpb.RoutingHeader) -> int:
-        p = self._config.price(header.model)
-        return cost_micro(
-            header.max_input_tokens,
-            header.max_new_tokens,
-            p.input_per_1k_micro,
-            p.output_per_1k_micro,
+        return self._store.current_schedule().cost_micro(
+            header.model, header.max_input_tokens, header.max_new_tokens
         )
 
     def _admit(
@@ -190,23 +185,14 @@ class JobRouter:
         except ReceiptError as exc:
             log.warning("receipt_rejected", reason=str(exc))
             raise ReceiptRejected(f"worker receipt refused: {exc}") from exc
-        p = self._config.price(header.model)
-        cost = cost_micro(
-            receipt.input_tokens, receipt.output_tokens, p.input_per_1k_micro, p.output_per_1k_micro
-        )
+        # The reward follows from the receipt and the price schedule in force at its log index.
         result = await self._store.settle(
-            header.job_id,
-            receipt_jws=jws,
-            provider_account=session.provider_account,
-            client_account=header.account,
-            cost_micro=cost,
-            fee_micro=fee_micro(cost, self._config.fee_bps),
-            evidence_sha256=v.evidence_sha256,
+            header.job_id, receipt_jws=jws, evidence_sha256=v.evidence_sha256
         )
-        await self._checkpointer.maybe_sign()
+        await self._checkpointer.maybe_sign(result.log_index + 1)
         log.info(
             "job_settled",
-            cost_micro=cost,
+            cost_micro=result.cost_micro,
             input_tokens=receipt.input_tokens,
             output_tokens=receipt.output_tokens,
             log_index=result.log_index,

@@ -103,7 +103,10 @@ def reward_transfer(
     job: str, client: str, provider: str, cost: int, fee: int, fee_account: str
 ) -> Transfer:
     return Transfer(
-        "reward:" + job, "reward", job, _legs((client, -cost), (provider, cost - fee), (fee_account, fee))
+        "reward:" + job,
+        "reward",
+        job,
+        _legs((client, -cost), (provider, cost - fee), (fee_account, fee)),
     )
 
 
@@ -184,9 +187,7 @@ def _account_key(body: le.AccountKeyBody, index: int, view: LedgerReader) -> Eff
             raise RuleViolation("account_key_conflict", f"{body.account} has no key to replace")
     else:
         if body.previous_key != current[0]:
-            raise RuleViolation(
-                "account_key_conflict", f"{body.account} already has another key"
-            )
+            raise RuleViolation("account_key_conflict", f"{body.account} already has another key")
         if not le.verify_sig(current[0], msg, body.sig_previous):
             raise RuleViolation("bad_signature", "key change is not signed by the current key")
         if current[1] >= limits.ACCOUNT_KEY_CHANGES_MAX:
@@ -285,8 +286,8 @@ class MemoryLedger:
 
 def postings(index: int, effects: Effects) -> list[tuple[int, str, str, str, str, int]]:
     """The ledger-view rows an entry causes: (leg number, transfer id, kind, job id, account,
-    amount), numbered in order; seq = index * TRANSFER_LEGS_MAX + leg number."""
-    out = []
+    amount), numbered in order; seq = index * TRANSFER_LEGS_MAX + leg number + 1."""
+    out: list[tuple[int, str, str, str, str, int]] = []
     for t in effects.transfers:
         for leg in t.legs:
             out.append((len(out), t.transfer_id, t.kind, t.job_id, leg.account, leg.amount_micro))
@@ -294,7 +295,8 @@ def postings(index: int, effects: Effects) -> list[tuple[int, str, str, str, str
 
 
 def seq(index: int, leg: int) -> int:
-    return index * limits.TRANSFER_LEGS_MAX + leg
+    """A posting's place in the ledger view (from 1, so that `after_seq=0` lists them all)."""
+    return index * limits.TRANSFER_LEGS_MAX + leg + 1
 
 
 def total(balances: Mapping[str, int] | Iterable[tuple[str, int]]) -> int:

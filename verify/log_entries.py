@@ -131,7 +131,11 @@ def real_account(v: Any) -> str:
 
 
 def reference(v: Any) -> str:
-    if not isinstance(v, str) or not 0 < len(v) <= limits.REFERENCE_BYTES_MAX or not v.isprintable():
+    if (
+        not isinstance(v, str)
+        or not 0 < len(v) <= limits.REFERENCE_BYTES_MAX
+        or not v.isprintable()
+    ):
         raise MalformedError(f"a reference is 1..{limits.REFERENCE_BYTES_MAX} printable characters")
     return v
 
@@ -257,7 +261,10 @@ def _price(o: Any) -> Price:
 
 
 def _price_json(p: Price) -> dict[str, int]:
-    return {"input_per_1k_micro": p.input_per_1k_micro, "output_per_1k_micro": p.output_per_1k_micro}
+    return {
+        "input_per_1k_micro": p.input_per_1k_micro,
+        "output_per_1k_micro": p.output_per_1k_micro,
+    }
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ Rules every implementation keeps, each call one transaction:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,7 +58,7 @@ class LogEntry:
 class LedgerEntry:
     """One posting of the ledger view: a leg of a transfer caused by the entry at log_index."""
 
-    seq: int  # log_index * TRANSFER_LEGS_MAX + leg number: the view's order
+    seq: int  # log_index * TRANSFER_LEGS_MAX + leg number + 1: the view's order
     log_index: int
     transfer_id: str
     kind: str  # reward | deposit | withdrawal
@@ -85,14 +86,17 @@ class Store(Protocol):
         ...
 
     # -- appends --------------------------------------------------------------------------------
-    async def settle(self, job_id: bytes, *, receipt_jws: str, evidence_sha256: str) -> SettleResult:
+    async def settle(
+        self, job_id: bytes, *, receipt_jws: str, evidence_sha256: str
+    ) -> SettleResult:
         """Append the receipt the gateway verified; the reward follows from the rules."""
         ...
 
     async def append(self, entry: Entry) -> AppendResult: ...
 
-    async def ensure_schedule(self, entry: Entry) -> bool:
-        """Append this price schedule if the log has none yet; True if it did."""
+    async def ensure_schedule(self, entry_at: Callable[[int], Entry]) -> bool:
+        """If the log has no price schedule yet, append entry_at(the next index) (a schedule in
+        force from that index); True if it did."""
         ...
 
     def current_schedule(self) -> PriceSchedule:

@@ -40,8 +40,6 @@ def _pg(q: str) -> str:
 
 
 class _Tx:
-    for_update = " FOR UPDATE"
-
     def __init__(self, cur: psycopg.Cursor[Any], ledger_lock: bool) -> None:
         self._cur, self._ledger_lock = cur, ledger_lock
 
@@ -49,6 +47,9 @@ class _Tx:
         self._cur.execute(_pg(q), params)
         row: tuple[Any, ...] | None = self._cur.fetchone()
         return row
+
+    def locked(self, q: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        return self.one(q + " FOR UPDATE", params)
 
     def all(self, q: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self._cur.execute(_pg(q), params)
@@ -129,7 +130,9 @@ class PostgresBackend:
                 try:
                     with conn.cursor() as cur:
                         if read_only:
-                            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                            cur.execute(
+                                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+                            )
                         out = fn(_Tx(cur, self._ledger_lock and not read_only))
                     conn.commit()
                     return out
@@ -148,7 +151,9 @@ class PostgresBackend:
         return self._run(fn, read_only=True)
 
     async def write(self, fn: Callable[[_Tx], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn, False)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._run, fn, False
+        )
 
     async def read(self, fn: Callable[[_Tx], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn, True)

@@ -11,14 +11,14 @@ only they lock several accounts; hold and void lock one account. No cycle can fo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ccgw.gateway.errors import BadRequest, Conflict, InsufficientFunds, PermissionDenied
 from ccgw.gateway.store.base import AccountRow, AppendResult, LedgerEntry, LogEntry, SettleResult
 from ccgw.gateway.store.schema import VIEW_TABLES
-from ccgw.verify import ledger_rules, merkle
+from ccgw.verify import ledger_rules, limits, merkle
 from ccgw.verify import log_entries as le
 from ccgw.verify.errors import MalformedError, ReceiptError
 from ccgw.verify.ledger_rules import EXTERNAL, Effects, RuleViolation
@@ -29,9 +29,12 @@ NODES_PER_QUERY_MAX = 200
 
 
 class Tx(Protocol):
-    for_update: str  # " FOR UPDATE" where rows must be locked explicitly, else ""
-
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
+
+    def locked(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """one(), locking the row it reads until the transaction ends (SELECT ... FOR UPDATE;
+        SQLite's write transactions are exclusive already)."""
+        ...
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
 
@@ -97,7 +100,7 @@ class SqlView:
     def account_key(self, account: str) -> tuple[bytes, int] | None:
         rows = self._tx.all(
             "SELECT public_key FROM account_keys WHERE account = ? ORDER BY log_index DESC LIMIT ?",
-            (account, ledger_rules.limits.ACCOUNT_KEY_CHANGES_MAX + 1),
+            (account, limits.ACCOUNT_KEY_CHANGES_MAX + 1),
         )
         return (bytes(rows[0][0]), len(rows)) if rows else None
 
@@ -105,9 +108,10 @@ class SqlView:
         return account_row(self._tx, account, lock=True)[0]
 
     def seen(self, namespace: str, key: str) -> bool:
-        return self._tx.one(
-            "SELECT 1 FROM uniques WHERE namespace = ? AND key = ?", (namespace, key)
-        ) is not None
+        return (
+            self._tx.one("SELECT 1 FROM uniques WHERE namespace = ? AND key = ?", (namespace, key))
+            is not None
+        )
 
 
 def _schedule(ctx: Context, index: int, body: bytes) -> PriceSchedule:
@@ -119,11 +123,8 @@ def _schedule(ctx: Context, index: int, body: bytes) -> PriceSchedule:
 
 
 def account_row(tx: Tx, account: str, lock: bool = False) -> tuple[int, int]:
-    row = tx.one(
-        "SELECT balance_micro, held_micro FROM accounts WHERE account = ?"
-        + (tx.for_update if lock else ""),
-        (account,),
-    )
+    q = "SELECT balance_micro, held_micro FROM accounts WHERE account = ?"
+    row = tx.locked(q, (account,)) if lock else tx.one(q, (account,))
     return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
 
@@ -135,7 +136,8 @@ def _now_ms() -> int:
 
 
 def head(tx: Tx, lock: bool = False) -> merkle.Frontier:
-    row = tx.one("SELECT size, frontier FROM log_head WHERE id = 1" + (tx.for_update if lock else ""))
+    q = "SELECT size, frontier FROM log_head WHERE id = 1"
+    row = tx.locked(q) if lock else tx.one(q)
     assert row is not None, "log_head row missing"
     return merkle.Frontier.from_bytes(int(row[0]), bytes(row[1]))
 
@@ -187,7 +189,10 @@ def _record(tx: Tx, ctx: Context, index: int, entry: le.Entry, effects: Effects)
     tx.many(
         "INSERT INTO postings (seq, log_index, transfer_id, kind, job_id, account, amount_micro) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(ledger_rules.seq(index, p[0]), index, *p[1:]) for p in ledger_rules.postings(index, effects)],
+        [
+            (ledger_rules.seq(index, p[0]), index, *p[1:])
+            for p in ledger_rules.postings(index, effects)
+        ],
     )
     tx.many(
         "INSERT INTO accounts (account, balance_micro, held_micro) VALUES (?, ?, 0) "
@@ -242,12 +247,12 @@ def append(tx: Tx, ctx: Context, entry: le.Entry) -> AppendResult:
     return AppendResult(index, already_logged=False)
 
 
-def ensure_schedule(tx: Tx, ctx: Context, entry: le.Entry) -> bool:
+def ensure_schedule(tx: Tx, ctx: Context, entry_at: Callable[[int], le.Entry]) -> bool:
     tx.lock_ledger()
     frontier = head(tx, lock=True)
     if tx.one("SELECT 1 FROM schedules LIMIT 1") is not None:
         return False
-    _log(tx, ctx, frontier, entry)
+    _log(tx, ctx, frontier, entry_at(frontier.size))
     return True
 
 
@@ -256,7 +261,7 @@ def hold(tx: Tx, job_id: bytes, account: str, amount_micro: int) -> None:
         raise BadRequest("a hold is not negative")
     tx.lock_ledger()
     balance, held = account_row(tx, account, lock=True)
-    row = tx.one("SELECT account, state FROM holds WHERE job_id = ?" + tx.for_update, (job_id,))
+    row = tx.locked("SELECT account, state FROM holds WHERE job_id = ?", (job_id,))
     if row is not None:
         if row[1] == "posted":
             raise Conflict("job already settled")
@@ -286,7 +291,9 @@ def _held(tx: Tx, account: str, delta: int) -> None:
             (account, delta),
         )
     elif delta < 0:
-        tx.run("UPDATE accounts SET held_micro = held_micro + ? WHERE account = ?", (delta, account))
+        tx.run(
+            "UPDATE accounts SET held_micro = held_micro + ? WHERE account = ?", (delta, account)
+        )
 
 
 def void(tx: Tx, job_id: bytes) -> bool:
@@ -295,10 +302,8 @@ def void(tx: Tx, job_id: bytes) -> bool:
     if row is None:
         return False
     account_row(tx, str(row[0]), lock=True)  # lock order: account, then hold
-    row = tx.one(
-        "SELECT account, amount_micro FROM holds WHERE job_id = ? AND state = 'pending'"
-        + tx.for_update,
-        (job_id,),
+    row = tx.locked(
+        "SELECT account, amount_micro FROM holds WHERE job_id = ? AND state = 'pending'", (job_id,)
     )
     if row is None:  # settled or voided meanwhile
         return False
@@ -318,14 +323,13 @@ def settle(tx: Tx, ctx: Context, job_id: bytes, jws: str, evidence: str) -> Sett
         raise BadRequest("receipt names another job")
     tx.lock_ledger()
     frontier = head(tx, lock=True)  # the log's total order
-    done = tx.one("SELECT log_index FROM uniques WHERE namespace = 'job' AND key = ?", (claims.job_id,))
+    done = tx.one(
+        "SELECT log_index FROM uniques WHERE namespace = 'job' AND key = ?", (claims.job_id,)
+    )
     if done is not None:
         return SettleResult(int(done[0]), already_settled=True)
     account_row(tx, claims.account, lock=True)  # lock order: account, then hold
-    held = tx.one(
-        "SELECT account, amount_micro, state FROM holds WHERE job_id = ?" + tx.for_update,
-        (job_id,),
-    )
+    held = tx.locked("SELECT account, amount_micro, state FROM holds WHERE job_id = ?", (job_id,))
     if held is None or held[2] != "pending" or held[0] != claims.account:
         raise Conflict("no pending hold for this job and account")
     tx.run("UPDATE holds SET state = 'posted' WHERE job_id = ?", (job_id,))
@@ -350,9 +354,8 @@ def release_holds(tx: Tx, created_before_ms: int | None) -> int:
     released = 0
     for job_id, acct in sorted(rows, key=lambda r: str(r[1])):
         account_row(tx, str(acct), lock=True)  # lock order: account, then hold
-        row = tx.one(
-            "SELECT amount_micro FROM holds WHERE job_id = ? AND state = 'pending'" + tx.for_update,
-            (job_id,),
+        row = tx.locked(
+            "SELECT amount_micro FROM holds WHERE job_id = ? AND state = 'pending'", (job_id,)
         )
         if row is not None:
             tx.run("UPDATE holds SET state = 'voided' WHERE job_id = ?", (job_id,))
@@ -442,11 +445,15 @@ def rebuild(tx: Tx, ctx: Context) -> int:
                 raise BadRequest(f"the log has no entry {frontier.size}")
             entry = e.entry
             _record(tx, ctx, e.index, entry, check(entry, e.index, SqlView(tx, ctx)))
-            tx.many("INSERT INTO log_nodes (level, idx, hash) VALUES (?, ?, ?)",
-                    frontier.append(entry.leaf_hash()))
+            tx.many(
+                "INSERT INTO log_nodes (level, idx, hash) VALUES (?, ?, ?)",
+                frontier.append(entry.leaf_hash()),
+            )
         start += len(page)
-    tx.run("UPDATE log_head SET size = ?, frontier = ? WHERE id = 1",
-           (frontier.size, frontier.to_bytes()))
+    tx.run(
+        "UPDATE log_head SET size = ?, frontier = ? WHERE id = 1",
+        (frontier.size, frontier.to_bytes()),
+    )
     for acct, amount in tx.all(
         "SELECT account, SUM(amount_micro) FROM holds WHERE state = 'pending' GROUP BY account"
     ):

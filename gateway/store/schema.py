@@ -33,11 +33,10 @@ class Dialect:
     blob: str
     bigint: str
     without_rowid: str
-    for_update: str  # appended to SELECTs that lock rows (SQLite write transactions are exclusive)
 
 
-SQLITE = Dialect("sqlite", "BLOB", "INTEGER", " WITHOUT ROWID", "")
-POSTGRES = Dialect("postgresql", "BYTEA", "BIGINT", "", " FOR UPDATE")
+SQLITE = Dialect("sqlite", "BLOB", "INTEGER", " WITHOUT ROWID")
+POSTGRES = Dialect("postgresql", "BYTEA", "BIGINT", "")
 
 _DDL = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value {blob} NOT NULL);
@@ -97,7 +96,10 @@ def initialise(tx: Any, d: Dialect, operator: bytes) -> None:
 
 def operator_of(tx: Any, expected: bytes | None, where: str) -> bytes:
     """The operator key a database was created for; refuses another format or another key."""
-    row = tx.one("SELECT value FROM meta WHERE name = 'format'")
+    try:
+        row = tx.one("SELECT value FROM meta WHERE name = 'format'")
+    except Exception:  # noqa: BLE001 - no meta table (either dialect's error): not our format
+        row = None
     if row is None or bytes(row[0]) != FORMAT:
         raise BadRequest(f"{where} is not a ccgw database of format {FORMAT.decode()}")
     row = tx.one("SELECT value FROM meta WHERE name = 'operator_key'")

@@ -19,14 +19,15 @@ T = TypeVar("T")
 
 
 class _Tx:
-    for_update = ""
-
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._c = conn
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self._c.execute(sql, params).fetchone()
         return row
+
+    def locked(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        return self.one(sql, params)  # an IMMEDIATE transaction excludes every other writer
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._c.execute(sql, params).fetchall()

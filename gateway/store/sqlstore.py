@@ -63,7 +63,9 @@ class SqlStore:
 
     # -- appends --------------------------------------------------------------------------------
 
-    async def settle(self, job_id: bytes, *, receipt_jws: str, evidence_sha256: str) -> SettleResult:
+    async def settle(
+        self, job_id: bytes, *, receipt_jws: str, evidence_sha256: str
+    ) -> SettleResult:
         return await self._b.write(
             lambda tx: rules.settle(tx, self._ctx, job_id, receipt_jws, evidence_sha256)
         )
@@ -73,8 +75,8 @@ class SqlStore:
         await self._refresh_schedule()
         return out
 
-    async def ensure_schedule(self, entry: Entry) -> bool:
-        out = await self._b.write(lambda tx: rules.ensure_schedule(tx, self._ctx, entry))
+    async def ensure_schedule(self, entry_at: Callable[[int], Entry]) -> bool:
+        out = await self._b.write(lambda tx: rules.ensure_schedule(tx, self._ctx, entry_at))
         await self._refresh_schedule()
         return out
 
