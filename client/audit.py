@@ -57,6 +57,36 @@ from ccgw.verify.receipts import verify_receipt
 __all__ = ["AuditLimits", "Auditor", "LogIdentity", "Problem", "Report", "format_report"]
 
 INCOMPLETE = frozenset({"gateway_unreachable", "gateway_misbehaving", "audit_limit"})
+PROBLEM_KINDS = INCOMPLETE | {
+    "checkpoint_signature",
+    "history_rewritten",
+    "log_root_mismatch",
+    "forged_receipt",
+    "malformed_entry",
+    "unknown_entry_kind",
+    "bad_signature",
+    "withdrawal_unauthorized",
+    "account_key_conflict",
+    "duplicate_reference",
+    "job_logged_twice",
+    "no_price_schedule",
+    "schedule_retroactive",
+    "negative_balance",
+    "amount_out_of_range",
+    "reward_missing",
+    "reward_without_receipt",
+    "job_credited_twice",
+    "reward_mismatch",
+    "transfer_missing",
+    "transfer_without_entry",
+    "transfer_mismatch",
+    "unknown_transfer_kind",
+    "unbalanced_transfer",
+    "ledger_out_of_order",
+    "balance_mismatch",
+    "balance_missing",
+    "balances_do_not_sum_to_zero",
+}
 _NOT_FOUND = frozenset({grpc.StatusCode.NOT_FOUND})
 
 

@@ -157,7 +157,12 @@ class Replay:
     def _check_page(self, after: str, full: bool, resp: lpb.GetAccountsResponse) -> None:
         served = {a.account: a.balance_micro for a in resp.accounts}
         for acct, bal in served.items():
-            if bal != self.ledger.balance(acct):
+            if acct not in self.ledger.balances:
+                self._p.add(
+                    "balance_mismatch",
+                    f"{acct} is served at {bal}; no entry of the first {resp.log_size} moves it",
+                )
+            elif bal != self.ledger.balance(acct):
                 self._p.add(
                     "balance_mismatch",
                     f"{acct} is served at {bal}; after {resp.log_size} entries the log gives "

@@ -190,7 +190,9 @@ class Client:
         entry = Entry(resp.entry.kind, bytes(resp.entry.body))
         if resp.tree_size != cp.size or resp.entry.index != resp.leaf_index:
             raise LogError("the log serves a proof for another tree size or entry")
-        merkle.verify_inclusion(entry.leaf_hash(), resp.leaf_index, cp.size, list(resp.hashes), cp.root)
+        merkle.verify_inclusion(
+            entry.leaf_hash(), resp.leaf_index, cp.size, list(resp.hashes), cp.root
+        )
         try:
             return log_entries.parse(entry)
         except MalformedError as exc:

@@ -54,7 +54,9 @@ async def hammer(client: Client, seconds: float, answered: set[str]) -> int:
 async def test_sigkill_during_recording_loses_and_doubles_nothing(tmp_path: Path) -> None:
     t = tmp_path
     token = operator_files(t)
-    assert ccgw("init-db", "--db", str(t / "gw.db"), "--log-key", str(t / "log.key")).returncode == 0
+    assert (
+        ccgw("init-db", "--db", str(t / "gw.db"), "--log-key", str(t / "log.key")).returncode == 0
+    )
     assert (
         ccgw(
             "deposit",
@@ -112,9 +114,7 @@ async def test_sigkill_during_recording_loses_and_doubles_nothing(tmp_path: Path
         import sqlite3
 
         con = sqlite3.connect(t / "gw.db")
-        logged = {
-            str(r[0]) for r in con.execute("SELECT key FROM uniques WHERE namespace = 'job'")
-        }
+        logged = {str(r[0]) for r in con.execute("SELECT key FROM uniques WHERE namespace = 'job'")}
         pending = con.execute("SELECT COUNT(*) FROM holds WHERE state = 'pending'").fetchone()[0]
         con.close()
         assert answered <= logged  # no reward lost: every receipt a client holds is in the log

@@ -94,7 +94,9 @@ class Cluster:
         )
 
     async def deposit(self, account: str, amount_micro: int) -> None:
-        await self.gateway.deposit(account, amount_micro, f"test-deposit-{account}-{time.time_ns()}")
+        await self.gateway.deposit(
+            account, amount_micro, f"test-deposit-{account}-{time.time_ns()}"
+        )
 
     async def close(self) -> None:
         for t in self.tasks:

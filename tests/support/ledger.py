@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ccgw.gateway.store.factory import open_store
 from ccgw.gateway.store.sqlstore import SqlStore
+from ccgw.verify.attestation.policy import Policy
+from ccgw.verify.attestation.roots import RootStore
 from ccgw.verify.receipts import Receipt, sign_receipt
 from tests.support import pg
 
@@ -62,3 +67,78 @@ def open_test_store(kind: str, tmp_path: Path) -> tuple[SqlStore, str | None]:
         return open_store(tmp_path / "s.db", operator=OPERATOR_PUB, create=True), None
     schema = pg.fresh_schema()
     return open_store(pg.DSN, schema=schema, operator=OPERATOR_PUB, create=True), schema
+
+
+class SimWorker:
+    """A worker identity on the simulated TEE whose receipts an auditor verifies for real."""
+
+    def __init__(self, model: str = "m") -> None:
+        import time
+
+        from ccgw.enclave.evidence_bundle import collect_bundle
+        from ccgw.enclave.keys import Keyring
+        from ccgw.simtee import SimulatedSnpTee
+        from ccgw.verify import binding
+        from tests.support.cluster import vendor
+
+        self.vendor = vendor()
+        self.keys = Keyring()
+        self.model, self.model_digest = model, bytes(range(32))
+        self.bundle = collect_bundle(
+            cpu=SimulatedSnpTee(self.vendor),
+            gpu=None,
+            keys=self.keys.public,
+            nonce=bytes(32),
+            models={model: self.model_digest},
+            issued_at_ms=int(time.time() * 1000),
+        )
+        self.digest = binding.evidence_sha256(self.bundle)
+
+    def receipt(self, i: int, client: str, provider: str, tokens: tuple[int, int]) -> str:
+        r = Receipt(
+            v=1,
+            job_id=job(i).hex(),
+            worker_id="w-sim",
+            key_id=self.keys.key_id,
+            account=client,
+            provider=provider,
+            model=self.model,
+            model_digest=self.model_digest.hex(),
+            request_sha256="00" * 32,
+            answer_sha256="00" * 32,
+            answer_chunks=1,
+            input_tokens=tokens[0],
+            output_tokens=tokens[1],
+            started_at_ms=1,
+            finished_at_ms=2,
+            evidence_sha256=self.digest,
+            finish_reason="stop",
+        )
+        return self.keys.sign(r)
+
+    def auditor_trust(self) -> tuple[Policy, RootStore]:
+        return Policy().allowing_simulated(), RootStore.default().with_simulated(
+            self.vendor.root_pem()
+        )
+
+
+@contextlib.asynccontextmanager
+async def log_server(store: SqlStore, every: int = 1_000_000) -> AsyncIterator[tuple[str, Any]]:
+    """The store's public log on 127.0.0.1:0, signed with OPERATOR: (address, checkpointer)."""
+    import grpc
+
+    from ccgw.gateway.checkpointer import Checkpointer
+    from ccgw.gateway.config import GatewayConfig, GatewayLimits
+    from ccgw.gateway.log_service import LogServicer
+    from ccgw.protos.ccgw.v1 import log_pb2_grpc as lgrpc
+
+    config = GatewayConfig(limits=GatewayLimits(checkpoint_every_entries=every))
+    cp = Checkpointer(config, store, OPERATOR)
+    server = grpc.aio.server()
+    lgrpc.add_TransparencyLogServicer_to_server(LogServicer(config, store, cp), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}", cp
+    finally:
+        await server.stop(0)

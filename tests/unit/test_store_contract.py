@@ -54,7 +54,9 @@ async def test_holds_settle_once_and_move_money_by_the_rules(store: SqlStore) ->
         await s.settle(job(0), receipt_jws=receipt(0, client="client:x"), evidence_sha256=EVIDENCE)
     first = await s.settle(job(0), receipt_jws=receipt(0), evidence_sha256=EVIDENCE)
     assert (first.log_index, first.cost_micro, first.fee_micro) == (2, 200, 10)  # 100 in + 50 out
-    again = await s.settle(job(0), receipt_jws=receipt(0, provider="provider:x"), evidence_sha256=EVIDENCE)
+    again = await s.settle(
+        job(0), receipt_jws=receipt(0, provider="provider:x"), evidence_sha256=EVIDENCE
+    )
     assert again.already_settled and again.log_index == 2
     assert await s.balance("client:c") == (800, 0)
     assert await s.balance("provider:p") == (190, 0)
@@ -70,12 +72,16 @@ async def test_holds_settle_once_and_move_money_by_the_rules(store: SqlStore) ->
     assert await settle(s, 1) == 3  # exceed its hold when the available balance covers it
     await s.hold(job(2), "client:c", 550)
     with pytest.raises(InsufficientFunds):  # a reward of 3000 > hold 550 + available 50
-        await s.settle(job(2), receipt_jws=receipt(2, tokens=(1000, 1000)), evidence_sha256=EVIDENCE)
+        await s.settle(
+            job(2), receipt_jws=receipt(2, tokens=(1000, 1000)), evidence_sha256=EVIDENCE
+        )
     assert await s.balance("client:c") == (50, 550)
     await s.void(job(2))
 
 
-async def test_withdrawals_need_the_accounts_key_and_deposits_the_operators(store: SqlStore) -> None:
+async def test_withdrawals_need_the_accounts_key_and_deposits_the_operators(
+    store: SqlStore,
+) -> None:
     s = store
     other = Ed25519PrivateKey.generate()
     with pytest.raises(PermissionDenied):
@@ -100,7 +106,11 @@ async def test_withdrawals_need_the_accounts_key_and_deposits_the_operators(stor
     assert await s.balance("provider:p") == (445, 0)
     assert await s.account_key_entries("provider:p") == [2, 4]
     with pytest.raises(BadRequest):  # receipts are logged by settle only
-        await s.append(le.Entry("receipt", le.canonical({"receipt_jws": receipt(0), "evidence_sha256": EVIDENCE})))
+        await s.append(
+            le.Entry(
+                "receipt", le.canonical({"receipt_jws": receipt(0), "evidence_sha256": EVIDENCE})
+            )
+        )
     with pytest.raises(BadRequest):
         await s.append(le.Entry("bonus", b"{}"))
 
@@ -109,7 +119,9 @@ async def test_prices_are_logged_and_apply_from_their_index(store: SqlStore) -> 
     s = store
     await s.append(le.deposit(OPERATOR, "client:c", 100_000, "d"))
     size = await s.log_size()
-    dear = PriceSchedule(Price(1_000, 2_000), (("big", Price(10_000, 20_000)),), 1_000, "network:fee", size)
+    dear = PriceSchedule(
+        Price(1_000, 2_000), (("big", Price(10_000, 20_000)),), 1_000, "network:fee", size
+    )
     with pytest.raises(BadRequest):  # retroactive
         await s.append(le.price_schedule(OPERATOR, dear.with_from_index(size - 1)))
     await s.append(le.price_schedule(OPERATOR, dear))
@@ -176,7 +188,10 @@ async def test_no_database_is_created_by_mistake(tmp_path: Path) -> None:
     s = open_store(tmp_path / "gw.db", operator=OPERATOR_PUB, create=True)
     await s.close()
     with pytest.raises(PermissionDenied):  # another log key's database
-        open_store(tmp_path / "gw.db", operator=Ed25519PrivateKey.generate().public_key().public_bytes_raw())
+        open_store(
+            tmp_path / "gw.db",
+            operator=Ed25519PrivateKey.generate().public_key().public_bytes_raw(),
+        )
     con = sqlite3.connect(tmp_path / "v1.db")
     con.execute("CREATE TABLE receipts (job_id BLOB)")
     con.commit()
