@@ -134,7 +134,7 @@ class Raw:
         )
 
     def dump(self, table: str) -> list[tuple[Any, ...]]:
-        return sorted(self.q(f"SELECT * FROM {table}"), key=repr)  # noqa: S608
+        return sorted(self.q(f"SELECT * FROM {table}"), key=repr)
 
     def close(self) -> None:
         self._c.close()
@@ -161,7 +161,7 @@ def _edit_body(body: bytes, a: int, d: int, field: str) -> bytes:
 
 def mutate(raw: Raw, target: str, op: str, a: int, b: int, d: int) -> None:
     key = KEYS[target]
-    rows = raw.q(f"SELECT * FROM {target} ORDER BY {key}")  # noqa: S608
+    rows = raw.q(f"SELECT * FROM {target} ORDER BY {key}")
     if not rows:
         return
     row, other = rows[a % len(rows)], rows[b % len(rows)]
@@ -169,9 +169,9 @@ def mutate(raw: Raw, target: str, op: str, a: int, b: int, d: int) -> None:
         row = rows[-1]  # gateway sign the same tree again: that changes nothing
         if op == "delete" and len(rows) == 1:
             return
-    upd = f"UPDATE {target} SET {{}} = ? WHERE {key} = ?"  # noqa: S608
+    upd = f"UPDATE {target} SET {{}} = ? WHERE {key} = ?"
     if op == "delete":
-        raw.q(f"DELETE FROM {target} WHERE {key} = ?", (row[0],))  # noqa: S608
+        raw.q(f"DELETE FROM {target} WHERE {key} = ?", (row[0],))
     elif op == "order" and target in ("log_entries", "postings") and row[0] != other[0]:
         raw.q(upd.format(key), (-1, row[0]))
         raw.q(upd.format(key), (row[0], other[0]))

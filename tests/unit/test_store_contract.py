@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ccgw.gateway.errors import BadRequest, Conflict, InsufficientFunds, NotFound, PermissionDenied
 from ccgw.gateway.store.factory import open_store
 from ccgw.gateway.store.sqlstore import SqlStore
-from ccgw.verify import merkle
 from ccgw.verify import log_entries as le
+from ccgw.verify import merkle
 from ccgw.verify.ledger_rules import EXTERNAL
 from ccgw.verify.prices import DEFAULT_SCHEDULE, Price, PriceSchedule
 from tests.support import pg
