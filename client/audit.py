@@ -235,6 +235,7 @@ class Auditor:
                     raise AuditStop("gateway_misbehaving", f"entry {e.index} served again")
                 if e.index != index:
                     rep.add("log_root_mismatch", f"entries {index}..{e.index - 1} are missing")
+                    replay.gap(index, e.index)
                 index = e.index + 1
                 derived = replay.entry(e.index, e, await self._receipt_ok(f, e, rep))
                 replay.compare(e.index, derived, await cursor.upto(e.index))

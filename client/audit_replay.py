@@ -55,6 +55,8 @@ class Replay:
         self._derived_reward: dict[str, int] = {}  # job -> index of its receipt
         self._served_reward: dict[str, int] = {}  # job -> index of the first served reward
         self._pages = sorted(account_pages, key=lambda pg: pg[2].log_size)
+        self._gaps: list[tuple[int, int]] = []
+        self._orphans: list[tuple[str, str, int]] = []  # reward postings with no receipt (yet)
         self._check_pages(0)
 
     # -- entries ---------------------------------------------------------------------------
@@ -91,11 +93,13 @@ class Replay:
     ) -> None:
         """The postings the gateway serves for entry `index` against those the entry causes."""
         early = [p for p in served_rows if p.log_index != index]
+        self.stray([p for p in early if self._missing(p.log_index)], index)
         for p in early:
-            self._p.add(
-                "ledger_out_of_order",
-                f"posting {p.seq} names entry {p.log_index} but is served among entry {index}'s",
-            )
+            if not self._missing(p.log_index):
+                self._p.add(
+                    "ledger_out_of_order",
+                    f"posting {p.seq} names entry {p.log_index}, served among entry {index}'s",
+                )
         served = [_served(p) for p in served_rows if p.log_index == index]
         if served == derived:
             self._note_served_rewards(index, served)
@@ -123,10 +127,10 @@ class Replay:
             job = ps[0][3]
             if "reward" not in kinds:
                 self._p.add("transfer_without_entry", f"transfer {tid} at {index} has no entry")
-            elif job in self._served_reward or self._derived_reward.get(job, index) != index:
+            elif job in self._served_reward or job in self._derived_reward:
                 self._p.add("job_credited_twice", f"job {job} rewarded again by {tid} at {index}")
-            else:
-                self._p.add("reward_without_receipt", f"{tid} at {index} has no verified receipt")
+            else:  # named at the end: its receipt may still come later in the log
+                self._orphans.append((job, tid, index))
         elif _legs(ps) != _legs(want):
             kind = "reward_mismatch" if want[0][2] == "reward" else "transfer_mismatch"
             self._p.add(
@@ -141,11 +145,18 @@ class Replay:
             if p[2] == "reward" and p[3]:
                 self._served_reward.setdefault(p[3], index)
 
-    def stray(self, rows: list[lpb.LedgerEntry], log_size: int) -> None:
-        """Postings that name entries the log does not have."""
+    def gap(self, start: int, end: int) -> None:
+        """Entries [start, end) were not served."""
+        self._gaps.append((start, end))
+
+    def _missing(self, index: int) -> bool:
+        return any(a <= index < b for a, b in self._gaps)
+
+    def stray(self, rows: list[lpb.LedgerEntry], where: int) -> None:
+        """Postings that name entries the log does not serve."""
         for p in rows:
             kind = "reward_without_receipt" if p.kind == "reward" else "transfer_without_entry"
-            self._p.add(kind, f"posting {p.seq} names entry {p.log_index}; the log has {log_size}")
+            self._p.add(kind, f"posting {p.seq} names entry {p.log_index}, which is not served")
 
     # -- balances ----------------------------------------------------------------------------
 
@@ -186,6 +197,11 @@ class Replay:
                 f"balances are served as of {resp.log_size} entries; the log has {self.count}",
             )
         self._pages.clear()
+        for job, tid, index in self._orphans:
+            if job in self._derived_reward:
+                self._p.add("job_credited_twice", f"job {job} rewarded again by {tid} at {index}")
+            else:
+                self._p.add("reward_without_receipt", f"{tid} at {index} has no verified receipt")
         root_check(self.anchored_root, self.frontier.size)
         if ledger_rules.total(self.ledger.balances) != 0:
             self._p.add("balances_do_not_sum_to_zero", "the log's balances do not sum to zero")

@@ -31,7 +31,15 @@ from ccgw.gateway.store.sqlstore import SqlStore
 from ccgw.verify import log_entries as le
 from ccgw.verify.prices import DEFAULT_SCHEDULE, Price, PriceSchedule
 from tests.support import pg
-from tests.support.ledger import OPERATOR, OPERATOR_PUB, SimWorker, job, log_server, open_test_store
+from tests.support.ledger import (
+    OPERATOR,
+    OPERATOR_PUB,
+    Raw,
+    SimWorker,
+    job,
+    log_server,
+    open_test_store,
+)
 
 CLIENTS = ("client:a", "client:b")
 PROVIDERS = ("provider:x", "provider:y")
@@ -109,35 +117,6 @@ async def run_history(s: SqlStore, history: list[tuple[Any, ...]], cp: Any) -> N
                 if outcome != "voided":
                     jws = w.receipt(n, client, provider, (tin, tout))
                     await s.settle(job(n), receipt_jws=jws, evidence_sha256=w.digest)
-
-
-class Raw:
-    """The operator's own hands on the database, beside the gateway."""
-
-    def __init__(self, kind: str, tmp: Path, schema: str | None) -> None:
-        if kind == "sqlite":
-            self._c: Any = sqlite3.connect(tmp / "s.db", isolation_level=None)
-            self._pg = False
-        else:
-            import psycopg
-
-            self._c = psycopg.connect(pg.DSN, autocommit=True)
-            self._c.execute(f'SET search_path TO "{schema}"')
-            self._pg = True
-
-    def q(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        cur = self._c.execute(sql.replace("?", "%s") if self._pg else sql, params)
-        return (
-            [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in cur.fetchall()]
-            if cur.description
-            else []
-        )
-
-    def dump(self, table: str) -> list[tuple[Any, ...]]:
-        return sorted(self.q(f"SELECT * FROM {table}"), key=repr)
-
-    def close(self) -> None:
-        self._c.close()
 
 
 def _edit_body(body: bytes, a: int, d: int, field: str) -> bytes:
@@ -236,7 +215,7 @@ async def scenario(kind: str, history: list[tuple[Any, ...]], mutation: tuple[An
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         store, schema = open_test_store(kind, tmp)
-        raw = Raw(kind, tmp, schema)
+        raw = Raw(tmp / "s.db", schema)
         try:
             async with log_server(store) as (addr, cp):
                 await run_history(store, history, cp)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,31 @@ async def log_server(store: SqlStore, every: int = 1_000_000) -> AsyncIterator[t
         yield f"127.0.0.1:{port}", cp
     finally:
         await server.stop(0)
+
+
+class Raw:
+    """The operator's own hands on the database, beside the gateway: SQL with `?` placeholders on
+    the SQLite file, or on the PostgreSQL schema when one is given."""
+
+    def __init__(self, sqlite_path: Path, schema: str | None = None) -> None:
+        if schema is None:
+            self._c: Any = sqlite3.connect(sqlite_path, isolation_level=None)
+            self._pg = False
+        else:
+            import psycopg
+
+            self._c = psycopg.connect(pg.DSN, autocommit=True)
+            self._c.execute(f'SET search_path TO "{schema}"')
+            self._pg = True
+
+    def q(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        cur = self._c.execute(sql.replace("?", "%s") if self._pg else sql, params)
+        if not cur.description:
+            return []
+        return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in cur.fetchall()]
+
+    def dump(self, table: str) -> list[tuple[Any, ...]]:
+        return sorted(self.q(f"SELECT * FROM {table}"), key=repr)
+
+    def close(self) -> None:
+        self._c.close()
