@@ -122,7 +122,7 @@ class Report:
         return 3 if all(p.kind in INCOMPLETE for p in self.problems) else 1
 
     def add(self, kind: str, detail: str, evidence: dict[str, Any] | None = None) -> None:
-        if len(self.problems) >= self.problems_max:
+        if len(self.problems) >= self.problems_max and kind not in INCOMPLETE:
             self.problems_dropped += 1
             return
         self.problems.append(Problem(kind, detail, evidence or {}))

@@ -11,41 +11,31 @@ when it is used: a refused append, or a proof that does not verify)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ccgw.client.audit import PROBLEM_KINDS, Auditor, LogIdentity
-from ccgw.gateway.errors import GatewayError
-from ccgw.gateway.store.sqlstore import SqlStore
 from ccgw.verify import log_entries as le
-from ccgw.verify.prices import DEFAULT_SCHEDULE, Price, PriceSchedule
 from tests.support import pg
 from tests.support.ledger import (
-    OPERATOR,
+    ACCOUNTS,
+    CLIENTS,
     OPERATOR_PUB,
+    PROVIDERS,
     Raw,
-    SimWorker,
-    job,
     log_server,
     open_test_store,
+    run_history,
+    worker,
 )
-
-CLIENTS = ("client:a", "client:b")
-PROVIDERS = ("provider:x", "provider:y")
-ACCOUNTS = CLIENTS + PROVIDERS
-HOLDERS = {a: Ed25519PrivateKey.generate() for a in ACCOUNTS}
-_WORKER: list[SimWorker] = []
 
 ops = st.one_of(
     st.tuples(st.just("deposit"), st.sampled_from(ACCOUNTS), st.integers(1, 5_000)),
@@ -78,45 +68,6 @@ KEYS = {
     "checkpoints": "size",
     "evidence": "digest",
 }
-
-
-def worker() -> SimWorker:
-    if not _WORKER:
-        _WORKER.append(SimWorker())
-    return _WORKER[0]
-
-
-async def run_history(s: SqlStore, history: list[tuple[Any, ...]], cp: Any) -> None:
-    w = worker()
-    await s.ensure_schedule(
-        lambda i: le.price_schedule(OPERATOR, DEFAULT_SCHEDULE.with_from_index(i))
-    )
-    await s.add_evidence(w.digest, w.bundle.SerializeToString())
-    await s.append(le.deposit(OPERATOR, "client:a", 20_000, "seed"))
-    for n, op in enumerate(history):
-        if n == len(history) // 2:
-            await cp.maybe_sign(force=True)
-        with contextlib.suppress(GatewayError):  # refused by the rules: nothing logged
-            if op[0] == "deposit":
-                await s.append(le.deposit(OPERATOR, op[1], op[2], f"dep-{n}"))
-            elif op[0] == "withdraw":
-                holder = HOLDERS[op[1]]
-                await s.append(le.account_key(holder, op[1]))
-                await s.append(le.withdrawal(holder, op[1], op[2], f"wd-{n}"))
-            elif op[0] == "prices":
-                size = await s.log_size()
-                schedule = PriceSchedule(Price(op[1], op[2]), (), op[3], "network:fee", size)
-                await s.append(le.price_schedule(OPERATOR, schedule))
-            else:
-                _, client, provider, tin, tout, outcome = op
-                await s.hold(job(n), client, s.current_schedule().cost_micro("m", tin, tout))
-                if outcome != "posted":
-                    await s.void(job(n))
-                if outcome == "retried":
-                    await s.hold(job(n), client, s.current_schedule().cost_micro("m", tin, tout))
-                if outcome != "voided":
-                    jws = w.receipt(n, client, provider, (tin, tout))
-                    await s.settle(job(n), receipt_jws=jws, evidence_sha256=w.digest)
 
 
 def _edit_body(body: bytes, a: int, d: int, field: str) -> bytes:

@@ -11,10 +11,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ccgw.gateway.errors import GatewayError
 from ccgw.gateway.store.factory import open_store
 from ccgw.gateway.store.sqlstore import SqlStore
+from ccgw.verify import log_entries as le
 from ccgw.verify.attestation.policy import Policy
 from ccgw.verify.attestation.roots import RootStore
+from ccgw.verify.prices import DEFAULT_SCHEDULE, Price, PriceSchedule
 from ccgw.verify.receipts import Receipt, sign_receipt
 from tests.support import pg
 
@@ -164,10 +167,61 @@ class Raw:
         cur = self._c.execute(sql.replace("?", "%s") if self._pg else sql, params)
         if not cur.description:
             return []
-        return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in cur.fetchall()]
+        return [
+            tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in cur.fetchall()
+        ]
 
     def dump(self, table: str) -> list[tuple[Any, ...]]:
         return sorted(self.q(f"SELECT * FROM {table}"), key=repr)
 
     def close(self) -> None:
         self._c.close()
+
+
+CLIENTS = ("client:a", "client:b")
+PROVIDERS = ("provider:x", "provider:y")
+ACCOUNTS = CLIENTS + PROVIDERS
+HOLDERS = {a: Ed25519PrivateKey.generate() for a in ACCOUNTS}
+_WORKER: list[SimWorker] = []
+
+
+def worker() -> SimWorker:
+    if not _WORKER:
+        _WORKER.append(SimWorker())
+    return _WORKER[0]
+
+
+async def run_history(s: SqlStore, history: list[tuple[Any, ...]], cp: Any = None) -> None:
+    """Seed the log (schedule, evidence, a deposit), then run each op through the store; an op the
+    rules refuse logs nothing. Ops: ("deposit", account, amount), ("withdraw", account, amount),
+    ("prices", in, out, fee_bps), ("job", client, provider, in, out, posted|voided|retried)."""
+    w = worker()
+    await s.ensure_schedule(
+        lambda i: le.price_schedule(OPERATOR, DEFAULT_SCHEDULE.with_from_index(i))
+    )
+    await s.add_evidence(w.digest, w.bundle.SerializeToString())
+    await s.append(le.deposit(OPERATOR, "client:a", 20_000, "seed"))
+    for n, op in enumerate(history):
+        if cp is not None and n == len(history) // 2:
+            await cp.maybe_sign(force=True)
+        with contextlib.suppress(GatewayError):  # refused by the rules: nothing logged
+            if op[0] == "deposit":
+                await s.append(le.deposit(OPERATOR, op[1], op[2], f"dep-{n}"))
+            elif op[0] == "withdraw":
+                holder = HOLDERS[op[1]]
+                await s.append(le.account_key(holder, op[1]))
+                await s.append(le.withdrawal(holder, op[1], op[2], f"wd-{n}"))
+            elif op[0] == "prices":
+                size = await s.log_size()
+                schedule = PriceSchedule(Price(op[1], op[2]), (), op[3], "network:fee", size)
+                await s.append(le.price_schedule(OPERATOR, schedule))
+            else:
+                _, client, provider, tin, tout, outcome = op
+                await s.hold(job(n), client, s.current_schedule().cost_micro("m", tin, tout))
+                if outcome != "posted":
+                    await s.void(job(n))
+                if outcome == "retried":
+                    await s.hold(job(n), client, s.current_schedule().cost_micro("m", tin, tout))
+                if outcome != "voided":
+                    jws = w.receipt(n, client, provider, (tin, tout))
+                    await s.settle(job(n), receipt_jws=jws, evidence_sha256=w.digest)
