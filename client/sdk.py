@@ -198,15 +198,27 @@ class Client:
         except MalformedError as exc:
             raise LogError(f"the logged entry does not parse: {exc}") from exc
 
+    async def _proven(
+        self, log_id: LogIdentity, method: Callable[..., Any], request: Callable[[int], object]
+    ) -> tuple[object, Checkpoint]:
+        """(typed entry body, checkpoint): the entry's proof under a checkpoint signed by the log
+        key the client knows. Asking for the latest size first makes the gateway sign a tree that
+        covers the entry."""
+        resp = await self._log_call(method, request(0))
+        cp = await self._signed(log_id)
+        if resp.tree_size != cp.size:
+            resp = await self._log_call(method, request(cp.size))
+        return self._included(resp, cp), cp
+
     async def inclusion(self, answer: Answer, log_id: LogIdentity) -> Checkpoint:
         """Check that the answer's receipt is in the gateway's log under a checkpoint signed by the
         log key the client knows. Returns the checkpoint; raises LogError otherwise."""
-        cp = await self._signed(log_id)
         job = bytes.fromhex(answer.receipt.job_id) if answer.receipt else b""
-        resp = await self._log_call(
-            self._log.GetInclusionProof, lpb.GetInclusionProofRequest(job_id=job, tree_size=cp.size)
+        body, cp = await self._proven(
+            log_id,
+            self._log.GetInclusionProof,
+            lambda size: lpb.GetInclusionProofRequest(job_id=job, tree_size=size),
         )
-        body = self._included(resp, cp)
         if not isinstance(body, log_entries.ReceiptBody) or body.receipt_jws != answer.receipt_jws:
             raise LogError("the log serves another entry for this job")
         return cp
@@ -215,7 +227,6 @@ class Client:
         """Check that every withdrawal key the log binds to this client's account is one of its
         own (`known_keys`, raw Ed25519 public keys), under a signed checkpoint; returns the key in
         force. Raises LogError when the gateway registered a key the holder does not know."""
-        cp = await self._signed(log_id)
         resp = await self._log_call(
             self._log.GetAccountKeys, lpb.GetAccountKeysRequest(account=self.account)
         )
@@ -224,10 +235,11 @@ class Client:
             raise LogError(f"the log binds {len(indexes)} keys to {self.account}")
         key = b""
         for i in indexes:
-            proof = await self._log_call(
-                self._log.GetEntryProof, lpb.GetEntryProofRequest(index=i, tree_size=cp.size)
-            )
-            body = self._included(proof, cp)
+
+            def request(size: int, index: int = i) -> object:
+                return lpb.GetEntryProofRequest(index=index, tree_size=size)
+
+            body, _ = await self._proven(log_id, self._log.GetEntryProof, request)
             if not isinstance(body, log_entries.AccountKeyBody) or body.account != self.account:
                 raise LogError(f"entry {i} is not a key of {self.account}")
             if body.public_key not in known_keys or body.previous_key != key:

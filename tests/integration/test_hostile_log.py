@@ -197,7 +197,7 @@ def _closed_port() -> int:
 
 
 def test_ccgw_audit_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from ccgw.cli import main
+    from tests.support.cli import run_main as main
 
     pub = tmp_path / "log.pub"
     pub.write_bytes(public_pem(OPERATOR))
@@ -215,7 +215,7 @@ def test_ccgw_audit_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 async def test_ccgw_audit_exit_code_on_a_bad_state_file(tmp_path: Path) -> None:
-    from ccgw.cli import main
+    from tests.support.cli import run_main as main
 
     pub = tmp_path / "log.pub"
     pub.write_bytes(public_pem(OPERATOR))
