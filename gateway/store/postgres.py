@@ -17,6 +17,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from typing import Any, Literal, TypeVar
 
 import psycopg
@@ -24,11 +25,12 @@ from psycopg import sql
 
 from ccgw.gateway.errors import NotFound
 from ccgw.gateway.store import schema
+from ccgw.gateway.store.groupcommit import GroupCommit, Outcome
 from ccgw.gateway.store.sqlstore import SqlStore
 
 RETRIES_MAX = 5
 T = TypeVar("T")
-LockMode = Literal["account", "ledger"]
+LockMode = Literal["group", "account", "ledger"]
 _SQL: dict[str, str] = {}
 
 
@@ -51,9 +53,12 @@ class _Tx:
     def locked(self, q: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         return self.one(q + " FOR UPDATE", params)
 
-    def all(self, q: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        self._cur.execute(_pg(q), params)
+    def all(self, q: str, params: Sequence[Any] = (), lock: bool = False) -> list[tuple[Any, ...]]:
+        self._cur.execute(_pg(q + " FOR UPDATE" if lock else q), params)
         return self._cur.fetchall()
+
+    def batch(self) -> AbstractContextManager[Any]:
+        return self._cur.connection.pipeline()
 
     def run(self, q: str, params: Sequence[Any] = ()) -> int:
         self._cur.execute(_pg(q), params)
@@ -115,13 +120,47 @@ class _Pool:
             self._idle.get().close()
 
 
+_LEDGER_LOCK = "SELECT pg_advisory_xact_lock(hashtext('ccgw-ledger'))"
+
+
 class PostgresBackend:
     shared = True
 
-    def __init__(self, dsn: str, schema_name: str, pool_size: int, lock_mode: LockMode) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        schema_name: str,
+        pool_size: int,
+        lock_mode: LockMode,
+        write_batch_max: int = 64,
+    ) -> None:
         self._pool = _Pool(dsn, schema_name, pool_size)
         self._executor = ThreadPoolExecutor(pool_size, thread_name_prefix="ccgw-pg")
+        self._mode = lock_mode
         self._ledger_lock = lock_mode == "ledger"
+        self._group: GroupCommit[_Tx] = GroupCommit(self.run_batch, write_batch_max)
+
+    def run_batch(self, fns: list[Callable[[_Tx], Any]]) -> list[Outcome]:
+        """Writes in one transaction behind the ledger lock, each in its own savepoint."""
+
+        def batch(tx: _Tx) -> list[Outcome]:
+            tx.run(_LEDGER_LOCK)  # batches of all replicas, one at a time: no lock cycles
+            return [self._one(tx, fn) for fn in fns]
+
+        return self._run(batch, read_only=False)
+
+    @staticmethod
+    def _one(tx: _Tx, fn: Callable[[_Tx], Any]) -> Outcome:
+        tx.run("SAVEPOINT w")
+        try:
+            out = Outcome(fn(tx))
+        except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
+            raise  # the whole batch is retried
+        except Exception as exc:  # noqa: BLE001 - handed to this write's caller
+            tx.run("ROLLBACK TO SAVEPOINT w")
+            out = Outcome(error=exc)
+        tx.run("RELEASE SAVEPOINT w")
+        return out
 
     def _run(self, fn: Callable[[_Tx], T], read_only: bool) -> T:
         conn = self._pool.get()
@@ -159,6 +198,7 @@ class PostgresBackend:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn, True)
 
     async def close(self) -> None:
+        await self._group.wait_idle()
         self._executor.shutdown(wait=True)
         self._pool.close()
 
@@ -188,9 +228,10 @@ def open_postgres(
     create: bool = False,
     pool_connections_max: int = 8,
     stale_hold_s: float = 600.0,
-    lock_mode: LockMode = "account",
+    lock_mode: LockMode = "group",
+    write_batch_max: int = 64,
 ) -> SqlStore:
     _create_if_missing(dsn, schema_name, operator, create)
-    backend = PostgresBackend(dsn, schema_name, pool_connections_max, lock_mode)
+    backend = PostgresBackend(dsn, schema_name, pool_connections_max, lock_mode, write_batch_max)
     owner = backend.read_now(lambda tx: schema.operator_of(tx, operator, f"schema {schema_name}"))
     return SqlStore(backend, owner, stale_hold_s)

@@ -3,21 +3,24 @@ checked by verify.ledger_rules, running balances, the Merkle frontier. Every fun
 one transaction (`Tx`) that the backend opens; the backends differ only in dialect, locking and
 connections.
 
-Lock order (PostgreSQL, per-account locking): log_head row -> account rows -> hold rows. A
-transaction that appends (settle, append) takes log_head first, so appends are totally ordered and
-only they lock several accounts; hold and void lock one account. No cycle can form.
+Each write reads what it needs first (rows it will change are locked as they are read), decides in
+Python, then writes everything in one `tx.batch()` (PostgreSQL sends it in one round trip).
+Lock order: log_head row -> account rows (sorted) -> hold rows. Only appends (settle, append) take
+log_head and several accounts; hold and void lock one account; so no cycle can form.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ccgw.gateway.errors import BadRequest, Conflict, InsufficientFunds, PermissionDenied
-from ccgw.gateway.store.base import AccountRow, AppendResult, LedgerEntry, LogEntry, SettleResult
+from ccgw.gateway.store.base import AppendResult, SettleResult
 from ccgw.gateway.store.schema import VIEW_TABLES
+from ccgw.gateway.store.tree import append_leaf, head, write_head
 from ccgw.verify import ledger_rules, limits, merkle
 from ccgw.verify import log_entries as le
 from ccgw.verify.errors import MalformedError, ReceiptError
@@ -25,22 +28,25 @@ from ccgw.verify.ledger_rules import EXTERNAL, Effects, RuleViolation
 from ccgw.verify.prices import PriceSchedule
 
 Row = tuple[Any, ...]
-NODES_PER_QUERY_MAX = 200
 
 
 class Tx(Protocol):
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
 
     def locked(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        """one(), locking the row it reads until the transaction ends (SELECT ... FOR UPDATE;
+        """one(), locking the rows it reads until the transaction ends (SELECT ... FOR UPDATE;
         SQLite's write transactions are exclusive already)."""
         ...
 
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+    def all(self, sql: str, params: Sequence[Any] = (), lock: bool = False) -> list[Row]: ...
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
 
     def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Writes whose results nobody reads: sent together (a pipeline), errors at its end."""
+        ...
 
     def lock_ledger(self) -> None:
         """Serialise every money transaction (PostgreSQL 'ledger' lock mode); else nothing."""
@@ -49,11 +55,11 @@ class Tx(Protocol):
 
 @dataclass
 class Context:
-    """What the rules need besides the tables: the operator key (from meta) and parsed schedules
-    (immutable once logged, so cached by log index)."""
+    """What the rules need besides the tables: the operator key (from meta), parsed schedules
+    (immutable, cached by entry body) and the last schedule seen in force (for holds)."""
 
     operator: bytes
-    parsed: dict[int, PriceSchedule] = field(default_factory=dict)
+    parsed: dict[bytes, PriceSchedule] = field(default_factory=dict)
     current: PriceSchedule | None = None
 
 
@@ -69,29 +75,60 @@ _REFUSALS: dict[str, type[Exception]] = {
 }
 
 
-def check(entry: le.Entry, index: int, view: SqlView) -> Effects:
+def check(entry: le.Entry, index: int, view: Ledger) -> Effects:
     try:
         return ledger_rules.apply(entry, index, view)
     except RuleViolation as exc:
         raise _REFUSALS.get(exc.problem, BadRequest)(f"{exc.problem}: {exc}") from exc
 
 
-class SqlView:
-    """verify.ledger_rules.LedgerReader over one transaction."""
+def _schedule(ctx: Context, body: bytes) -> PriceSchedule:
+    if body not in ctx.parsed:  # by body, not index: a rolled-back write frees its index
+        parsed = le.parse(le.Entry(le.PriceScheduleBody.KIND, body))
+        assert isinstance(parsed, le.PriceScheduleBody)
+        ctx.parsed[body] = parsed.schedule
+    return ctx.parsed[body]
+
+
+def account_rows(tx: Tx, accounts: Iterable[str], lock: bool) -> dict[str, list[int]]:
+    """[balance, held] of each account (0, 0 when it has no row), locked in name order."""
+    names = sorted(set(accounts))
+    if not names:
+        return {}
+    marks = ", ".join("?" * len(names))
+    q = f"SELECT account, balance_micro, held_micro FROM accounts WHERE account IN ({marks}) ORDER BY account"  # noqa: S608 - placeholders only
+    found = {str(a): [int(b), int(h)] for a, b, h in tx.all(q, names, lock=lock)}
+    return {n: found.get(n, [0, 0]) for n in names}
+
+
+class Ledger:
+    """The ledger as one transaction sees it: verify.ledger_rules.LedgerReader over the tables.
+    An account row is read (and locked) once, then kept here with the changes this transaction
+    makes, so the rules and the availability checks cost no further reads."""
 
     def __init__(self, tx: Tx, ctx: Context) -> None:
         self._tx, self._ctx = tx, ctx
+        self.accounts: dict[str, list[int]] = {}  # account -> [balance, held]
+        self._taken: dict[tuple[str, str], bool] = {}  # (namespace, key) -> taken?
+        self._schedule: tuple[int, int | None, PriceSchedule] | None = None  # valid [lo, hi)
 
     def operator_key(self) -> bytes:
         return self._ctx.operator
 
     def schedule_at(self, index: int) -> PriceSchedule | None:
+        c = self._schedule
+        if c is not None and c[0] <= index and (c[1] is None or index < c[1]):
+            return c[2]
         row = self._tx.one(
-            "SELECT log_index, body FROM schedules WHERE from_index <= ? "
-            "ORDER BY from_index DESC, log_index DESC LIMIT 1",
-            (index,),
+            "SELECT body, (SELECT MIN(from_index) FROM schedules WHERE from_index > ?) "
+            "FROM schedules WHERE from_index <= ? ORDER BY from_index DESC, log_index DESC LIMIT 1",
+            (index, index),
         )
-        return None if row is None else _schedule(self._ctx, int(row[0]), bytes(row[1]))
+        if row is None:
+            return None
+        schedule = _schedule(self._ctx, bytes(row[0]))
+        self._schedule = (index, None if row[1] is None else int(row[1]), schedule)
+        return schedule
 
     def latest_schedule_from(self) -> int | None:
         row = self._tx.one("SELECT from_index FROM schedules ORDER BY log_index DESC LIMIT 1")
@@ -105,87 +142,46 @@ class SqlView:
         return (bytes(rows[0][0]), len(rows)) if rows else None
 
     def balance(self, account: str) -> int:
-        return account_row(self._tx, account, lock=True)[0]
+        return self.lock(account)[account][0]
 
     def seen(self, namespace: str, key: str) -> bool:
-        return (
-            self._tx.one("SELECT 1 FROM uniques WHERE namespace = ? AND key = ?", (namespace, key))
-            is not None
-        )
+        if (namespace, key) not in self._taken:
+            row = self._tx.one(
+                "SELECT 1 FROM uniques WHERE namespace = ? AND key = ?", (namespace, key)
+            )
+            self._taken[(namespace, key)] = row is not None
+        return self._taken[(namespace, key)]
+
+    def known_free(self, namespace: str, key: str) -> None:
+        self._taken[(namespace, key)] = False
+
+    def lock(self, *accounts: str) -> dict[str, list[int]]:
+        todo = [a for a in accounts if a not in self.accounts]
+        self.accounts.update(account_rows(self._tx, todo, lock=True))
+        return self.accounts
+
+    def apply(self, effects: Effects) -> dict[str, int]:
+        """Count `effects` into the cached balances; refuse a debit that eats into what pending
+        holds reserve. Returns the balance changes (written later by write_effects)."""
+        changes = effects.balance_changes()
+        self.lock(*changes)
+        for acct, delta in changes.items():
+            self.accounts[acct][0] += delta
+        for acct, delta in changes.items():
+            balance, held = self.accounts[acct]
+            if delta < 0 and acct != EXTERNAL and balance < held:
+                raise InsufficientFunds(f"{acct} has {balance - delta - held} available")
+        self._taken.update(dict.fromkeys(effects.unique, True))
+        if effects.schedule is not None:
+            self._schedule = None
+        return changes
 
 
-def _schedule(ctx: Context, index: int, body: bytes) -> PriceSchedule:
-    if index not in ctx.parsed:
-        parsed = le.parse(le.Entry(le.PriceScheduleBody.KIND, body))
-        assert isinstance(parsed, le.PriceScheduleBody)
-        ctx.parsed[index] = parsed.schedule
-    return ctx.parsed[index]
-
-
-def account_row(tx: Tx, account: str, lock: bool = False) -> tuple[int, int]:
-    q = "SELECT balance_micro, held_micro FROM accounts WHERE account = ?"
-    row = tx.locked(q, (account,)) if lock else tx.one(q, (account,))
-    return (0, 0) if row is None else (int(row[0]), int(row[1]))
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-# -- the Merkle tree -------------------------------------------------------------------------------
-
-
-def head(tx: Tx, lock: bool = False) -> merkle.Frontier:
-    q = "SELECT size, frontier FROM log_head WHERE id = 1"
-    row = tx.locked(q) if lock else tx.one(q)
-    assert row is not None, "log_head row missing"
-    return merkle.Frontier.from_bytes(int(row[0]), bytes(row[1]))
-
-
-def _append_leaf(tx: Tx, frontier: merkle.Frontier, entry: le.Entry) -> int:
-    index = frontier.size
-    leaf = entry.leaf_hash()
-    tx.run(
-        "INSERT INTO log_entries (idx, kind, body, entry_hash) VALUES (?, ?, ?, ?)",
-        (index, entry.kind, entry.body, leaf),
-    )
-    tx.many("INSERT INTO log_nodes (level, idx, hash) VALUES (?, ?, ?)", frontier.append(leaf))
-    tx.run(
-        "UPDATE log_head SET size = ?, frontier = ? WHERE id = 1",
-        (frontier.size, frontier.to_bytes()),
-    )
-    return index
-
-
-def nodes(tx: Tx, keys: Iterable[merkle.NodeKey]) -> dict[merkle.NodeKey, bytes]:
-    out: dict[merkle.NodeKey, bytes] = {}
-    todo = sorted(set(keys))
-    for i in range(0, len(todo), NODES_PER_QUERY_MAX):
-        part = todo[i : i + NODES_PER_QUERY_MAX]
-        where = " OR ".join(["(level = ? AND idx = ?)"] * len(part))
-        for level, idx, h in tx.all(
-            f"SELECT level, idx, hash FROM log_nodes WHERE {where}",  # noqa: S608 - placeholders only
-            [v for k in part for v in k],
-        ):
-            out[(int(level), int(idx))] = bytes(h)
-    if len(out) != len(todo):
-        raise BadRequest("the stored tree is missing nodes for this size")
-    return out
-
-
-def proof(tx: Tx, ranges: list[tuple[int, int]]) -> list[bytes]:
-    have = nodes(tx, merkle.nodes_for(ranges))
-    return [merkle.range_hash(lo, hi, have) for lo, hi in ranges]
-
-
-def root(tx: Tx, size: int) -> bytes:
-    return proof(tx, [(0, size)])[0] if size else merkle.root([])
-
-
-# -- writes ----------------------------------------------------------------------------------------
-
-
-def _record(tx: Tx, ctx: Context, index: int, entry: le.Entry, effects: Effects) -> None:
+def write_effects(
+    tx: Tx, ctx: Context, index: int, entry: le.Entry, effects: Effects, held: dict[str, int]
+) -> None:
+    """The ledger view's rows for one entry: postings, running balances (and `held` changes),
+    uniques, account keys, schedules."""
     tx.many(
         "INSERT INTO postings (seq, log_index, transfer_id, kind, job_id, account, amount_micro) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -194,45 +190,56 @@ def _record(tx: Tx, ctx: Context, index: int, entry: le.Entry, effects: Effects)
             for p in ledger_rules.postings(index, effects)
         ],
     )
+    changes = effects.balance_changes()
     tx.many(
-        "INSERT INTO accounts (account, balance_micro, held_micro) VALUES (?, ?, 0) "
+        "INSERT INTO accounts (account, balance_micro, held_micro) VALUES (?, ?, ?) "
         "ON CONFLICT (account) DO UPDATE SET "
-        "balance_micro = accounts.balance_micro + excluded.balance_micro",
-        sorted(effects.balance_changes().items()),
+        "balance_micro = accounts.balance_micro + excluded.balance_micro, "
+        "held_micro = accounts.held_micro + excluded.held_micro",
+        [(a, changes.get(a, 0), held.get(a, 0)) for a in sorted(changes.keys() | held.keys())],
     )
     tx.many(
         "INSERT INTO uniques (namespace, key, log_index) VALUES (?, ?, ?)",
         [(ns, key, index) for ns, key in effects.unique],
     )
     if effects.account_key is not None:
+        acct, key = effects.account_key
         tx.run(
             "INSERT INTO account_keys (account, log_index, public_key) VALUES (?, ?, ?)",
-            (*effects.account_key[:1], index, effects.account_key[1]),
+            (acct, index, key),
         )
     if effects.schedule is not None:
         tx.run(
             "INSERT INTO schedules (log_index, from_index, body) VALUES (?, ?, ?)",
             (index, effects.schedule.from_index, entry.body),
         )
-        ctx.parsed[index] = effects.schedule
+        ctx.parsed[entry.body] = effects.schedule
 
 
-def _check_available(tx: Tx, effects: Effects) -> None:
-    """A debit may not eat into what pending holds reserve."""
-    for acct, delta in effects.balance_changes().items():
-        if delta < 0 and acct != EXTERNAL:
-            balance, held = account_row(tx, acct)
-            if balance < held:
-                raise InsufficientFunds(f"{acct} has {balance - held - delta} available")
-
-
-def _log(tx: Tx, ctx: Context, frontier: merkle.Frontier, entry: le.Entry) -> tuple[int, Effects]:
+def _log(
+    ledger: Ledger,
+    tx: Tx,
+    ctx: Context,
+    frontier: merkle.Frontier,
+    entry: le.Entry,
+    held: dict[str, int] | None = None,
+    also: Callable[[], object] | None = None,
+) -> Effects:
+    """Check `entry` at the next index, then write what it causes and the entry itself (and
+    `also`, a write of the caller's), in one batch."""
     index = frontier.size
-    effects = check(entry, index, SqlView(tx, ctx))
-    _record(tx, ctx, index, entry, effects)
-    _check_available(tx, effects)
-    _append_leaf(tx, frontier, entry)
-    return index, effects
+    effects = check(entry, index, ledger)
+    ledger.apply(effects)
+    with tx.batch():
+        if also is not None:
+            also()
+        write_effects(tx, ctx, index, entry, effects, held or {})
+        append_leaf(tx, frontier, entry)
+        write_head(tx, frontier)
+    return effects
+
+
+# -- appends -------------------------------------------------------------------------------------
 
 
 def append(tx: Tx, ctx: Context, entry: le.Entry) -> AppendResult:
@@ -243,8 +250,20 @@ def append(tx: Tx, ctx: Context, entry: le.Entry) -> AppendResult:
     row = tx.one("SELECT idx FROM log_entries WHERE entry_hash = ?", (entry.leaf_hash(),))
     if row is not None:
         return AppendResult(int(row[0]), already_logged=True)
-    index, _ = _log(tx, ctx, frontier, entry)
-    return AppendResult(index, already_logged=False)
+    _log(Ledger(tx, ctx), tx, ctx, frontier, entry)
+    return AppendResult(frontier.size - 1, already_logged=False)
+
+
+def import_entries(tx: Tx, ctx: Context, batch: Sequence[le.Entry]) -> int:
+    """Append already-authorised entries in one transaction (restoring a log from a copy, and
+    building large logs for benchmarks), each through the same rules; receipts skip the hold
+    bookkeeping (no job is in flight). Returns the new log size."""
+    tx.lock_ledger()
+    frontier = head(tx, lock=True)
+    ledger = Ledger(tx, ctx)
+    for entry in batch:
+        _log(ledger, tx, ctx, frontier, entry)
+    return frontier.size
 
 
 def ensure_schedule(tx: Tx, ctx: Context, entry_at: Callable[[int], le.Entry]) -> bool:
@@ -252,63 +271,7 @@ def ensure_schedule(tx: Tx, ctx: Context, entry_at: Callable[[int], le.Entry]) -
     frontier = head(tx, lock=True)
     if tx.one("SELECT 1 FROM schedules LIMIT 1") is not None:
         return False
-    _log(tx, ctx, frontier, entry_at(frontier.size))
-    return True
-
-
-def hold(tx: Tx, job_id: bytes, account: str, amount_micro: int) -> None:
-    if amount_micro < 0:
-        raise BadRequest("a hold is not negative")
-    tx.lock_ledger()
-    balance, held = account_row(tx, account, lock=True)
-    row = tx.locked("SELECT account, state FROM holds WHERE job_id = ?", (job_id,))
-    if row is not None:
-        if row[1] == "posted":
-            raise Conflict("job already settled")
-        if row[1] == "pending":
-            raise Conflict("job already in flight")
-        if row[0] != account:
-            raise Conflict("job id belongs to another account")
-    if balance - held < amount_micro:
-        raise InsufficientFunds(
-            f"job may cost up to {amount_micro} micro-tokens; {balance - held} available"
-        )
-    tx.run(
-        "INSERT INTO holds (job_id, account, amount_micro, state, created_ms) "
-        "VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (job_id) DO UPDATE SET "
-        "amount_micro = excluded.amount_micro, state = 'pending', created_ms = excluded.created_ms",
-        (job_id, account, amount_micro, _now_ms()),
-    )
-    _held(tx, account, amount_micro)
-
-
-def _held(tx: Tx, account: str, delta: int) -> None:
-    if delta > 0:
-        tx.run(
-            "INSERT INTO accounts (account, balance_micro, held_micro) VALUES (?, 0, ?) "
-            "ON CONFLICT (account) DO UPDATE SET "
-            "held_micro = accounts.held_micro + excluded.held_micro",
-            (account, delta),
-        )
-    elif delta < 0:
-        tx.run(
-            "UPDATE accounts SET held_micro = held_micro + ? WHERE account = ?", (delta, account)
-        )
-
-
-def void(tx: Tx, job_id: bytes) -> bool:
-    tx.lock_ledger()
-    row = tx.one("SELECT account FROM holds WHERE job_id = ? AND state = 'pending'", (job_id,))
-    if row is None:
-        return False
-    account_row(tx, str(row[0]), lock=True)  # lock order: account, then hold
-    row = tx.locked(
-        "SELECT account, amount_micro FROM holds WHERE job_id = ? AND state = 'pending'", (job_id,)
-    )
-    if row is None:  # settled or voided meanwhile
-        return False
-    tx.run("UPDATE holds SET state = 'voided' WHERE job_id = ?", (job_id,))
-    _held(tx, str(row[0]), -int(row[1]))
+    _log(Ledger(tx, ctx), tx, ctx, frontier, entry_at(frontier.size))
     return True
 
 
@@ -328,134 +291,135 @@ def settle(tx: Tx, ctx: Context, job_id: bytes, jws: str, evidence: str) -> Sett
     )
     if done is not None:
         return SettleResult(int(done[0]), already_settled=True)
-    account_row(tx, claims.account, lock=True)  # lock order: account, then hold
-    held = tx.locked("SELECT account, amount_micro, state FROM holds WHERE job_id = ?", (job_id,))
-    if held is None or held[2] != "pending" or held[0] != claims.account:
+    ledger = Ledger(tx, ctx)
+    ledger.known_free("job", claims.job_id)
+    schedule = ledger.schedule_at(frontier.size)
+    fee_account = (schedule.fee_account,) if schedule else ()
+    ledger.lock(claims.account, claims.provider, *fee_account)  # lock order: accounts, then hold
+    hold_row = tx.locked(
+        "SELECT account, amount_micro, state FROM holds WHERE job_id = ?", (job_id,)
+    )
+    if hold_row is None or hold_row[2] != "pending" or hold_row[0] != claims.account:
         raise Conflict("no pending hold for this job and account")
-    tx.run("UPDATE holds SET state = 'posted' WHERE job_id = ?", (job_id,))
-    _held(tx, claims.account, -int(held[1]))
-    index, effects = _log(tx, ctx, frontier, entry)
-    schedule = SqlView(tx, ctx).schedule_at(index)
-    assert schedule is not None  # the receipt rule refused otherwise
+    released = {claims.account: -int(hold_row[1])}
+    ledger.accounts[claims.account][1] -= int(hold_row[1])  # the hold gives way to the reward
+    post = "UPDATE holds SET state = 'posted' WHERE job_id = ?"
+    effects = _log(ledger, tx, ctx, frontier, entry, released, lambda: tx.run(post, (job_id,)))
     ctx.current = schedule
     legs = effects.transfers[0].legs
     cost = -legs[0].amount_micro if legs else 0
-    return SettleResult(index, False, cost_micro=cost, fee_micro=schedule.fee_micro(cost))
+    fee = schedule.fee_micro(cost) if schedule else 0
+    return SettleResult(frontier.size - 1, False, cost_micro=cost, fee_micro=fee)
+
+
+# -- reservations --------------------------------------------------------------------------------
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _held(tx: Tx, account: str, delta: int) -> None:
+    tx.run(
+        "INSERT INTO accounts (account, balance_micro, held_micro) VALUES (?, 0, ?) "
+        "ON CONFLICT (account) DO UPDATE SET held_micro = accounts.held_micro + excluded.held_micro",
+        (account, delta),
+    )
+
+
+def hold(tx: Tx, job_id: bytes, account: str, amount_micro: int) -> None:
+    if amount_micro < 0:
+        raise BadRequest("a hold is not negative")
+    tx.lock_ledger()
+    balance, held = account_rows(tx, [account], lock=True)[account]
+    row = tx.locked("SELECT account, state FROM holds WHERE job_id = ?", (job_id,))
+    if row is not None:
+        if row[1] == "posted":
+            raise Conflict("job already settled")
+        if row[1] == "pending":
+            raise Conflict("job already in flight")
+        if row[0] != account:
+            raise Conflict("job id belongs to another account")
+    if balance - held < amount_micro:
+        raise InsufficientFunds(
+            f"job may cost up to {amount_micro} micro-tokens; {balance - held} available"
+        )
+    with tx.batch():
+        tx.run(
+            "INSERT INTO holds (job_id, account, amount_micro, state, created_ms) "
+            "VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (job_id) DO UPDATE SET amount_micro = "
+            "excluded.amount_micro, state = 'pending', created_ms = excluded.created_ms",
+            (job_id, account, amount_micro, _now_ms()),
+        )
+        if amount_micro:
+            _held(tx, account, amount_micro)
+
+
+def _void(tx: Tx, job_id: bytes, account: str) -> bool:
+    """Void a pending hold of `account` (locked first: lock order account, then hold)."""
+    account_rows(tx, [account], lock=True)
+    row = tx.locked(
+        "SELECT amount_micro FROM holds WHERE job_id = ? AND state = 'pending'", (job_id,)
+    )
+    if row is None:  # settled or voided meanwhile
+        return False
+    with tx.batch():
+        tx.run("UPDATE holds SET state = 'voided' WHERE job_id = ?", (job_id,))
+        if int(row[0]):
+            _held(tx, account, -int(row[0]))
+    return True
+
+
+def void(tx: Tx, job_id: bytes) -> bool:
+    tx.lock_ledger()
+    row = tx.one("SELECT account FROM holds WHERE job_id = ? AND state = 'pending'", (job_id,))
+    return row is not None and _void(tx, job_id, str(row[0]))
 
 
 def release_holds(tx: Tx, created_before_ms: int | None) -> int:
     tx.lock_ledger()
-    sql = "SELECT job_id, account FROM holds WHERE state = 'pending'"
+    q = "SELECT job_id, account FROM holds WHERE state = 'pending'"
     rows = (
-        tx.all(sql)
+        tx.all(q)
         if created_before_ms is None
-        else tx.all(sql + " AND created_ms < ?", (created_before_ms,))
+        else tx.all(q + " AND created_ms < ?", (created_before_ms,))
     )
-    released = 0
-    for job_id, acct in sorted(rows, key=lambda r: str(r[1])):
-        account_row(tx, str(acct), lock=True)  # lock order: account, then hold
-        row = tx.locked(
-            "SELECT amount_micro FROM holds WHERE job_id = ? AND state = 'pending'", (job_id,)
-        )
-        if row is not None:
-            tx.run("UPDATE holds SET state = 'voided' WHERE job_id = ?", (job_id,))
-            _held(tx, str(acct), -int(row[0]))
-            released += 1
-    return released
+    return sum(_void(tx, bytes(j), str(a)) for j, a in sorted(rows, key=lambda r: str(r[1])))
 
 
-# -- reads -----------------------------------------------------------------------------------------
-
-
-def entries(tx: Tx, start: int, end: int) -> list[LogEntry]:
-    rows = tx.all(
-        "SELECT idx, kind, body FROM log_entries WHERE idx >= ? AND idx < ? ORDER BY idx",
-        (start, end),
-    )
-    return [LogEntry(int(i), str(k), bytes(b)) for i, k, b in rows]
-
-
-def receipt(tx: Tx, job_id: bytes) -> tuple[str, int] | None:
-    row = tx.one(
-        "SELECT u.log_index, e.body FROM uniques u JOIN log_entries e ON e.idx = u.log_index "
-        "WHERE u.namespace = 'job' AND u.key = ?",
-        (job_id.hex(),),
-    )
-    if row is None:
-        return None
-    body = le.parse(le.Entry(le.ReceiptBody.KIND, bytes(row[1])))
-    assert isinstance(body, le.ReceiptBody)
-    return body.receipt_jws, int(row[0])
-
-
-def balance(tx: Tx, account: str) -> tuple[int, int]:
-    total, held = account_row(tx, account)
-    return total - held, held
-
-
-def ledger(tx: Tx, after_seq: int, limit: int) -> list[LedgerEntry]:
-    rows = tx.all(
-        "SELECT seq, log_index, transfer_id, kind, job_id, account, amount_micro FROM postings "
-        "WHERE seq > ? ORDER BY seq LIMIT ?",
-        (after_seq, limit),
-    )
-    return [
-        LedgerEntry(int(s), int(i), str(t), str(k), str(j), str(a), int(m))
-        for s, i, t, k, j, a, m in rows
-    ]
-
-
-def accounts(tx: Tx, after: str, limit: int) -> tuple[int, list[AccountRow]]:
-    size = head(tx).size
-    rows = tx.all(
-        "SELECT account, balance_micro, held_micro FROM accounts WHERE account > ? "
-        "ORDER BY account LIMIT ?",
-        (after, limit),
-    )
-    return size, [AccountRow(str(a), int(b), int(h)) for a, b, h in rows]
-
-
-def latest_schedule(tx: Tx, ctx: Context) -> PriceSchedule | None:
-    ctx.current = SqlView(tx, ctx).schedule_at(head(tx).size)
-    return ctx.current
-
-
-def all_schedules(tx: Tx, ctx: Context) -> list[PriceSchedule]:
-    rows = tx.all("SELECT log_index, body FROM schedules ORDER BY log_index")
-    return [_schedule(ctx, int(i), bytes(b)) for i, b in rows]
-
-
-# -- rebuild ---------------------------------------------------------------------------------------
+# -- rebuild -------------------------------------------------------------------------------------
 
 REBUILD_PAGE_ENTRIES = 1_000
 
 
 def rebuild(tx: Tx, ctx: Context) -> int:
     """Replay every entry through the rules into empty view tables and a fresh tree."""
+    from ccgw.gateway.store.reads import entries
+
     tx.lock_ledger()
     head(tx, lock=True)
     for table in (*VIEW_TABLES, "log_nodes"):
         tx.run(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
     ctx.parsed.clear()
     frontier = merkle.Frontier()
+    ledger = Ledger(tx, ctx)
     start = 0
     while page := entries(tx, start, start + REBUILD_PAGE_ENTRIES):
         for e in page:
             if e.index != frontier.size:
                 raise BadRequest(f"the log has no entry {frontier.size}")
-            entry = e.entry
-            _record(tx, ctx, e.index, entry, check(entry, e.index, SqlView(tx, ctx)))
+            effects = check(e.entry, e.index, ledger)
+            ledger.apply(effects)
+            write_effects(tx, ctx, e.index, e.entry, effects, {})
             tx.many(
                 "INSERT INTO log_nodes (level, idx, hash) VALUES (?, ?, ?)",
-                frontier.append(entry.leaf_hash()),
+                frontier.append(e.entry.leaf_hash()),
             )
         start += len(page)
-    tx.run(
-        "UPDATE log_head SET size = ?, frontier = ? WHERE id = 1",
-        (frontier.size, frontier.to_bytes()),
-    )
-    for acct, amount in tx.all(
+    write_head(tx, frontier)
+    pending = (
         "SELECT account, SUM(amount_micro) FROM holds WHERE state = 'pending' GROUP BY account"
-    ):
+    )
+    for acct, amount in tx.all(pending):
         _held(tx, str(acct), int(amount))
     return frontier.size

@@ -56,8 +56,7 @@ CREATE TABLE postings (
     kind TEXT NOT NULL, job_id TEXT NOT NULL, account TEXT NOT NULL,
     amount_micro {bigint} NOT NULL);
 CREATE TABLE accounts (
-    account TEXT PRIMARY KEY, balance_micro {bigint} NOT NULL,
-    held_micro {bigint} NOT NULL CHECK (held_micro >= 0));
+    account TEXT PRIMARY KEY, balance_micro {bigint} NOT NULL, held_micro {bigint} NOT NULL);
 CREATE TABLE uniques (
     namespace TEXT NOT NULL, key TEXT NOT NULL, log_index {bigint} NOT NULL,
     PRIMARY KEY (namespace, key));

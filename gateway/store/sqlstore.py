@@ -5,10 +5,10 @@ locking and its dialect; nothing about the ledger lives there."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
-from ccgw.gateway.store import rules
+from ccgw.gateway.store import reads, rules, tree
 from ccgw.gateway.store.base import AccountRow, AppendResult, LedgerEntry, LogEntry, SettleResult
 from ccgw.gateway.store.rules import Context, Tx
 from ccgw.verify import merkle
@@ -37,7 +37,7 @@ class SqlStore:
         self._b = backend
         self._ctx = Context(operator)
         self._stale_hold_ms = int(stale_hold_s * 1000)
-        backend.read_now(lambda tx: rules.latest_schedule(tx, self._ctx))
+        backend.read_now(lambda tx: reads.latest_schedule(tx, self._ctx))
 
     @property
     def backend(self) -> Backend:
@@ -75,13 +75,19 @@ class SqlStore:
         await self._refresh_schedule()
         return out
 
+    async def import_entries(self, batch: Sequence[Entry]) -> int:
+        """Admin: append entries logged elsewhere (see rules.import_entries)."""
+        out = await self._b.write(lambda tx: rules.import_entries(tx, self._ctx, batch))
+        await self._refresh_schedule()
+        return out
+
     async def ensure_schedule(self, entry_at: Callable[[int], Entry]) -> bool:
         out = await self._b.write(lambda tx: rules.ensure_schedule(tx, self._ctx, entry_at))
         await self._refresh_schedule()
         return out
 
     async def _refresh_schedule(self) -> None:
-        await self._b.read(lambda tx: rules.latest_schedule(tx, self._ctx))
+        await self._b.read(lambda tx: reads.latest_schedule(tx, self._ctx))
 
     def current_schedule(self) -> PriceSchedule:
         return self._ctx.current or DEFAULT_SCHEDULE
@@ -89,34 +95,34 @@ class SqlStore:
     # -- reads ----------------------------------------------------------------------------------
 
     async def balance(self, account: str) -> tuple[int, int]:
-        return await self._b.read(lambda tx: rules.balance(tx, account))
+        return await self._b.read(lambda tx: reads.balance(tx, account))
 
     async def receipt(self, job_id: bytes) -> tuple[str, int] | None:
-        return await self._b.read(lambda tx: rules.receipt(tx, job_id))
+        return await self._b.read(lambda tx: reads.receipt(tx, job_id))
 
     async def log_size(self) -> int:
-        return await self._b.read(lambda tx: rules.head(tx).size)
+        return await self._b.read(lambda tx: tree.head(tx).size)
 
     async def log_head(self) -> tuple[int, bytes]:
         def fn(tx: Tx) -> tuple[int, bytes]:
-            f = rules.head(tx)
+            f = tree.head(tx)
             return f.size, f.root()
 
         return await self._b.read(fn)
 
     async def entries(self, start: int, end: int) -> list[LogEntry]:
-        return await self._b.read(lambda tx: rules.entries(tx, start, end))
+        return await self._b.read(lambda tx: reads.entries(tx, start, end))
 
     async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         ranges = merkle.inclusion_ranges(index, size)
-        return await self._b.read(lambda tx: rules.proof(tx, ranges))
+        return await self._b.read(lambda tx: tree.proof(tx, ranges))
 
     async def consistency_proof(self, first: int, second: int) -> list[bytes]:
         ranges = merkle.consistency_ranges(first, second)
-        return await self._b.read(lambda tx: rules.proof(tx, ranges))
+        return await self._b.read(lambda tx: tree.proof(tx, ranges))
 
     async def root(self, size: int) -> bytes:
-        return await self._b.read(lambda tx: rules.root(tx, size))
+        return await self._b.read(lambda tx: tree.root(tx, size))
 
     async def add_checkpoint(self, size: int, text: str) -> None:
         await self._b.write(
@@ -156,10 +162,10 @@ class SqlStore:
         return await self._b.read(fn)
 
     async def ledger(self, after_seq: int, limit: int) -> list[LedgerEntry]:
-        return await self._b.read(lambda tx: rules.ledger(tx, after_seq, limit))
+        return await self._b.read(lambda tx: reads.ledger(tx, after_seq, limit))
 
     async def accounts(self, after: str, limit: int) -> tuple[int, list[AccountRow]]:
-        return await self._b.read(lambda tx: rules.accounts(tx, after, limit))
+        return await self._b.read(lambda tx: reads.accounts(tx, after, limit))
 
     async def account_key_entries(self, account: str) -> list[int]:
         def fn(tx: Tx) -> list[int]:
@@ -172,7 +178,7 @@ class SqlStore:
         return await self._b.read(fn)
 
     async def schedules(self) -> list[PriceSchedule]:
-        return await self._b.read(lambda tx: rules.all_schedules(tx, self._ctx))
+        return await self._b.read(lambda tx: reads.all_schedules(tx, self._ctx))
 
     async def rebuild_view(self) -> int:
         out = await self._b.write(lambda tx: rules.rebuild(tx, self._ctx))

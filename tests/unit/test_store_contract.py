@@ -208,3 +208,27 @@ async def test_no_postgres_schema_is_created_by_mistake() -> None:
             open_store(pg.DSN, schema=schema, operator=OPERATOR_PUB)
     finally:
         pg.drop_schema(schema)
+
+
+async def test_concurrent_writes_commit_together_and_fail_alone(store: SqlStore) -> None:
+    """Group commit: writes that arrive together share a transaction; a refused one is rolled
+    back alone (its savepoint), the others commit."""
+    import asyncio
+
+    await store.append(le.deposit(OPERATOR, "client:c", 1_000, "d"))
+    holds = await asyncio.gather(
+        *(store.hold(job(i), "client:c", 100) for i in range(20)), return_exceptions=True
+    )
+    held = [i for i, r in enumerate(holds) if r is None]
+    assert len(held) == 10 and all(isinstance(r, InsufficientFunds) for r in holds if r is not None)
+    assert await store.balance("client:c") == (0, 1_000)
+    results = await asyncio.gather(
+        *(settle(store, i, tokens=(100, 0)) for i in [*held, 99]), return_exceptions=True
+    )
+    assert isinstance(results[-1], Conflict)  # job 99 was never held
+    assert sorted(results[:-1]) == list(range(2, 12))  # type: ignore[type-var]
+    assert await store.balance("client:c") == (0, 0)  # ten jobs of 100
+    size, root = await store.log_head()
+    assert size == 12 and root == merkle.root(
+        [e.entry.leaf_hash() for e in await store.entries(0, 99)]
+    )
