@@ -190,6 +190,8 @@ class PostgresBackend:
         return self._run(fn, read_only=True)
 
     async def write(self, fn: Callable[[_Tx], T]) -> T:
+        if self._mode == "group":
+            return await self._group.submit(fn)
         return await asyncio.get_running_loop().run_in_executor(
             self._executor, self._run, fn, False
         )
