@@ -29,6 +29,7 @@ class GatewayLimits:
     list_workers_max: int = 256
     log_entries_page_max: int = 256  # GetEntries / GetLedger / GetAccounts page size
     db_pool_connections_max: int = 8  # PostgreSQL connections (and store threads) per gateway
+    db_write_batch_max: int = 64  # writes group-committed in one database transaction
     checkpoint_every_entries: int = 64  # sign a checkpoint at most this many entries after the last
     checkpoint_interval_s: float = 10.0  # ... or at most this long after the last
     prompt_tokens_max: int = 32_768

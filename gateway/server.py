@@ -104,6 +104,7 @@ async def start_gateway(
             create=config.db_create,
             pool_connections_max=config.limits.db_pool_connections_max,
             stale_hold_s=config.limits.job_deadline_s,
+            write_batch_max=config.limits.db_write_batch_max,
         )
     initial = config.initial_prices
     if await store.ensure_schedule(lambda i: le.price_schedule(log_key, initial.with_from_index(i))):

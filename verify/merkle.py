@@ -148,14 +148,6 @@ def verify_consistency(
         )
 
 
-def receipt_leaf(receipt_jws: str, evidence_sha256: str) -> bytes:
-    """The data of one log leaf: the receipt and the digest of the evidence its key was admitted
-    under (the bundle itself is retrievable by that digest)."""
-    from ccgw.verify.encoding import fields
-
-    return fields("ccgw/v1/log-leaf", receipt_jws.encode(), evidence_sha256.encode())
-
-
 # -- a log too large to hold in memory: perfect subtrees addressed by (level, index) ------------
 #
 # Node (level L, index j) is the hash of the perfect subtree over leaves [j * 2**L, (j+1) * 2**L);

@@ -22,6 +22,7 @@ def open_store(
     create: bool = False,
     pool_connections_max: int = 8,
     stale_hold_s: float = 600.0,
+    write_batch_max: int = 64,
 ) -> SqlStore:
     """`operator`: the log key's raw public key; a database created for another key is refused."""
     if isinstance(db, str) and is_postgres(db):
@@ -34,7 +35,8 @@ def open_store(
             create=create,
             pool_connections_max=pool_connections_max,
             stale_hold_s=stale_hold_s,
+            write_batch_max=write_batch_max,
         )
     from ccgw.gateway.store.sqlite import open_sqlite
 
-    return open_sqlite(Path(db), operator=operator, create=create)
+    return open_sqlite(Path(db), operator=operator, create=create, write_batch_max=write_batch_max)
