@@ -52,7 +52,7 @@ JOB_ID_BYTES: Final = 16
 # Merkle proofs (hashes per proof).
 PROOF_HASHES_MAX: Final = 64
 
-# Log entries and the ledger they commit to (ADR 9).
+# Log entries and the ledger they commit to (ADR 11).
 LOG_ENTRY_BODY_BYTES_MAX: Final = 16 * KIB
 LOG_ENTRY_KIND_BYTES_MAX: Final = 32
 ACCOUNT_NAME_BYTES_MAX: Final = 128
