@@ -131,8 +131,9 @@ class LaunchEntry:
             rtmrs=rtmrs,
         )
 
-    def key(self) -> tuple[str, int, str, str]:
-        return (self.platform, self.vcpus, self.vcpu_type, self.measurement)
+    def key(self) -> tuple[str, int, str, str, tuple[tuple[int, str], ...]]:
+        return (self.platform, self.vcpus, self.vcpu_type, self.measurement,
+                tuple(sorted(self.rtmrs.items())))
 
 
 @dataclass(frozen=True)
