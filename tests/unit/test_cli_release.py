@@ -19,6 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 MODEL = "ab" * 32
 
 
+@pytest.fixture(autouse=True)
+def _keep_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """main() configures structlog to this test's captured stdout; later tests must not log into
+    a closed capture, so the in-process runs leave logging as it was."""
+    monkeypatch.setattr("ccgw.cli.logs.configure", lambda level: None)
+
+
 @pytest.fixture
 def artifacts(tmp_path: Path) -> Path:
     art = tmp_path / "art"
