@@ -28,8 +28,12 @@ _FMT = argparse.RawDescriptionHelpFormatter
 
 
 def register(sub: Subparsers) -> None:
-    p = sub.add_parser("release", help="release manifests: measure, build, sign, show, verify",
-                       description=__doc__, formatter_class=_FMT)
+    p = sub.add_parser(
+        "release",
+        help="release manifests: measure, build, sign, show, verify",
+        description=__doc__,
+        formatter_class=_FMT,
+    )
     rs = p.add_subparsers(dest="release_cmd", required=True, metavar="STEP")
 
     k = rs.add_parser("keygen", help="write a release key pair: PREFIX.key (0600), PREFIX.pub")
@@ -44,10 +48,20 @@ def register(sub: Subparsers) -> None:
     m.add_argument("--kernel", type=Path, help="kernel booted directly (bzImage, EFI stub)")
     m.add_argument("--initrd", type=Path)
     m.add_argument("--cmdline", default=None, help="kernel command line")
-    m.add_argument("--snp", action="append", default=[], metavar="VCPUS:TYPE",
-                   help="an SEV-SNP shape, e.g. 8:EPYC-Genoa (repeatable)")
-    m.add_argument("--tdx", action="append", default=[], metavar="VCPUS:MEMORY_GIB",
-                   help="a TDX shape, e.g. 8:64 (repeatable)")
+    m.add_argument(
+        "--snp",
+        action="append",
+        default=[],
+        metavar="VCPUS:TYPE",
+        help="an SEV-SNP shape, e.g. 8:EPYC-Genoa (repeatable)",
+    )
+    m.add_argument(
+        "--tdx",
+        action="append",
+        default=[],
+        metavar="VCPUS:MEMORY_GIB",
+        help="a TDX shape, e.g. 8:64 (repeatable)",
+    )
     m.add_argument("--vmm", default=None, choices=["qemu", "ec2", "gce"])
     m.add_argument("--guest-features", type=lambda s: int(s, 0), default=None)
     m.add_argument("--out", type=Path, required=True)
@@ -55,15 +69,30 @@ def register(sub: Subparsers) -> None:
 
     b = rs.add_parser("build", help="write an unsigned manifest from measurements and flags")
     b.add_argument("--version", required=True)
-    b.add_argument("--measurements", type=Path, action="append", required=True,
-                   help="output of `release measure` (repeatable)")
-    b.add_argument("--model", action="append", default=[], metavar="NAME=SHA256|DIR",
-                   help="a model the release may serve (repeatable)")
+    b.add_argument(
+        "--measurements",
+        type=Path,
+        action="append",
+        required=True,
+        help="output of `release measure` (repeatable)",
+    )
+    b.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=SHA256|DIR",
+        help="a model the release may serve (repeatable)",
+    )
     b.add_argument("--gpu-required", action="store_true", help="workers must attest a GPU")
     b.add_argument("--gpu-driver", action="append", default=None, help="allowed driver version")
     b.add_argument("--gpu-vbios", action="append", default=None, help="allowed VBIOS version")
-    b.add_argument("--gpu-measurement", action="append", default=[], metavar="INDEX=HEX",
-                   help="a golden GPU measurement value (repeatable)")
+    b.add_argument(
+        "--gpu-measurement",
+        action="append",
+        default=[],
+        metavar="INDEX=HEX",
+        help="a golden GPU measurement value (repeatable)",
+    )
     b.add_argument("--not-before", default=None, help="YYYY-MM-DDTHH:MM:SSZ (default: now)")
     b.add_argument("--valid-days", type=int, default=90)
     b.add_argument("--source", default="", help="where the image was built from (free text)")
@@ -146,8 +175,10 @@ def _recipe(args: argparse.Namespace) -> dict[str, Any]:
         args.vmm = args.vmm or snp.get("vmm", "qemu")
         if args.guest_features is None:
             args.guest_features = int(snp.get("guest_features", 1))
-        for fw, pin in ((args.snp_firmware, snp.get("firmware_sha256")),
-                        (args.tdx_firmware, tdx.get("firmware_sha256"))):
+        for fw, pin in (
+            (args.snp_firmware, snp.get("firmware_sha256")),
+            (args.tdx_firmware, tdx.get("firmware_sha256")),
+        ):
             if fw is not None and pin and _sha256_file(fw) != pin:
                 raise CliError(f"{fw} does not have the SHA-256 the recipe pins ({pin[:16]}…)")
         return {"tdx_order": tdx.get("page_add_order", "single-pass")}
@@ -158,7 +189,9 @@ def _recipe(args: argparse.Namespace) -> dict[str, Any]:
 def _shape(text: str, what: str) -> tuple[int, str]:
     count, sep, rest = text.partition(":")
     if not sep or not count.isdigit() or not rest:
-        raise CliError(f"{what} shape {text!r} is not VCPUS:{'TYPE' if what == 'SEV-SNP' else 'GIB'}")
+        raise CliError(
+            f"{what} shape {text!r} is not VCPUS:{'TYPE' if what == 'SEV-SNP' else 'GIB'}"
+        )
     return int(count), rest
 
 
@@ -180,10 +213,18 @@ def _measure(args: argparse.Namespace) -> int:
         fw = firmware.parse_firmware(read_bytes(args.snp_firmware, "firmware"))
         for text in args.snp:
             vcpus, vtype = _shape(text, "SEV-SNP")
-            shape = snp.SnpShape(vcpus, vtype, args.guest_features or 1, snp.Vmm(args.vmm or "qemu"))
+            shape = snp.SnpShape(
+                vcpus, vtype, args.guest_features or 1, snp.Vmm(args.vmm or "qemu")
+            )
             digest = snp.launch_digest(fw, shape, kb)
-            launch.append({"platform": "sev-snp", "measurement": digest.hex(), "vcpus": vcpus,
-                           "vcpu_type": vtype})
+            launch.append(
+                {
+                    "platform": "sev-snp",
+                    "measurement": digest.hex(),
+                    "vcpus": vcpus,
+                    "vcpu_type": vtype,
+                }
+            )
     if args.tdx:
         if args.tdx_firmware is None:
             raise CliError("TDX shapes need --tdx-firmware")
@@ -194,17 +235,25 @@ def _measure(args: argparse.Namespace) -> int:
             if not gib.isdigit() or not 1 <= int(gib) <= 1 << 14:
                 raise CliError(f"TDX memory {gib!r} must be whole GiB, 1..16384")
             m = tdx.measure_td(fw, kb, int(gib) << 30, order)
-            entry: dict[str, Any] = {"platform": "tdx", "measurement": m.mrtd.hex(),
-                                     "vcpus": vcpus, "vcpu_type": ""}
+            entry: dict[str, Any] = {
+                "platform": "tdx",
+                "measurement": m.mrtd.hex(),
+                "vcpus": vcpus,
+                "vcpu_type": "",
+            }
             if m.rtmr1 is not None and m.rtmr2 is not None:
                 entry["rtmrs"] = {"1": m.rtmr1.hex(), "2": m.rtmr2.hex()}
             launch.append(entry)
-    inputs = {"kernel_sha256": kb.kernel_sha256.hex() if kb else "",
-              "initrd_sha256": kb.initrd_sha256.hex() if kb else "",
-              "cmdline": kb.cmdline if kb else ""}
+    inputs = {
+        "kernel_sha256": kb.kernel_sha256.hex() if kb else "",
+        "initrd_sha256": kb.initrd_sha256.hex() if kb else "",
+        "cmdline": kb.cmdline if kb else "",
+    }
     args.out.write_text(json.dumps({"launch": launch, "inputs": inputs}, indent=2) + "\n")
     for e in launch:
-        print(f"{e['platform']:8} {e['vcpus']:3} vCPUs {e['vcpu_type'] or '':12} {e['measurement']}")
+        print(
+            f"{e['platform']:8} {e['vcpus']:3} vCPUs {e['vcpu_type'] or '':12} {e['measurement']}"
+        )
     print(f"wrote {len(launch)} launch measurement(s) to {args.out}")
     return 0
 
@@ -232,8 +281,10 @@ def _build(args: argparse.Namespace) -> int:
     for path in args.measurements:
         try:
             data = json.loads(read_bytes(path, "measurements"))
-            launch += [LaunchEntry.from_json(e, f"{path}: launch[{i}]")
-                       for i, e in enumerate(data["launch"])]
+            launch += [
+                LaunchEntry.from_json(e, f"{path}: launch[{i}]")
+                for i, e in enumerate(data["launch"])
+            ]
         except (ValueError, KeyError, TypeError) as exc:
             raise CliError(f"{path} is not `ccgw release measure` output: {exc!r}") from None
     golden: dict[int, set[str]] = {}
@@ -255,8 +306,15 @@ def _build(args: argparse.Namespace) -> int:
     start = start.replace(microsecond=0)
     if not 1 <= args.valid_days <= 3650:
         raise CliError("--valid-days must be 1..3650")
-    m = ReleaseManifest(args.version, start, start + timedelta(days=args.valid_days),
-                        tuple(launch), _models(args.model), gpu, args.source)
+    m = ReleaseManifest(
+        args.version,
+        start,
+        start + timedelta(days=args.valid_days),
+        tuple(launch),
+        _models(args.model),
+        gpu,
+        args.source,
+    )
     # the round trip through the strict parser checks every field and bound
     from ccgw.verify.release.manifest import parse_manifest
 
@@ -342,7 +400,8 @@ def _show(args: argparse.Namespace) -> int:
         for name, digest in sorted(m.models.items()):
             print(f"    {name:24} {digest}")
         g = m.gpu
-        print(f"  GPU:        {'not pinned' if g is None else ('required' if g.required else 'optional')}")
+        gpu = "not pinned" if g is None else ("required" if g.required else "optional")
+        print(f"  GPU:        {gpu}")
         if g is not None:
             print(f"    drivers   {', '.join(sorted(g.driver_versions or ())) or 'any'}")
             print(f"    VBIOS     {', '.join(sorted(g.vbios_versions or ())) or 'any'}")
@@ -373,8 +432,11 @@ def _verify(args: argparse.Namespace) -> int:
     now = _time(args.now, "--now") if args.now else datetime.now(UTC)
     m = doc.manifest
     if not m.not_before <= now < m.not_after:
-        raise CliError(f"release {m.version} is signed by {key.key_id} but not valid at "
-                       f"{now.isoformat()} (valid {m.not_before.isoformat()} .. "
-                       f"{m.not_after.isoformat()})", EXIT_CHECK_FAILED)
+        raise CliError(
+            f"release {m.version} is signed by {key.key_id} but not valid at "
+            f"{now.isoformat()} (valid {m.not_before.isoformat()} .. "
+            f"{m.not_after.isoformat()})",
+            EXIT_CHECK_FAILED,
+        )
     print(f"OK: release {m.version} ({doc.digest}) signed by release key {key.key_id}, valid now")
     return 0

@@ -16,13 +16,18 @@ IMAGE = Path(__file__).resolve().parents[2] / "deploy" / "image"
 
 def test_base_images_pinned_by_digest() -> None:
     for name in ("Dockerfile", "Dockerfile.ovmf"):
-        froms = [line.split()[1] for line in (IMAGE / name).read_text().splitlines()
-                 if line.startswith("FROM ")]
+        froms = [
+            line.split()[1]
+            for line in (IMAGE / name).read_text().splitlines()
+            if line.startswith("FROM ")
+        ]
         assert froms, name
         for ref in froms:
             assert ref == "scratch" or re.fullmatch(r"[\w./:-]+@sha256:[0-9a-f]{64}", ref), ref
-    assert "EDK2_COMMIT=" + "6951dfe7d59d144a3a980bd7eda699db2d8554ac" in (
-        IMAGE / "Dockerfile.ovmf").read_text()
+    assert (
+        "EDK2_COMMIT=" + "6951dfe7d59d144a3a980bd7eda699db2d8554ac"
+        in (IMAGE / "Dockerfile.ovmf").read_text()
+    )
 
 
 def test_python_dependencies_locked_by_hash() -> None:
@@ -44,7 +49,11 @@ def test_recipe_is_measurable() -> None:
     assert cmdline.count("{roothash}") == 1 and "roothash={roothash}" in cmdline
     boot.check_cmdline(cmdline.replace("{roothash}", "ab" * 32))
     for s in recipe["sev_snp"]["shapes"]:
-        snp.SnpShape(s["vcpus"], s["vcpu_type"], recipe["sev_snp"]["guest_features"],
-                     snp.Vmm(recipe["sev_snp"]["vmm"]))
+        snp.SnpShape(
+            s["vcpus"],
+            s["vcpu_type"],
+            recipe["sev_snp"]["guest_features"],
+            snp.Vmm(recipe["sev_snp"]["vmm"]),
+        )
     assert recipe["tdx"]["page_add_order"] in ("single-pass", "two-pass")
     assert all(s["vcpus"] > 0 and s["memory_gib"] > 0 for s in recipe["tdx"]["shapes"])

@@ -32,8 +32,9 @@ class KernelBoot:
         if not self.kernel:
             raise MalformedError("kernel is empty")
         if not 0 <= self.initrd_bytes <= limits.INITRD_BYTES_MAX:
-            raise LimitError(f"initrd is {self.initrd_bytes} bytes; limit "
-                             f"{limits.INITRD_BYTES_MAX}")
+            raise LimitError(
+                f"initrd is {self.initrd_bytes} bytes; limit {limits.INITRD_BYTES_MAX}"
+            )
         if len(self.initrd_sha256) != 32 or len(self.initrd_sha384) != 48:
             raise MalformedError("initrd digests must be SHA-256 and SHA-384")
 
@@ -45,8 +46,9 @@ class KernelBoot:
 def check_cmdline(cmdline: str) -> None:
     raw = cmdline.encode("utf-8", "strict")
     if len(raw) > limits.KERNEL_CMDLINE_BYTES_MAX:
-        raise LimitError(f"kernel command line is {len(raw)} bytes; limit "
-                         f"{limits.KERNEL_CMDLINE_BYTES_MAX}")
+        raise LimitError(
+            f"kernel command line is {len(raw)} bytes; limit {limits.KERNEL_CMDLINE_BYTES_MAX}"
+        )
     if "\x00" in cmdline or not cmdline.isprintable():
         raise MalformedError("kernel command line holds a NUL or another unprintable character")
 

@@ -155,8 +155,10 @@ def _guid_table(image: bytes) -> dict[bytes, bytes]:
         (length,) = struct.unpack_from("<H", body, end - _ENTRY_HEADER_BYTES)
         guid = body[end - 16 : end]
         if length < _ENTRY_HEADER_BYTES or length > end:
-            raise MalformedError(f"firmware table entry {uuid.UUID(bytes_le=guid)} has length "
-                                 f"{length}; {end} bytes remain")
+            raise MalformedError(
+                f"firmware table entry {uuid.UUID(bytes_le=guid)} has length "
+                f"{length}; {end} bytes remain"
+            )
         if guid in table:
             raise MalformedError(f"firmware table repeats entry {uuid.UUID(bytes_le=guid)}")
         if len(table) >= limits.FIRMWARE_TABLE_ENTRIES_MAX:
@@ -185,11 +187,14 @@ def _descriptor(
     if version != 1:
         raise MalformedError(f"{what} metadata version {version} is not supported")
     if count > limits.FIRMWARE_SECTIONS_MAX:
-        raise LimitError(f"{what} metadata has {count} sections; limit "
-                         f"{limits.FIRMWARE_SECTIONS_MAX}")
+        raise LimitError(
+            f"{what} metadata has {count} sections; limit {limits.FIRMWARE_SECTIONS_MAX}"
+        )
     if length != 16 + count * item_bytes or start + length > len(image):
-        raise MalformedError(f"{what} metadata length {length} does not match {count} sections "
-                             "or does not fit the image")
+        raise MalformedError(
+            f"{what} metadata length {length} does not match {count} sections "
+            "or does not fit the image"
+        )
     return start + 16, count
 
 
@@ -207,13 +212,20 @@ def _sev_metadata(image: bytes, table: Mapping[bytes, bytes]) -> tuple[SevSectio
         except ValueError:
             raise MalformedError(f"SEV metadata section {i} has unknown type {kind}") from None
         if size == 0 or gpa % PAGE_BYTES or size % PAGE_BYTES or gpa + size > FOUR_GIB:
-            raise MalformedError(f"SEV metadata section {i} (gpa {gpa:#x}, size {size:#x}) is "
-                                 "empty, not page-aligned or beyond 4 GiB")
-        single = (SevSectionType.SNP_SECRETS, SevSectionType.CPUID,
-                  SevSectionType.SNP_KERNEL_HASHES)
+            raise MalformedError(
+                f"SEV metadata section {i} (gpa {gpa:#x}, size {size:#x}) is "
+                "empty, not page-aligned or beyond 4 GiB"
+            )
+        single = (
+            SevSectionType.SNP_SECRETS,
+            SevSectionType.CPUID,
+            SevSectionType.SNP_KERNEL_HASHES,
+        )
         if section.kind in single and size != PAGE_BYTES:
-            raise MalformedError(f"SEV metadata section {i} ({section.kind.name}) is {size:#x} "
-                                 "bytes; must be one page")
+            raise MalformedError(
+                f"SEV metadata section {i} ({section.kind.name}) is {size:#x} "
+                "bytes; must be one page"
+            )
         pages += size // PAGE_BYTES
         out.append(section)
     _check_pages(pages, "SEV metadata")
@@ -234,11 +246,15 @@ def _tdvf_metadata(image: bytes, table: Mapping[bytes, bytes]) -> tuple[TdvfSect
         except ValueError:
             raise MalformedError(f"TDVF section {i} has unknown type {kind}") from None
         if gpa % PAGE_BYTES or mem % PAGE_BYTES or mem == 0 or gpa + mem > _GPA_LIMIT:
-            raise MalformedError(f"TDVF section {i} (gpa {gpa:#x}, size {mem:#x}) is empty, "
-                                 "not page-aligned or beyond the guest address space")
+            raise MalformedError(
+                f"TDVF section {i} (gpa {gpa:#x}, size {mem:#x}) is empty, "
+                "not page-aligned or beyond the guest address space"
+            )
         if raw > mem or off + raw > len(image):
-            raise MalformedError(f"TDVF section {i} raw data ({off:#x}+{raw:#x}) exceeds its "
-                                 "memory size or the image")
+            raise MalformedError(
+                f"TDVF section {i} raw data ({off:#x}+{raw:#x}) exceeds its "
+                "memory size or the image"
+            )
         if attrs & ~(TDVF_ATTR_MR_EXTEND | TDVF_ATTR_PAGE_AUG):
             raise MalformedError(f"TDVF section {i} has unknown attributes {attrs:#x}")
         pages += mem // PAGE_BYTES
@@ -249,5 +265,4 @@ def _tdvf_metadata(image: bytes, table: Mapping[bytes, bytes]) -> tuple[TdvfSect
 
 def _check_pages(pages: int, what: str) -> None:
     if pages > limits.FIRMWARE_MEASURED_PAGES_MAX:
-        raise LimitError(f"{what} covers {pages} pages; limit "
-                         f"{limits.FIRMWARE_MEASURED_PAGES_MAX}")
+        raise LimitError(f"{what} covers {pages} pages; limit {limits.FIRMWARE_MEASURED_PAGES_MAX}")

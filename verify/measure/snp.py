@@ -53,8 +53,12 @@ class Vmm(StrEnum):
 def cpuid_signature(family: int, model: int, stepping: int) -> int:
     """CPUID Fn0000_0001_EAX for a family/model/stepping (AMD CPUID specification #25481)."""
     base, ext = (0xF, (family - 0xF) & 0xFF) if family > 0xF else (family, 0)
-    return (ext << 20) | (((model >> 4) & 0xF) << 16) | (base << 8) | ((model & 0xF) << 4) | (
-        stepping & 0xF
+    return (
+        (ext << 20)
+        | (((model >> 4) & 0xF) << 16)
+        | (base << 8)
+        | ((model & 0xF) << 4)
+        | (stepping & 0xF)
     )
 
 
@@ -65,8 +69,13 @@ _FAMILIES = {
     "EPYC-Genoa": (25, 17, 0),
     "EPYC-Turin": (26, 0, 0),
 }
-_VERSIONS = {"EPYC": ("v1", "v2", "v3", "v4", "IBPB"), "EPYC-Rome": ("v1", "v2", "v3"),
-             "EPYC-Milan": ("v1", "v2"), "EPYC-Genoa": ("v1",), "EPYC-Turin": ()}
+_VERSIONS = {
+    "EPYC": ("v1", "v2", "v3", "v4", "IBPB"),
+    "EPYC-Rome": ("v1", "v2", "v3"),
+    "EPYC-Milan": ("v1", "v2"),
+    "EPYC-Genoa": ("v1",),
+    "EPYC-Turin": (),
+}
 # QEMU's EPYC CPU models (builtin_x86_defs) → the CPUID signature the guest sees.
 VCPU_SIGNATURES: dict[str, int] = {
     f"{name}{suffix}": cpuid_signature(*fms)
@@ -92,14 +101,18 @@ class GuestContext:
         self.digest = seed
 
     def add(self, kind: PageType, gpa: int, contents: bytes) -> None:
-        info = self.digest + contents + struct.pack(
-            "<HBBBBBBQ", _PAGE_INFO_BYTES, kind, 0, 0, 0, 0, 0, gpa
+        info = (
+            self.digest
+            + contents
+            + struct.pack("<HBBBBBBQ", _PAGE_INFO_BYTES, kind, 0, 0, 0, 0, 0, gpa)
         )
         self.digest = hashlib.sha384(info).digest()
 
     def add_normal(self, gpa: int, data: bytes) -> None:
         for off in range(0, len(data), PAGE_BYTES):
-            self.add(PageType.NORMAL, gpa + off, hashlib.sha384(data[off : off + PAGE_BYTES]).digest())
+            self.add(
+                PageType.NORMAL, gpa + off, hashlib.sha384(data[off : off + PAGE_BYTES]).digest()
+            )
 
     def add_empty(self, kind: PageType, gpa: int, size: int) -> None:
         for off in range(0, size, PAGE_BYTES):
@@ -141,8 +154,10 @@ def _hashes_page(fw: Firmware, boot: KernelBoot) -> bytes:
     offset = fw.sev_hashes_table_gpa() % PAGE_BYTES
     table = sev_hashes_table(boot)
     if offset + len(table) > PAGE_BYTES:
-        raise MalformedError(f"firmware puts the kernel hashes table at page offset {offset:#x}; "
-                             "it does not fit the page")
+        raise MalformedError(
+            f"firmware puts the kernel hashes table at page offset {offset:#x}; "
+            "it does not fit the page"
+        )
     return bytes(offset) + table + bytes(PAGE_BYTES - offset - len(table))
 
 
@@ -226,8 +241,10 @@ def launch_digest(
     if not fw.sev_sections:
         raise MalformedError("firmware has no SEV metadata: it cannot launch an SEV-SNP guest")
     if boot is not None and not fw.has_sev_section(SevSectionType.SNP_KERNEL_HASHES):
-        raise MalformedError("a kernel is given but the firmware has no SNP kernel-hashes "
-                             "section: it would not measure the kernel")
+        raise MalformedError(
+            "a kernel is given but the firmware has no SNP kernel-hashes "
+            "section: it would not measure the kernel"
+        )
     ctx = GuestContext(firmware_seed) if firmware_seed is not None else GuestContext()
     if firmware_seed is None:
         ctx.add_normal(fw.gpa, fw.image)

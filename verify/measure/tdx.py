@@ -56,7 +56,9 @@ def mrtd(fw: Firmware, order: PageAddOrder = PageAddOrder.INTERLEAVED) -> bytes:
     for s in fw.tdvf_sections:
         memory = b""
         if s.extended:
-            memory = fw.image[s.data_offset : s.data_offset + s.raw_size].ljust(s.memory_size, b"\0")
+            memory = fw.image[s.data_offset : s.data_offset + s.raw_size].ljust(
+                s.memory_size, b"\0"
+            )
         pages = range(0, s.memory_size, PAGE_BYTES)
         if order is PageAddOrder.ADD_THEN_EXTEND:
             for off in pages:
@@ -116,8 +118,9 @@ def authenticode_sha384(pe: bytes) -> bytes:
     trailing bytes that are not the certificate table."""
     nt = _u32(pe, 0x3C, "PE header offset")
     if _u32(pe, nt, "PE signature") != 0x00004550:
-        raise MalformedError("kernel is not a PE/COFF image (no PE signature): build it with "
-                             "CONFIG_EFI_STUB")
+        raise MalformedError(
+            "kernel is not a PE/COFF image (no PE signature): build it with CONFIG_EFI_STUB"
+        )
     coff, opt = nt + 4, nt + 24
     sections, opt_bytes = _u16(pe, coff + 2, "section count"), _u16(pe, coff + 16, "header size")
     magic = _u16(pe, opt, "optional header magic")
@@ -171,7 +174,9 @@ def qemu_patched_kernel(kernel: bytes, initrd_bytes: int, memory_bytes: int) -> 
         if protocol >= 0x20C and _u16(kd, 0x236, "xloadflags") & 0x40:
             initrd_max = 0xFFFFFFFF
         else:
-            initrd_max = (_u32(kd, 0x22C, "initrd_addr_max") if protocol >= 0x203 else 0) or 0x37FFFFFF
+            initrd_max = (
+                _u32(kd, 0x22C, "initrd_addr_max") if protocol >= 0x203 else 0
+            ) or 0x37FFFFFF
         lowmem = 0xB0000000 if memory_bytes < 0xB0000000 else 0x80000000
         below_4g = min(memory_bytes, lowmem)
         if below_4g <= QEMU_ACPI_DATA_BYTES:

@@ -88,7 +88,9 @@ def format_time(t: datetime) -> str:
 class Fields:
     """One JSON object of a document: reads each known key once, refuses unknown ones."""
 
-    def __init__(self, value: Any, where: str, required: Iterable[str], optional: Iterable[str] = ()):
+    def __init__(
+        self, value: Any, where: str, required: Iterable[str], optional: Iterable[str] = ()
+    ):
         if not isinstance(value, dict):
             raise MalformedError(f"{where} must be a JSON object")
         req, opt = set(required), set(optional)

@@ -35,16 +35,16 @@ def advance(
     if cp.origin != previous.origin:
         raise LogError(f"checkpoint is for log {cp.origin!r}, not {previous.origin!r}")
     if cp.size < previous.size:
-        raise LogError(f"checkpoint size {cp.size} is smaller than the size {previous.size} "
-                       "already seen: the log was rolled back or forked")
+        raise LogError(
+            f"checkpoint size {cp.size} is smaller than the size {previous.size} "
+            "already seen: the log was rolled back or forked"
+        )
     if previous.size == 0:
         return cp
     merkle.verify_consistency(previous.size, cp.size, previous.root, cp.root, consistency_proof)
     return cp
 
 
-def check_included(
-    leaf_data: bytes, index: int, proof: Sequence[bytes], cp: Checkpoint
-) -> None:
+def check_included(leaf_data: bytes, index: int, proof: Sequence[bytes], cp: Checkpoint) -> None:
     """LogError unless the entry is leaf `index` of the tree the checkpoint signs."""
     merkle.verify_inclusion(merkle.leaf_hash(leaf_data), index, cp.size, proof, cp.root)

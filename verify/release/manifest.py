@@ -33,6 +33,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -132,8 +133,13 @@ class LaunchEntry:
         )
 
     def key(self) -> tuple[str, int, str, str, tuple[tuple[int, str], ...]]:
-        return (self.platform, self.vcpus, self.vcpu_type, self.measurement,
-                tuple(sorted(self.rtmrs.items())))
+        return (
+            self.platform,
+            self.vcpus,
+            self.vcpu_type,
+            self.measurement,
+            tuple(sorted(self.rtmrs.items())),
+        )
 
 
 @dataclass(frozen=True)
@@ -157,8 +163,9 @@ class GpuReference:
 
     @classmethod
     def from_json(cls, value: Any, where: str) -> GpuReference:
-        f = Fields(value, where, ("required",),
-                   ("driver_versions", "vbios_versions", "measurements"))
+        f = Fields(
+            value, where, ("required",), ("driver_versions", "vbios_versions", "measurements")
+        )
         n = limits.RELEASE_ALLOWED_VALUES_MAX
 
         def versions(key: str) -> frozenset[str] | None:
@@ -178,8 +185,12 @@ class GpuReference:
                 sub = Fields({"v": m[k]}, f"{where}.measurements.{k}", ("v",))
                 vals = [check_hex(v, f"{where}.measurements.{k}") for v in sub.array("v", n)]
                 measurements[int(k)] = frozenset(unique_sorted(vals, sub.where))
-        return cls(f.boolean("required"), versions("driver_versions"),
-                   versions("vbios_versions"), measurements)
+        return cls(
+            f.boolean("required"),
+            versions("driver_versions"),
+            versions("vbios_versions"),
+            measurements,
+        )
 
 
 @dataclass(frozen=True)
@@ -208,6 +219,10 @@ class ReleaseManifest:
         return out
 
     def canonical(self) -> bytes:
+        return self._canonical
+
+    @cached_property
+    def _canonical(self) -> bytes:  # computed once: policies name releases by digest often
         return canonical.dumps(self.to_json())
 
     def signed_message(self) -> bytes:
@@ -215,26 +230,39 @@ class ReleaseManifest:
 
     def digest(self) -> str:
         """The release digest: SHA-256 of exactly what the release key signs."""
+        return self._digest
+
+    @cached_property
+    def _digest(self) -> str:
         return hashlib.sha256(self.signed_message()).hexdigest()
 
     @classmethod
     def from_json(cls, value: Any) -> ReleaseManifest:
         w = "manifest"
-        f = Fields(value, w, ("kind", "version", "not_before", "not_after", "launch", "models"),
-                   ("gpu", "source"))
+        f = Fields(
+            value,
+            w,
+            ("kind", "version", "not_before", "not_after", "launch", "models"),
+            ("gpu", "source"),
+        )
         if f.raw("kind") != MANIFEST_KIND:
             raise MalformedError(f"{w}.kind must be {MANIFEST_KIND!r}")
-        launch = tuple(LaunchEntry.from_json(e, f"{w}.launch[{i}]")
-                       for i, e in enumerate(f.array("launch", limits.RELEASE_LAUNCH_ENTRIES_MAX)))
+        launch = tuple(
+            LaunchEntry.from_json(e, f"{w}.launch[{i}]")
+            for i, e in enumerate(f.array("launch", limits.RELEASE_LAUNCH_ENTRIES_MAX))
+        )
         if len({e.key() for e in launch}) != len(launch):
             raise MalformedError(f"{w}.launch repeats an entry")
         models = f.raw("models")
         if not isinstance(models, dict) or len(models) > limits.MODELS_PER_WORKER_MAX:
-            raise MalformedError(f"{w}.models must map at most {limits.MODELS_PER_WORKER_MAX} "
-                                 "model names to SHA-256 hex digests")
+            raise MalformedError(
+                f"{w}.models must map at most {limits.MODELS_PER_WORKER_MAX} "
+                "model names to SHA-256 hex digests"
+            )
         checked = {
-            check_text(k, f"{w}.models key", TOKEN_RE, limits.MODEL_NAME_BYTES_MAX):
-            check_hex(v, f"{w}.models.{k}", 32)
+            check_text(k, f"{w}.models key", TOKEN_RE, limits.MODEL_NAME_BYTES_MAX): check_hex(
+                v, f"{w}.models.{k}", 32
+            )
             for k, v in models.items()
         }
         m = cls(
@@ -311,8 +339,10 @@ class Signature:
                 try:
                     k.public.verify(self.ed25519, message)
                 except InvalidSignature:
-                    raise SignatureError(f"{what}: signature by release key {self.key_id} does "
-                                         "not verify (forged or altered)") from None
+                    raise SignatureError(
+                        f"{what}: signature by release key {self.key_id} does "
+                        "not verify (forged or altered)"
+                    ) from None
                 return k
         raise SignatureError(f"{what}: signed by release key {self.key_id}, which is not trusted")
 
@@ -375,8 +405,12 @@ def parse_document(data: bytes) -> SignedManifest | SignedRevocation:
     value = canonical.load(data, "release document")
     if isinstance(value, dict) and "revocation" in value:
         f = Fields(value, "document", ("revocation", "signature"))
-        return SignedRevocation(Revocation.from_json(f.raw("revocation")),
-                                Signature.from_json(f.raw("signature"), "signature"))
+        return SignedRevocation(
+            Revocation.from_json(f.raw("revocation")),
+            Signature.from_json(f.raw("signature"), "signature"),
+        )
     f = Fields(value, "document", ("manifest", "signature"))
-    return SignedManifest(ReleaseManifest.from_json(f.raw("manifest")),
-                          Signature.from_json(f.raw("signature"), "signature"))
+    return SignedManifest(
+        ReleaseManifest.from_json(f.raw("manifest")),
+        Signature.from_json(f.raw("signature"), "signature"),
+    )

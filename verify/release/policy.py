@@ -97,7 +97,8 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        return f"{self.document.manifest.version} ({self.document.digest[:16]}, log index {self.index})"
+        doc = self.document
+        return f"{doc.manifest.version} ({doc.digest[:16]}, log index {self.index})"
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,10 @@ class Accepted:
     launch: LaunchEntry
 
     def describe(self) -> str:
-        return (f"release {self.release.version} ({self.digest[:16]}, log index {self.index}), "
-                f"{self.launch.platform} {self.launch.shape()}")
+        return (
+            f"release {self.release.version} ({self.digest[:16]}, log index {self.index}), "
+            f"{self.launch.platform} {self.launch.shape()}"
+        )
 
 
 def release_view(
@@ -130,8 +133,9 @@ def release_view(
     if len(releases) > limits.RELEASES_CONSIDERED_MAX:
         raise LimitError(f"{len(releases)} releases; limit {limits.RELEASES_CONSIDERED_MAX}")
     if len(revocations) > limits.REVOCATIONS_CONSIDERED_MAX:
-        raise LimitError(f"{len(revocations)} revocations; limit "
-                         f"{limits.REVOCATIONS_CONSIDERED_MAX}")
+        raise LimitError(
+            f"{len(revocations)} revocations; limit {limits.REVOCATIONS_CONSIDERED_MAX}"
+        )
     revoked: dict[tuple[str, str], LoggedRevocation] = {}
     ignored: list[str] = []
     for r in revocations:
@@ -158,8 +162,11 @@ def _candidate(
     revoked: Mapping[tuple[str, str], LoggedRevocation],
 ) -> Candidate:
     if r.index < 0 or r.index >= size:
-        return Candidate(r.document, r.index, f"not in the log at the verified checkpoint "
-                                              f"(index {r.index}, checkpoint size {size})")
+        return Candidate(
+            r.document,
+            r.index,
+            f"not in the log at the verified checkpoint (index {r.index}, checkpoint size {size})",
+        )
     try:
         signer = r.document.verify(keys)
     except SignatureError as exc:
@@ -180,8 +187,9 @@ def decide(claims: WorkerClaims, view: ReleaseView, now: datetime) -> Accepted:
             return Accepted(c.document.manifest, c.document.digest, c.index, why)
         reasons.append(f"{c.name}: {why}")
     checked = "; ".join(reasons) if reasons else "no release was supplied"
-    raise PolicyError(f"no trusted release allows {claims.describe()} — releases checked: "
-                      f"{checked}")
+    raise PolicyError(
+        f"no trusted release allows {claims.describe()} — releases checked: {checked}"
+    )
 
 
 def _refusal(claims: WorkerClaims, m: ReleaseManifest, now: datetime) -> str | LaunchEntry:
@@ -198,8 +206,9 @@ def _refusal(claims: WorkerClaims, m: ReleaseManifest, now: datetime) -> str | L
 
 
 def _launch_entry(claims: WorkerClaims, m: ReleaseManifest) -> str | LaunchEntry:
-    listed = [e for e in m.launch
-              if e.platform == claims.platform and e.measurement == claims.measurement]
+    listed = [
+        e for e in m.launch if e.platform == claims.platform and e.measurement == claims.measurement
+    ]
     if not listed:
         return "measurement not listed"
     shaped = [e for e in listed if claims.vcpus is None or e.vcpus == claims.vcpus]
@@ -215,7 +224,11 @@ def _launch_entry(claims: WorkerClaims, m: ReleaseManifest) -> str | LaunchEntry
 def _gpu_problems(claims: WorkerClaims, ref: GpuReference | None) -> list[str]:
     if ref is None:
         return []
-    out = ["the release requires a GPU; the worker attests none"] if ref.required and not claims.gpus else []
+    out = (
+        ["the release requires a GPU; the worker attests none"]
+        if ref.required and not claims.gpus
+        else []
+    )
     for g in claims.gpus:
         if ref.driver_versions is not None and g.driver_version not in ref.driver_versions:
             out.append(f"GPU {g.index} driver {g.driver_version} not allowed")
@@ -234,6 +247,7 @@ def _model_problems(claims: WorkerClaims, m: ReleaseManifest) -> list[str]:
         if want is None:
             out.append(f"model {name!r} is not in the release")
         elif want != digest.hex():
-            out.append(f"model {name!r} has digest {digest.hex()[:16]}…, the release allows "
-                       f"{want[:16]}…")
+            out.append(
+                f"model {name!r} has digest {digest.hex()[:16]}…, the release allows {want[:16]}…"
+            )
     return out

@@ -10,11 +10,17 @@ from collections.abc import Sequence
 from ccgw.verify.measure import firmware as fw
 
 SevItem = tuple[int, int, int]  # gpa, size, type
-TdvfItem = tuple[int, int, int, int, int, int]  # data offset, raw size, gpa, memory size, type, attrs
+TdvfItem = tuple[
+    int, int, int, int, int, int
+]  # data offset, raw size, gpa, memory size, type, attrs
 
 AMDSEV_SECTIONS: list[SevItem] = [
-    (0x800000, 0x9000, 1), (0x80A000, 0x3000, 1), (0x80D000, 0x1000, 2),
-    (0x80E000, 0x1000, 3), (0x80F000, 0x1000, 0x10), (0x810000, 0xF000, 1),
+    (0x800000, 0x9000, 1),
+    (0x80A000, 0x3000, 1),
+    (0x80D000, 0x1000, 2),
+    (0x80E000, 0x1000, 3),
+    (0x80F000, 0x1000, 0x10),
+    (0x810000, 0xF000, 1),
 ]
 
 
@@ -52,8 +58,10 @@ def build(
     blobs: list[bytes] = []
     entries: list[bytes] = list(extra)
     cursor = n - 2048  # metadata blobs go here, growing upwards
-    for guid, blob in ((fw.SEV_METADATA_GUID, sev_metadata(sev) if sev is not None else None),
-                       (fw.TDX_METADATA_GUID, tdvf_metadata(tdvf) if tdvf is not None else None)):
+    for guid, blob in (
+        (fw.SEV_METADATA_GUID, sev_metadata(sev) if sev is not None else None),
+        (fw.TDX_METADATA_GUID, tdvf_metadata(tdvf) if tdvf is not None else None),
+    ):
         if blob is None:
             continue
         img[cursor : cursor + len(blob)] = blob

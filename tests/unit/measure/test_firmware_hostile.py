@@ -65,12 +65,21 @@ def _footer(total: int) -> bytes:
         (struct.pack("<H", 40) + bytes(16) + _footer(18 + 18), MalformedError, "length 40"),
         (b"xx" + fwgen.entry(bytes(16), b"") + _footer(18 + 20), MalformedError, "stray"),
         (fwgen.entry(bytes(16), b"") * 2 + _footer(18 + 36), MalformedError, "repeats"),
-        (b"".join(fwgen.entry(bytes([i]) * 16, b"") for i in range(65)) + _footer(18 + 65 * 18),
-         LimitError, "entries"),
-        (fwgen.entry(firmware.SEV_METADATA_GUID, b"\x01") + _footer(18 + 19), MalformedError,
-         "needs 4"),
-        (fwgen.entry(firmware.SEV_METADATA_GUID, struct.pack("<I", 1 << 20)) + _footer(18 + 22),
-         MalformedError, "outside the image"),
+        (
+            b"".join(fwgen.entry(bytes([i]) * 16, b"") for i in range(65)) + _footer(18 + 65 * 18),
+            LimitError,
+            "entries",
+        ),
+        (
+            fwgen.entry(firmware.SEV_METADATA_GUID, b"\x01") + _footer(18 + 19),
+            MalformedError,
+            "needs 4",
+        ),
+        (
+            fwgen.entry(firmware.SEV_METADATA_GUID, struct.pack("<I", 1 << 20)) + _footer(18 + 22),
+            MalformedError,
+            "outside the image",
+        ),
     ],
 )
 def test_bad_tables(table: bytes, error: type[Exception], match: str) -> None:
@@ -100,8 +109,11 @@ def test_bad_sev_metadata(sev: list[fwgen.SevItem], error: type[Exception], matc
 def test_bad_sev_metadata_header() -> None:
     img = bytearray(fwgen.build(16))
     at = img.find(b"ASEV")
-    for offset, value, match in ((0, b"XSEV", "signature"), (8, b"\x02", "version 2"),
-                                 (4, b"\xff", "length")):
+    for offset, value, match in (
+        (0, b"XSEV", "signature"),
+        (8, b"\x02", "version 2"),
+        (4, b"\xff", "length"),
+    ):
         bad = bytearray(img)
         bad[at + offset : at + offset + len(value)] = value
         with pytest.raises(MalformedError, match=match):
@@ -149,8 +161,13 @@ BASE = fwgen.build(4, tdvf=TDVF_OK)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.integers(len(BASE) - 4096, len(BASE) - 1), st.integers(0, 255)),
-                min_size=1, max_size=12))
+@given(
+    st.lists(
+        st.tuples(st.integers(len(BASE) - 4096, len(BASE) - 1), st.integers(0, 255)),
+        min_size=1,
+        max_size=12,
+    )
+)
 def test_random_corruption_stays_in_the_error_tree(edits: list[tuple[int, int]]) -> None:
     img = bytearray(BASE)
     for at, value in edits:

@@ -23,8 +23,14 @@ KERNEL = b"MZ fake kernel " * 700
 INITRD = b"\x1f\x8b initrd " * 3000
 
 
-def reference(tmp: Path, image: bytes, shape: snp.SnpShape, kb: boot.KernelBoot | None,
-              initrd: bytes | None = INITRD, seed: str = "") -> bytes:
+def reference(
+    tmp: Path,
+    image: bytes,
+    shape: snp.SnpShape,
+    kb: boot.KernelBoot | None,
+    initrd: bytes | None = INITRD,
+    seed: str = "",
+) -> bytes:
     ovmf = tmp / "ovmf.fd"
     ovmf.write_bytes(image)
     kernel = initrd_path = None
@@ -34,10 +40,20 @@ def reference(tmp: Path, image: bytes, shape: snp.SnpShape, kb: boot.KernelBoot 
         if initrd is not None:
             (tmp / "i").write_bytes(initrd)
             initrd_path = str(tmp / "i")
-    return bytes(ref_guest.calc_launch_digest(
-        SevMode.SEV_SNP, shape.vcpus, ref_vcpu.CPU_SIGS.get(shape.vcpu_type, 0), str(ovmf),
-        kernel, initrd_path, kb.cmdline if kb else None, shape.guest_features,
-        snp_ovmf_hash_str=seed, vmm_type=REF_VMM[shape.vmm]))
+    return bytes(
+        ref_guest.calc_launch_digest(
+            SevMode.SEV_SNP,
+            shape.vcpus,
+            ref_vcpu.CPU_SIGS.get(shape.vcpu_type, 0),
+            str(ovmf),
+            kernel,
+            initrd_path,
+            kb.cmdline if kb else None,
+            shape.guest_features,
+            snp_ovmf_hash_str=seed,
+            vmm_type=REF_VMM[shape.vmm],
+        )
+    )
 
 
 SHAPES = [
@@ -83,7 +99,8 @@ def test_each_input_changes_the_digest(tmp_path: Path) -> None:
     # no initrd measures the SHA-256 of nothing, as QEMU does
     no_initrd = boot.kernel_boot(KERNEL, None, "a")
     assert snp.launch_digest(fw, base_shape, no_initrd) == reference(
-        tmp_path, image, base_shape, no_initrd, initrd=None)
+        tmp_path, image, base_shape, no_initrd, initrd=None
+    )
 
 
 def test_seeded_digest_equals_full_digest(tmp_path: Path) -> None:
@@ -93,22 +110,36 @@ def test_seeded_digest_equals_full_digest(tmp_path: Path) -> None:
     seed = snp.firmware_digest(fw)
     assert snp.launch_digest(fw, shape, firmware_seed=seed) == snp.launch_digest(fw, shape)
     assert snp.launch_digest(fw, shape, firmware_seed=seed) == reference(
-        tmp_path, image, shape, None, seed=seed.hex())
+        tmp_path, image, shape, None, seed=seed.hex()
+    )
 
 
-# Published by virtee/sev-snp-measure-go, guest/guest_test.go and guest/testdata/ovmf_img_{1,2}.json:
+# Published by virtee/sev-snp-measure-go, guest/guest_test.go, guest/testdata/ovmf_img_{1,2}.json:
 # OVMF metadata, reset EIP, the OVMF hash and the expected digest for 2 vCPUs, VMM type ec2,
 # guest features 0x1 (each "created by running ./sev-snp-measure.py --mode snp --vcpus 2 … ec2").
 # Those were made when the tools' EC2 initial state had RDX = 0 (sev-snp-measure-go's vmsa.go of
 # that time); sev-snp-measure 0.0.13 — and so ccgw — now put 0x600 there. The vectors still pin
 # everything else: the page-info chain, the seeded start, EC2's CPUID-last order, the VMSA layout.
-GO_SECTIONS = [(0x800000, 0x9000, 1), (0x80A000, 0x3000, 1), (0x80D000, 0x1000, 2),
-               (0x80E000, 0x1000, 3), (0x80F000, 0x11000, 1)]
+GO_SECTIONS = [
+    (0x800000, 0x9000, 1),
+    (0x80A000, 0x3000, 1),
+    (0x80D000, 0x1000, 2),
+    (0x80E000, 0x1000, 3),
+    (0x80F000, 0x11000, 1),
+]
 GO_VECTORS = [
-    ("a58211791a556a630a4319dc9e2ea96cc0e9784dd9f20a4fadf81b26c98d163fcdcb6703884bbbb80d7b1de45b3d84d0",
-     "4c6e33087d08fa770259484dddbef367086a15c3e2cf10038dc97229d39c942671c2e22b300178f8de594a3f2fa59303"),
-    ("2027a27bb9f7acfd280e4c7bd68a73973b94bf0756e5b282e004b9395f597b8d0eb4defa7d8f6549375aa4d2b146f0f3",
-     "c2c84b9364fc9f0f54b04534768c860c6e0e386ad98b96e8b98eca46ac8971d05c531ba48373f054c880cfd1f4a0a84e"),
+    (
+        "a58211791a556a630a4319dc9e2ea96cc0e9784dd9f20a4f"
+        "adf81b26c98d163fcdcb6703884bbbb80d7b1de45b3d84d0",
+        "4c6e33087d08fa770259484dddbef367086a15c3e2cf1003"
+        "8dc97229d39c942671c2e22b300178f8de594a3f2fa59303",
+    ),
+    (
+        "2027a27bb9f7acfd280e4c7bd68a73973b94bf0756e5b282"
+        "e004b9395f597b8d0eb4defa7d8f6549375aa4d2b146f0f3",
+        "c2c84b9364fc9f0f54b04534768c860c6e0e386ad98b96e8"
+        "b98eca46ac8971d05c531ba48373f054c880cfd1f4a0a84e",
+    ),
 ]
 
 

@@ -24,12 +24,27 @@ def spec_mrtd(image: bytes, sections: list[fwgen.TdvfItem], interleaved: bool = 
     records: list[bytes] = []
     for off, raw, gpa, mem, _kind, attrs in sections:
         data = image[off : off + raw] + bytes(mem - raw)
-        adds = [] if attrs & 2 else [
-            [b"MEM.PAGE.ADD\0\0\0\0" + struct.pack("<Q", gpa + p) + bytes(104)]
-            for p in range(0, mem, 4096)]
-        exts = [[b"MR.EXTEND" + bytes(7) + struct.pack("<Q", gpa + p + c) + bytes(104)
-                 + data[p + c : p + c + 256] for c in range(0, 4096, 256)]
-                if attrs & 1 else [] for p in range(0, mem, 4096)]
+        adds = (
+            []
+            if attrs & 2
+            else [
+                [b"MEM.PAGE.ADD\0\0\0\0" + struct.pack("<Q", gpa + p) + bytes(104)]
+                for p in range(0, mem, 4096)
+            ]
+        )
+        exts = [
+            [
+                b"MR.EXTEND"
+                + bytes(7)
+                + struct.pack("<Q", gpa + p + c)
+                + bytes(104)
+                + data[p + c : p + c + 256]
+                for c in range(0, 4096, 256)
+            ]
+            if attrs & 1
+            else []
+            for p in range(0, mem, 4096)
+        ]
         if interleaved:
             for i in range(mem // 4096):
                 records += (adds[i] if adds else []) + exts[i]
@@ -71,10 +86,14 @@ def test_real_ovmf_tdvf_metadata() -> None:
     the TD HOB. MRTD over the real image equals the spec-layout computation."""
     image = lzma.decompress((DATA / "ovmf" / "OVMF.fd.xz").read_bytes())
     fw = firmware.parse_firmware(image)
-    got = [(s.data_offset, s.raw_size, s.gpa, s.memory_size, int(s.kind), s.attributes)
-           for s in fw.tdvf_sections]
-    assert got[:2] == [(0x20000, 0x1E0000, 0xFFE20000, 0x1E0000, 0, 1),
-                       (0, 0x20000, 0xFFE00000, 0x20000, 1, 0)]
+    got = [
+        (s.data_offset, s.raw_size, s.gpa, s.memory_size, int(s.kind), s.attributes)
+        for s in fw.tdvf_sections
+    ]
+    assert got[:2] == [
+        (0x20000, 0x1E0000, 0xFFE20000, 0x1E0000, 0, 1),
+        (0, 0x20000, 0xFFE00000, 0x20000, 1, 0),
+    ]
     assert {k for *_, k, _a in got[2:]} == {2, 3}
     assert tdx.mrtd(fw) == spec_mrtd(image, got)
 
@@ -124,8 +143,13 @@ SECS = [(0x400, b"A" * 0x200), (0x600, b"B" * 0x400)]
 def test_authenticode_definition() -> None:
     pe = make_pe(SECS)
     opt = 0x98
-    expected = hashlib.sha384(pe[: opt + 64] + pe[opt + 68 : opt + 144] + pe[opt + 152 : 0x400]
-                              + b"A" * 0x200 + b"B" * 0x400).digest()
+    expected = hashlib.sha384(
+        pe[: opt + 64]
+        + pe[opt + 68 : opt + 144]
+        + pe[opt + 152 : 0x400]
+        + b"A" * 0x200
+        + b"B" * 0x400
+    ).digest()
     assert tdx.authenticode_sha384(pe) == expected
 
 
@@ -142,8 +166,12 @@ def test_authenticode_ignores_checksum_and_cert() -> None:
 
 @pytest.mark.parametrize(
     "pe",
-    [b"MZ", b"MZ" + bytes(0x3A) + struct.pack("<I", 0x10_0000), make_pe(SECS)[:0x300],
-     make_pe([(0x400, b"A" * 0x200), (0x5000, b"B" * 0x10)])[:0x700]],
+    [
+        b"MZ",
+        b"MZ" + bytes(0x3A) + struct.pack("<I", 0x10_0000),
+        make_pe(SECS)[:0x300],
+        make_pe([(0x400, b"A" * 0x200), (0x5000, b"B" * 0x10)])[:0x700],
+    ],
 )
 def test_authenticode_hostile(pe: bytes) -> None:
     with pytest.raises(MalformedError):
@@ -168,8 +196,10 @@ def test_qemu_patch_and_memory_dependence() -> None:
 def test_rtmr2_and_measure_td() -> None:
     kb = boot.kernel_boot(make_pe(SECS), b"initrd", "console=ttyS0")
     events = tdx.rtmr2_events(kb)
-    assert events == [hashlib.sha384("console=ttyS0\0".encode("utf-16-le")).digest(),
-                      hashlib.sha384(b"initrd").digest()]
+    assert events == [
+        hashlib.sha384("console=ttyS0\0".encode("utf-16-le")).digest(),
+        hashlib.sha384(b"initrd").digest(),
+    ]
     fw = firmware.parse_firmware(fwgen.build(16, sev=None, tdvf=SECTIONS))
     m = tdx.measure_td(fw, kb, 0x200000000)
     assert m.rtmr2 == tdx.replay(events) and m.mrtd == tdx.mrtd(fw)

@@ -40,8 +40,12 @@ def manifest(**changes: object) -> ReleaseManifest:
             LaunchEntry("tdx", TDX_M, 8, "", {1: RTMR1, 2: RTMR2}),
         ),
         models={"llama": MODEL.hex()},
-        gpu=GpuReference(True, frozenset({"550.90.07"}), frozenset({"96.00.9F.00.01"}),
-                         {1: frozenset({"aa" * 48})}),
+        gpu=GpuReference(
+            True,
+            frozenset({"550.90.07"}),
+            frozenset({"96.00.9F.00.01"}),
+            {1: frozenset({"aa" * 48})},
+        ),
         source="git 0123abcd deploy/image",
     )
     return replace(m, **changes)  # type: ignore[arg-type]

@@ -36,8 +36,13 @@ from tests.unit.release.helpers import (
 )
 
 
-def judge(claims: WorkerClaims, releases: list[tuple[SignedManifest, int]], size: int = 100,
-          revocations: tuple[LoggedRevocation, ...] = (), now=NOW):  # type: ignore[no-untyped-def]
+def judge(
+    claims: WorkerClaims,
+    releases: list[tuple[SignedManifest, int]],
+    size: int = 100,
+    revocations: tuple[LoggedRevocation, ...] = (),
+    now=NOW,
+):  # type: ignore[no-untyped-def]
     view = release_view([LoggedRelease(d, i) for d, i in releases], revocations, [TRUSTED], size)
     return decide(claims, view, now)
 
@@ -57,8 +62,9 @@ def test_accepted_under_release() -> None:
     ok = judge(snp_worker(), [(doc, 5)])
     assert ok.digest == doc.digest and ok.index == 5 and ok.launch.vcpus == 8
     assert "1.4.0" in ok.describe() and "8 vCPUs" in ok.describe()
-    tdx = WorkerClaims("tdx", TDX_M, {"llama": MODEL}, ("00" * 48, RTMR1, RTMR2, "00" * 48),
-                       gpus=(GPU,))
+    tdx = WorkerClaims(
+        "tdx", TDX_M, {"llama": MODEL}, ("00" * 48, RTMR1, RTMR2, "00" * 48), gpus=(GPU,)
+    )
     assert judge(tdx, [(doc, 5)]).launch.platform == "tdx"
 
 
@@ -74,15 +80,21 @@ def test_forged_manifest_wrong_key() -> None:
 
 def test_forged_manifest_altered_field() -> None:
     doc = signed()
-    forged = SignedManifest(replace(doc.manifest, launch=(*doc.manifest.launch[1:],
-                                                          replace(doc.manifest.launch[0], vcpus=4))),
-                            doc.signature)
+    forged = SignedManifest(
+        replace(
+            doc.manifest,
+            launch=(*doc.manifest.launch[1:], replace(doc.manifest.launch[0], vcpus=4)),
+        ),
+        doc.signature,
+    )
     assert "does not verify" in refused(snp_worker(vcpus=4), [(forged, 3)])
 
 
 def test_manifest_outside_the_log() -> None:
     doc = signed()
-    assert "not in the log at the verified checkpoint" in refused(snp_worker(), [(doc, 10)], size=10)
+    assert "not in the log at the verified checkpoint" in refused(
+        snp_worker(), [(doc, 10)], size=10
+    )
     assert judge(snp_worker(), [(doc, 9)], size=10).index == 9
 
 
@@ -110,8 +122,9 @@ def test_revocation_by_another_trusted_key_does_not_revoke() -> None:
 
     doc = signed()
     rev = LoggedRevocation(revocation(doc, key=other), 4)
-    view = release_view([LoggedRelease(doc, 3)], [rev], [TRUSTED, ReleaseKey(other.public_key())],
-                        10)
+    view = release_view(
+        [LoggedRelease(doc, 3)], [rev], [TRUSTED, ReleaseKey(other.public_key())], 10
+    )
     assert decide(snp_worker(), view, NOW).digest == doc.digest
 
 
@@ -138,8 +151,9 @@ def test_vcpu_shape_when_known() -> None:
 
 
 def test_tdx_rtmrs_pinned() -> None:
-    w = WorkerClaims("tdx", TDX_M, {"llama": MODEL}, ("00" * 48, RTMR1, "99" * 48, "00" * 48),
-                     gpus=(GPU,))
+    w = WorkerClaims(
+        "tdx", TDX_M, {"llama": MODEL}, ("00" * 48, RTMR1, "99" * 48, "00" * 48), gpus=(GPU,)
+    )
     assert "RTMRs differ" in refused(w, [(signed(), 1)])
 
 
@@ -154,10 +168,12 @@ def test_gpu_reference_values() -> None:
     doc = signed()
     assert "requires a GPU" in refused(snp_worker(gpus=()), [(doc, 1)])
     assert "driver 535.1 not allowed" in refused(
-        snp_worker(gpus=(replace(GPU, driver_version="535.1"),)), [(doc, 1)])
+        snp_worker(gpus=(replace(GPU, driver_version="535.1"),)), [(doc, 1)]
+    )
     assert "VBIOS" in refused(snp_worker(gpus=(replace(GPU, vbios_version="x"),)), [(doc, 1)])
     assert "measurement 1 not a golden value" in refused(
-        snp_worker(gpus=(replace(GPU, measurements={1: "00"}),)), [(doc, 1)])
+        snp_worker(gpus=(replace(GPU, measurements={1: "00"}),)), [(doc, 1)]
+    )
     unpinned = signed(manifest(gpu=GpuReference(required=False)))
     assert judge(snp_worker(gpus=()), [(unpinned, 1)]).digest == unpinned.digest
     no_gpu = signed(manifest(gpu=None))
@@ -172,7 +188,9 @@ def test_no_release_supplied() -> None:
 def test_inputs_bounded() -> None:
     doc = signed()
     with pytest.raises(LimitError):
-        release_view([LoggedRelease(doc, 0)] * (limits.RELEASES_CONSIDERED_MAX + 1), [], [TRUSTED], 1)
+        release_view(
+            [LoggedRelease(doc, 0)] * (limits.RELEASES_CONSIDERED_MAX + 1), [], [TRUSTED], 1
+        )
 
 
 def test_document_bytes_round_trip_into_policy() -> None:
