@@ -44,6 +44,7 @@ def _cert(
     ca: bool,
     exts: list[x509.ExtensionType] | None = None,
     pss: bool = True,
+    issuer_key: object | None = None,
 ) -> x509.Certificate:
     b = (
         x509.CertificateBuilder()
@@ -54,12 +55,34 @@ def _cert(
         .not_valid_before(NOW - dt.timedelta(days=30))
         .not_valid_after(NOW + dt.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(key_usage(ca), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)  # type: ignore[arg-type]
     )
+    if issuer_key is not None:
+        b = b.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key),  # type: ignore[arg-type]
+            critical=False,
+        )
     for e in exts or []:
         b = b.add_extension(e, critical=False)
     if pss:
         return b.sign(signer, hashes.SHA384(), rsa_padding=_PSS)  # type: ignore[arg-type]
     return b.sign(signer, hashes.SHA384())  # type: ignore[arg-type]
+
+
+def key_usage(ca: bool) -> x509.KeyUsage:
+    """keyCertSign + cRLSign for a CA, digitalSignature for an end entity."""
+    return x509.KeyUsage(
+        digital_signature=not ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def _der_int(v: int) -> bytes:
@@ -222,6 +245,7 @@ def nvidia_root() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         key,
         ca=True,
         pss=False,
+        issuer_key=key.public_key(),
     )
 
 
@@ -273,6 +297,7 @@ class GpuStub:
             root_key,
             ca=False,
             pss=False,
+            issuer_key=root_key.public_key(),
         )
         self.measurements = measurements or {i: os.urandom(48) for i in range(1, 9)}
         self.chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (self.leaf, root))

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from ccgw.verify import limits
 from ccgw.verify.attestation import der
 from ccgw.verify.attestation.roots import Root
-from ccgw.verify.attestation.x509chain import load_pem_chain, verify_chain
+from ccgw.verify.attestation.x509chain import load_pem_chain, verify_chain_webpki
 from ccgw.verify.errors import ChainError, MalformedError, SignatureError, VerifyError
 
 HEADER_BYTES = 48
@@ -376,7 +376,7 @@ def verify_quote(quote_bytes: bytes, roots: list[Root], now: datetime) -> Verifi
     root: Root | None = None
     for candidate in roots:
         try:
-            verify_chain(chain, [candidate.cert], now, "TDX PCK")
+            verify_chain_webpki(chain[0], chain[1:], [candidate.cert], now, "TDX PCK")
         except VerifyError as exc:
             failures.append(f"{candidate.name}: {exc}")
             continue
