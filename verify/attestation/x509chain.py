@@ -164,7 +164,9 @@ def verify_chain_webpki(
     except x509.ExtensionNotFound:
         leaf_ca = False
     if leaf_ca:
-        raise ChainError(f"{what}: the signing certificate {_name(leaf)} is a CA, not an end entity")
+        raise ChainError(
+            f"{what}: the signing certificate {_name(leaf)} is a CA, not an end entity"
+        )
     pool = [c for c in intermediates if c not in roots]
     verifier = (
         xv.PolicyBuilder()
@@ -180,5 +182,21 @@ def verify_chain_webpki(
     try:
         built = verifier.verify(leaf, pool)
     except xv.VerificationError as exc:
-        raise ChainError(f"{what}: certificate chain does not verify to a pinned root: {exc}") from exc
+        raise ChainError(
+            f"{what}: certificate chain does not verify to a pinned root: {exc}"
+        ) from exc
     return built.chain[-1]
+
+
+def issuer_path(
+    chain: Sequence[x509.Certificate], root: x509.Certificate
+) -> tuple[x509.Certificate, ...]:
+    """After a successful verification: the leaf, each issuer by name up to `root`, and the root —
+    the path revocation is checked along (extra certificates in the pool are left out)."""
+    out = [chain[0]]
+    while out[-1].issuer != root.subject and len(out) < len(chain):
+        nxt = next((c for c in chain[1:] if c.subject == out[-1].issuer and c not in out), None)
+        if nxt is None:
+            break
+        out.append(nxt)
+    return (*out, root)
