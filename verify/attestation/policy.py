@@ -72,6 +72,10 @@ from ccgw.verify.errors import LimitError, PolicyFileError
 REAL_ROOTS = frozenset({"amd-milan", "amd-genoa", "amd-turin", "intel-sgx", "nvidia-device"})
 KNOWN_ROOTS = REAL_ROOTS | {SIMULATED}
 POLICY_VERSION = 1
+# What `[gpu] required = true` enforces: a verified GPU in CC mode, bound to the CPU evidence.
+_GPU_HARDWARE = frozenset(
+    {"gpu.report", "gpu.chain", "gpu.signature", "gpu.nonce", "gpu.cc_mode", "binding.cpu_gpu"}
+)
 SNP_TCB_COMPONENTS = ("bootloader", "tee", "snp", "microcode", "fmc")
 TDX_TCB_STATUSES = frozenset(
     {
@@ -128,8 +132,10 @@ class Policy:
         """Whether a skip of `check_id` refuses the evidence (a fail always does)."""
         if check_id in ALWAYS_ENFORCED or check_id in self.enforce or "*" in self.enforce:
             return True
-        if check_id.startswith("gpu.") or check_id == "binding.cpu_gpu":
-            return self.require_gpu or (check_id == "gpu.measurements" and bool(self.gpu_rims))
+        if check_id in _GPU_HARDWARE:
+            return self.require_gpu
+        if check_id == "gpu.measurements":
+            return bool(self.gpu_rims)
         if check_id == "cpu.collateral":
             return self.tdx_require_collateral
         if check_id == "root.real":
