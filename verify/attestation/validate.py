@@ -118,7 +118,7 @@ def snp_checks(b: ReportBuilder, v: VerifiedSnp, policy: Policy) -> None:
         b,
         "cpu.measurement",
         [
-            ("MEASUREMENT", r.measurement.hex(), policy.allowed_measurements),
+            ("launch measurement", r.measurement.hex(), policy.allowed_measurements),
             ("HOST_DATA", r.host_data.hex(), policy.snp_allowed_host_data),
         ],
         "launch measurement",
@@ -141,7 +141,7 @@ def tdx_checks(b: ReportBuilder, v: VerifiedTdx, policy: Policy) -> None:
         low = [i for i in range(16) if body.tee_tcb_svn[i] < minimum[i]]
         problems = [f"TEE_TCB_SVN components {low} are below the minimum"] if low else []
         _record(b, "cpu.tcb", problems, seen, f"≥ {minimum.hex()} component-wise")
-    pins = [("MRTD", body.mr_td.hex(), policy.allowed_measurements)]
+    pins = [("launch measurement (MRTD)", body.mr_td.hex(), policy.allowed_measurements)]
     pins += [(f"RTMR{i}", body.rtmrs[i].hex(), policy.tdx_allowed_rtmrs.get(i)) for i in range(4)]
     pins.append(("MRSEAM", body.mr_seam.hex(), policy.tdx_allowed_mr_seam))
     _pinned(b, "cpu.measurement", pins, "launch measurement")
