@@ -335,7 +335,7 @@ def policy_from_dict(data: Mapping[str, Any], base_dir: Path | None = None) -> P
         tdx_tcb_infos=docs["tcb_info_file"],
         tdx_qe_identities=docs["qe_identity_file"],
         intel_signing_chains=docs["collateral_signing_chain_file"],
-        sources=("policy",),
+        sources=("policy",) if any(docs.values()) else (),
     )
     cdir = col.get("dir")
     if cdir is not None:
