@@ -30,7 +30,9 @@ from ccgw.protos.ccgw.v1 import log_pb2_grpc as lgrpc
 from ccgw.verify import checkpoint, limits, merkle
 from ccgw.verify.attestation.bundle import VerifiedWorker, verify_bundle
 from ccgw.verify.attestation.policy import Policy
+from ccgw.verify.attestation.report import AttestationReport
 from ccgw.verify.attestation.roots import RootStore
+from ccgw.verify.attestation.supplied import Collateral
 from ccgw.verify.checkpoint import Checkpoint
 from ccgw.verify.chunks import ChunkOpener
 from ccgw.verify.errors import LogError, MalformedError, VerifyError
@@ -66,11 +68,23 @@ class Answer:
     usage: cpb.Usage = field(default_factory=cpb.Usage)
     finish_reason: str = ""
     worker_id: str = ""
+    # What was verified about the worker that answered, with the receipt verdict.
+    report: AttestationReport | None = None
 
 
 @dataclass(frozen=True)
 class TextEvent:
     text: str
+
+
+def _with_receipt(worker: TrustedWorker, answer: Answer) -> AttestationReport | None:
+    report, r = worker.verified.report, answer.receipt
+    if report is None or r is None:
+        return report
+    return report.with_receipt(
+        f"VERIFIED (job {r.job_id}, {r.input_tokens}+{r.output_tokens} tokens, "
+        f"evidence {r.evidence_sha256[:16]}…, log index {answer.log_index})"
+    )
 
 
 class Client:
@@ -93,6 +107,9 @@ class Client:
         self._clock = clock
         self._verified: dict[str, VerifiedWorker] = {}
         self.rejected: dict[str, str] = {}  # worker id -> why its evidence was refused
+        # worker id -> the attestation report of every worker last listed, refused ones too
+        self.reports: dict[str, AttestationReport] = {}
+        self._collateral: Collateral | None = None  # the gateway's cache, verified where used
 
     @classmethod
     def connect(
@@ -134,18 +151,33 @@ class Client:
         """Workers serving `model` whose evidence passes THIS client's policy."""
         resp = await self._call(self._stub.ListWorkers, gpb.ListWorkersRequest(model=model))
         assert isinstance(resp, gpb.ListWorkersResponse)
+        self._take_collateral(resp)
         out = []
         for w in resp.workers[: self._limits.workers_verified_max]:
             try:
                 v = self._verify(w.evidence)
             except VerifyError as exc:
                 self.rejected[w.worker_id] = str(exc)
+                if isinstance(exc.report, AttestationReport):
+                    self.reports[w.worker_id] = exc.report
                 continue
+            if v.report is not None:
+                self.reports[w.worker_id] = v.report
             if model not in v.models or w.worker_id != "w-" + v.key_id[:16]:
                 self.rejected[w.worker_id] = "worker id or models do not match its evidence"
                 continue
             out.append(TrustedWorker(w.worker_id, v, w.in_flight, w.capacity))
         return sorted(out, key=lambda t: t.in_flight / max(1, t.capacity))
+
+    def _take_collateral(self, resp: gpb.ListWorkersResponse | gpb.ChallengeWorkerResponse) -> None:
+        """The gateway's collateral (CRLs, TCB info): untrusted, each item verified where used;
+        an oversized set is ignored (its checks are then skips)."""
+        if not resp.HasField("collateral"):
+            return
+        try:
+            self._collateral = Collateral.from_proto(resp.collateral)
+        except VerifyError:
+            self._collateral = None
 
     def _verify(self, bundle: cpb.EvidenceBundle, nonce: bytes | None = None) -> VerifiedWorker:
         from ccgw.verify.binding import evidence_sha256
@@ -156,7 +188,14 @@ class Client:
             age_s = (self._clock() * 1000 - cached.issued_at_ms) / 1000
             if age_s <= self._policy.max_evidence_age_s:
                 return cached
-        v = verify_bundle(bundle, self._policy, self._roots, self._now(), expected_nonce=nonce)
+        v = verify_bundle(
+            bundle,
+            self._policy,
+            self._roots,
+            self._now(),
+            expected_nonce=nonce,
+            collateral=self._collateral,
+        )
         self._verified[digest] = v
         return v
 
@@ -167,6 +206,7 @@ class Client:
             self._stub.ChallengeWorker, gpb.ChallengeWorkerRequest(worker_id=worker_id, nonce=nonce)
         )
         assert isinstance(resp, gpb.ChallengeWorkerResponse)
+        self._take_collateral(resp)
         return self._verify(resp.evidence, nonce)
 
     async def inclusion(self, answer: Answer, log_id: LogIdentity) -> Checkpoint:
@@ -281,6 +321,7 @@ class Client:
                     answer.log_index = ev.receipt.log_index
                     answer.text = "".join(parts)
                     answer.worker_id = worker.worker_id
+                    answer.report = _with_receipt(worker, answer)
                     return
         except grpc.aio.AioRpcError as exc:
             raise GatewayRefused(exc.code(), exc.details() or "") from exc

@@ -44,6 +44,10 @@ CERT_BYTES_MAX: Final = 16 * KIB
 MODELS_PER_WORKER_MAX: Final = 64
 MODEL_NAME_BYTES_MAX: Final = 128
 NONCE_BYTES: Final = 32
+# Vendor collateral (CRLs, Intel TCB info / QE identity, signing chains, NVIDIA RIMs).
+COLLATERAL_ITEM_BYTES_MAX: Final = 256 * KIB
+COLLATERAL_ITEMS_MAX: Final = 64
+COLLATERAL_BYTES_MAX: Final = 512 * KIB
 
 # Receipts.
 RECEIPT_JWS_BYTES_MAX: Final = 8 * KIB

@@ -5,6 +5,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ccgw.commands import app, attest, audit, ledger, ops, release, run
+from ccgw.commands import app, attest, audit, ledger, ops, release, run, verify
 
-MODULES: tuple[ModuleType, ...] = (run, app, ops, ledger, audit, attest, release)
+MODULES: tuple[ModuleType, ...] = (run, app, ops, ledger, audit, attest, verify, release)

@@ -27,6 +27,11 @@ def register(sub: Subparsers) -> None:
     add_simulated_root(a)
     add_tls_ca(a)
     a.add_argument("--policy", type=Path, default=None, help="attestation policy file")
+    a.add_argument(
+        "--report",
+        action="store_true",
+        help="also print the attestation report of the worker that answered (with the receipt)",
+    )
     a.set_defaults(func=_ask, default_log_level="WARNING")
 
 
@@ -55,6 +60,8 @@ def _ask(args: argparse.Namespace) -> int:
                 f"receipt: VERIFIED (worker {r.worker_id}, {r.input_tokens}+{r.output_tokens} "
                 f"tokens, log index {answer.log_index})"
             )
+        if args.report and answer.report is not None:
+            print(answer.report.render(title=f"worker {answer.worker_id}"))
         return 0
 
     return asyncio.run(run())

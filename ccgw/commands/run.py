@@ -50,6 +50,12 @@ def register(sub: Subparsers) -> None:
     )
     g.add_argument("--log-origin", default="ccgw.local/log", help="origin line of checkpoints")
     g.add_argument("--policy", type=Path, default=None, help="attestation policy file (TOML/JSON)")
+    g.add_argument(
+        "--collateral-dir",
+        type=Path,
+        default=None,
+        help="vendor CRLs / Intel TCB info kept here are used and handed to clients",
+    )
     g.set_defaults(func=_gateway)
 
     w = sub.add_parser("worker", help="run a worker")
@@ -105,6 +111,7 @@ def _gateway(args: argparse.Namespace) -> int:
         log_key_pem=read_bytes(args.log_key, "log key"),
         log_origin=args.log_origin,
         policy_path=args.policy,
+        collateral_dir=args.collateral_dir,
     )
 
     async def serve() -> None:
