@@ -14,14 +14,14 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
 import jwt
 
 from ccgw.client.audit import LogIdentity
-from ccgw.client.errors import AnswerRejected, GatewayRefused, NoTrustedWorker
+from ccgw.client.errors import AnswerRejected, GatewayRefused, NoTrustedWorker, UnknownModel
 from ccgw.protos.ccgw.v1 import common_pb2 as cpb
 from ccgw.protos.ccgw.v1 import gateway_pb2 as gpb
 from ccgw.protos.ccgw.v1 import gateway_pb2_grpc as ggrpc
@@ -66,6 +66,8 @@ class Answer:
     usage: cpb.Usage = field(default_factory=cpb.Usage)
     finish_reason: str = ""
     worker_id: str = ""
+    embeddings: list[list[float]] = field(default_factory=list)  # embedding jobs, input order
+    worker: TrustedWorker | None = None  # the verified worker that answered
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,11 @@ class Client:
         return cls(channel, token, policy, roots, limits)
 
     @property
+    def policy(self) -> Policy:
+        """The attestation policy this client verifies workers against."""
+        return self._policy
+
+    @property
     def _md(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self._token}")]
 
@@ -131,21 +138,27 @@ class Client:
             raise GatewayRefused(exc.code(), exc.details() or "") from exc
 
     async def workers(self, model: str) -> list[TrustedWorker]:
-        """Workers serving `model` whose evidence passes THIS client's policy."""
+        """Workers serving `model` (every model when empty) whose evidence passes THIS client's
+        policy."""
+        return (await self._list(model))[0]
+
+    async def _list(self, model: str) -> tuple[list[TrustedWorker], dict[str, str]]:
+        """(trusted workers, {worker id: why refused}) of one listing."""
         resp = await self._call(self._stub.ListWorkers, gpb.ListWorkersRequest(model=model))
         assert isinstance(resp, gpb.ListWorkersResponse)
-        out = []
+        out, refused = [], {}
         for w in resp.workers[: self._limits.workers_verified_max]:
             try:
                 v = self._verify(w.evidence)
             except VerifyError as exc:
-                self.rejected[w.worker_id] = str(exc)
+                refused[w.worker_id] = str(exc)
                 continue
-            if model not in v.models or w.worker_id != "w-" + v.key_id[:16]:
-                self.rejected[w.worker_id] = "worker id or models do not match its evidence"
+            if (model and model not in v.models) or w.worker_id != "w-" + v.key_id[:16]:
+                refused[w.worker_id] = "worker id or models do not match its evidence"
                 continue
             out.append(TrustedWorker(w.worker_id, v, w.in_flight, w.capacity))
-        return sorted(out, key=lambda t: t.in_flight / max(1, t.capacity))
+        self.rejected.update(refused)
+        return sorted(out, key=lambda t: t.in_flight / max(1, t.capacity)), refused
 
     def _verify(self, bundle: cpb.EvidenceBundle, nonce: bytes | None = None) -> VerifiedWorker:
         from ccgw.verify.binding import evidence_sha256
@@ -205,14 +218,17 @@ class Client:
         sampling: cpb.SamplingParams | None = None,
         suite: int = cpb.X25519_SHA256_CHACHA20POLY1305,
         job_id: bytes | None = None,
+        texts: Sequence[str] | None = None,
     ) -> tuple[cpb.SealedRequest, cpb.InnerRequest]:
-        if (prompt is None) == (messages is None):
-            raise MalformedError("give exactly one of prompt or messages")
+        if [prompt, messages, texts].count(None) != 2:
+            raise MalformedError("give exactly one of prompt, messages or texts")
         inner = cpb.InnerRequest(
             response_key=os.urandom(32), request_nonce=os.urandom(32), sampling=sampling
         )
         if prompt is not None:
             inner.prompt = prompt
+        elif texts is not None:
+            inner.embed.texts.extend(texts)
         else:
             inner.chat.messages.extend(
                 cpb.ChatMessage(role=r, content=c) for r, c in messages or ()
@@ -251,6 +267,7 @@ class Client:
                     opener = ChunkOpener(
                         bytes(inner.response_key), bytes(ev.started.answer_salt), header.job_id
                     )
+                    answer.worker = worker
                 elif kind == "chunk":
                     if opener is None:
                         raise AnswerRejected("answer chunk before the job started")
@@ -258,6 +275,7 @@ class Client:
                         opener.open(ev.chunk.index, ev.chunk.ciphertext, ev.chunk.final)
                     )
                     parts.append(piece.text)
+                    _take_embeddings(piece, answer.embeddings)
                     if ev.chunk.final:
                         answer.usage.CopyFrom(piece.usage)
                         answer.finish_reason = piece.finish_reason
@@ -267,6 +285,8 @@ class Client:
                     if opener is None:
                         raise AnswerRejected("receipt before any answer")
                     opener.finish()
+                    if len(answer.embeddings) != len(inner.embed.texts):
+                        raise AnswerRejected("the answer has another number of embeddings")
                     answer.receipt = verify_job_receipt(
                         ev.receipt.jws,
                         worker.verified,
@@ -302,12 +322,52 @@ class Client:
         max_new_tokens: int = 64,
         sampling: cpb.SamplingParams | None = None,
         suite: int = cpb.X25519_SHA256_CHACHA20POLY1305,
+        texts: Sequence[str] | None = None,
     ) -> Answer:
-        """Pick a trusted worker, seal, call, verify; retry on other workers (same job id, so the
-        gateway holds and charges once) while none has started answering."""
-        candidates = await self.workers(model)
+        """Pick a trusted worker, seal, call, verify (see `generate`); a fully verified answer."""
+        answer = Answer()
+        async for _ in self.generate(
+            model,
+            answer,
+            prompt=prompt,
+            messages=messages,
+            max_new_tokens=max_new_tokens,
+            sampling=sampling,
+            suite=suite,
+            texts=texts,
+        ):
+            pass
+        return answer
+
+    async def embed(
+        self,
+        model: str,
+        texts: Sequence[str],
+        suite: int = cpb.X25519_SHA256_CHACHA20POLY1305,
+    ) -> Answer:
+        """Embeddings of `texts` from an attested worker; `answer.embeddings` in input order."""
+        return await self.complete(model, texts=texts, max_new_tokens=1, suite=suite)
+
+    async def generate(
+        self,
+        model: str,
+        answer: Answer,
+        *,
+        prompt: str | None = None,
+        messages: Sequence[tuple[str, str]] | None = None,
+        max_new_tokens: int = 64,
+        sampling: cpb.SamplingParams | None = None,
+        suite: int = cpb.X25519_SHA256_CHACHA20POLY1305,
+        texts: Sequence[str] | None = None,
+    ) -> AsyncGenerator[TextEvent, None]:
+        """Pick a trusted worker, seal, call, yield authenticated text, and fill `answer` once the
+        receipt verifies; retry on other workers (same job id, so the gateway holds and charges
+        once) while none has started answering. Nothing is sent before a worker verifies."""
+        candidates, refused = await self._list(model)
         if not candidates:
-            why = "; ".join(f"{k}: {v}" for k, v in self.rejected.items()) or "none listed"
+            why = "; ".join(f"{k}: {v}" for k, v in refused.items())
+            if not why:
+                raise UnknownModel(f"no worker serves model {model!r}")
             raise NoTrustedWorker(f"no worker for {model!r} passes the client's policy ({why})")
         job_id = os.urandom(limits.JOB_ID_BYTES)
         last: Exception | None = None
@@ -321,16 +381,26 @@ class Client:
                 sampling=sampling,
                 suite=suite,
                 job_id=job_id,
+                texts=texts,
             )
-            answer = Answer()
             got_text = False
+            answer.embeddings.clear()
             try:
-                async for _ in self.stream(worker, sealed, inner, answer):
+                async for ev in self.stream(worker, sealed, inner, answer):
                     got_text = True
-                return answer
+                    yield ev
+                return
             except GatewayRefused as exc:
                 if exc.code != grpc.StatusCode.UNAVAILABLE or got_text:
                     raise
                 last = exc
         assert last is not None
         raise last
+
+
+def _take_embeddings(piece: cpb.AnswerPiece, into: list[list[float]]) -> None:
+    """Append a chunk's vectors, which must continue the input order without gaps."""
+    for e in piece.embeddings:
+        if e.index != len(into) or not e.values:
+            raise AnswerRejected("embeddings out of order or empty")
+        into.append(list(e.values))

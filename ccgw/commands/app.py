@@ -12,7 +12,7 @@ from ccgw.commands._common import (
     add_tls_ca,
     channel,
     policy_and_roots,
-    read_text,
+    read_token,
 )
 
 
@@ -21,8 +21,8 @@ def register(sub: Subparsers) -> None:
     a.add_argument("--gateway", required=True, help="host:port of the gateway")
     a.add_argument("--token-file", type=Path, required=True, help="client token (ccgw token)")
     a.add_argument("--model", required=True, help="model name the workers serve")
-    a.add_argument("--prompt", required=True)
-    a.add_argument("--max-new-tokens", type=int, default=64)
+    a.add_argument("--prompt", required=True, help="the prompt (sealed to the attested worker)")
+    a.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit, in tokens")
     a.add_argument("--post-quantum", action="store_true", help="seal with ML-KEM-768+X25519")
     add_simulated_root(a)
     add_tls_ca(a)
@@ -34,8 +34,8 @@ def _ask(args: argparse.Namespace) -> int:
     from ccgw.client.sdk import Client
     from ccgw.protos.ccgw.v1 import common_pb2 as cpb
 
+    token = read_token(args.token_file, "client")
     policy, roots = policy_and_roots(args.policy, args.allow_simulated_tee)
-    token = read_text(args.token_file, "client token")
 
     async def run() -> int:
         async with channel(args.gateway, args.tls_ca) as ch:
