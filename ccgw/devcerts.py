@@ -56,7 +56,8 @@ def _cert(
     )
     if issuer is None:
         b = b.add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
         )
     else:
         b = b.add_extension(_san(names), critical=False)

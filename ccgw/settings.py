@@ -119,7 +119,11 @@ def resolve(
         source, value = "default", action.default
         in_top = file is not None and key in file and not isinstance(file[key], dict)
         if key in table or in_top:
-            where = f"config file {file_name} [{command}]" if key in table else f"config file {file_name}"
+            where = (
+                f"config file {file_name} [{command}]"
+                if key in table
+                else f"config file {file_name}"
+            )
             value = _convert(action, table[key] if key in table else file[key], f"{where} {key}")  # type: ignore[index]
             source = where
         name = env_name(opt)

@@ -67,7 +67,9 @@ class EmbeddingModel:
         out = self._embedder.embed(texts, batch_texts_max=TEXTS_MAX)
         return out.tolist(), sum(counts)
 
-    async def embed(self, texts: Sequence[str], max_input_tokens: int) -> tuple[list[list[float]], int]:
+    async def embed(
+        self, texts: Sequence[str], max_input_tokens: int
+    ) -> tuple[list[list[float]], int]:
         if not texts:
             raise RequestRejected("no texts to embed")
         if len(texts) > TEXTS_MAX:

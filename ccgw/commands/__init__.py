@@ -5,6 +5,17 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ccgw.commands import app, attest, audit, ledger, ops, proxy, run
+from ccgw.commands import app, attest, audit, config, doctor, evidence, ledger, ops, proxy, run
 
-MODULES: tuple[ModuleType, ...] = (run, app, proxy, ops, ledger, audit, attest)
+MODULES: tuple[ModuleType, ...] = (
+    run,
+    app,
+    proxy,
+    ops,
+    ledger,
+    audit,
+    attest,
+    evidence,
+    doctor,
+    config,
+)

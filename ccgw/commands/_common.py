@@ -55,9 +55,9 @@ def read_text(path: Path, what: str) -> str:
         raise CliError(f"{what} {path} is not UTF-8 text") from None
 
 
-def read_token(path: Path, role: str) -> str:
-    """A token file as `ccgw token` writes it: a JWT whose subject names the account. Only its
-    shape is checked here (the gateway verifies the signature)."""
+def read_token(path: Path, role: str, *also: str) -> str:
+    """A token file as `ccgw token` writes it: a JWT whose subject names the account and whose
+    role is `role` (or one of `also`). Only its shape is checked here: the gateway verifies it."""
     import jwt
 
     token = read_text(path, f"{role} token")
@@ -67,9 +67,9 @@ def read_token(path: Path, role: str) -> str:
         raise CliError(
             f"{role} token {path} is not a token (make one with `ccgw token --role {role}`)"
         ) from None
-    if not isinstance(claims.get("sub"), str) or claims.get("role") not in (None, role):
+    if not isinstance(claims.get("sub"), str) or claims.get("role") not in (role, *also):
         raise CliError(
-            f"{role} token {path} is not a {role} token (it says role {claims.get('role')!r}; "
+            f"{path} is not a {role} token (it says role {claims.get('role')!r}; "
             f"make one with `ccgw token --role {role}`)"
         )
     return token

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from pathlib import Path
+from typing import Any
 
 from ccgw.commands._common import (
     EXIT_USAGE,
@@ -13,7 +15,7 @@ from ccgw.commands._common import (
     add_simulated_root,
     add_tls_ca,
     read_bytes,
-    read_text,
+    read_token,
     until_signal,
     warn,
 )
@@ -21,8 +23,12 @@ from ccgw.commands._common import (
 
 def register(sub: Subparsers) -> None:
     d = sub.add_parser("demo", help="run a gateway, a worker and one real request on loopback")
-    d.add_argument("--prompt", default="Confidential inference on attested hardware")
-    d.add_argument("--max-new-tokens", type=int, default=24)
+    d.add_argument(
+        "--prompt",
+        default="Confidential inference on attested hardware",
+        help="the prompt to send",
+    )
+    d.add_argument("--max-new-tokens", type=int, default=24, help="answer length, in tokens")
     d.add_argument("--post-quantum", action="store_true", help="seal with ML-KEM-768+X25519")
     d.add_argument("--data-dir", type=Path, default=None, help="keep the demo's files here")
     d.set_defaults(func=_demo, default_log_level="WARNING")
@@ -63,6 +69,12 @@ def register(sub: Subparsers) -> None:
         help="serve the model in DIR as NAME; pin its weights digest (ccgw model digest)",
     )
     w.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:0 …")
+    w.add_argument(
+        "--drain-grace-s",
+        type=float,
+        default=60.0,
+        help="on SIGTERM: refuse new jobs and let running ones finish for up to this long",
+    )
     w.add_argument("--region", default="", help="region hint for routing")
     add_tls_ca(w)
     w.add_argument(
@@ -120,11 +132,12 @@ def _gateway(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from ccgw.enclave.agent import WorkerAgent
     from ccgw.enclave.config import WorkerConfig
+    from ccgw.enclave.embedding import is_encoder, load_embedding_model
     from ccgw.enclave.engine import load_engine
     from ccgw.enclave.tee import CpuTee, GpuAttester
 
-    token = read_text(args.token_file, "provider token")
-    engines = {}
+    token = read_token(args.token_file, "provider")
+    engines: dict[str, Any] = {}
     for spec in args.model:
         name, eq, rest = spec.partition("=")
         path, _, sha = rest.partition("@")
@@ -134,7 +147,14 @@ def _worker(args: argparse.Namespace) -> int:
             pinned = bytes.fromhex(sha) if sha else None
         except ValueError:
             raise CliError(f"--model {spec!r}: the digest after @ is not hex") from None
-        engines[name] = load_engine(Path(path), name, expected_sha256=pinned, device=args.device)
+        if not Path(path).is_dir():
+            raise CliError(f"--model {spec!r}: {path} is not a model folder")
+        if is_encoder(Path(path)):
+            engines[name] = load_embedding_model(Path(path), name, expected_sha256=pinned)
+        else:
+            engines[name] = load_engine(
+                Path(path), name, expected_sha256=pinned, device=args.device
+            )
     cpu: CpuTee
     gpu: GpuAttester | None
     if args.simulated_tee is not None:
@@ -155,5 +175,21 @@ def _worker(args: argparse.Namespace) -> int:
         device=args.device,
         tls_ca_pem=read_bytes(args.tls_ca, "TLS CA") if args.tls_ca else None,
     )
-    asyncio.run(WorkerAgent(config, engines, cpu, gpu).run())
+    return asyncio.run(_serve_worker(WorkerAgent(config, engines, cpu, gpu), args.drain_grace_s))
+
+
+async def _serve_worker(agent: Any, grace_s: float) -> int:
+    """Run until the agent stops or SIGTERM/SIGINT; then drain: exit 0 when all jobs finished."""
+    run = asyncio.create_task(agent.run())
+    stop = asyncio.create_task(until_signal())
+    await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)
+    if run.done():
+        stop.cancel()
+        run.result()  # an error (a refused token, …) goes to the CLI's error path
+        return 0
+    print("draining: no new jobs; waiting for running ones", flush=True)
+    clean = await agent.drain(grace_s)
+    with contextlib.suppress(TimeoutError):  # wait_for cancels a link that did not close
+        await asyncio.wait_for(run, timeout=10)
+    print("drained" if clean else "drain grace period over: running jobs were cancelled")
     return 0

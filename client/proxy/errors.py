@@ -100,13 +100,13 @@ def api_error(exc: ClientError) -> ApiError:
     if isinstance(exc, NoTrustedWorker):
         return ApiError(503, str(exc), "server_error", "no_attested_worker")
     if isinstance(exc, AnswerRejected):
-        return ApiError(502, f"the answer failed verification: {exc}", "server_error", "answer_rejected")
+        return ApiError(
+            502, f"the answer failed verification: {exc}", "server_error", "answer_rejected"
+        )
     if isinstance(exc, GatewayRefused):
         if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "(TOO_LARGE)" in exc.details:
             return ApiError(400, exc.details, "invalid_request_error", "request_too_large")
-        status, type_, code, hint = _GRPC.get(
-            exc.code, (502, "server_error", "gateway_error", "")
-        )
+        status, type_, code, hint = _GRPC.get(exc.code, (502, "server_error", "gateway_error", ""))
         message = f"{hint}: {exc.details}" if hint else exc.details or exc.code.name
         return ApiError(status, message, type_, code)
     return ApiError(502, str(exc), "server_error", "client_error")

