@@ -7,6 +7,8 @@ import asyncio
 from pathlib import Path
 
 from ccgw.commands._common import (
+    EXIT_CHECK_FAILED,
+    CliError,
     Subparsers,
     add_simulated_root,
     add_tls_ca,
@@ -28,6 +30,24 @@ def register(sub: Subparsers) -> None:
     add_tls_ca(a)
     a.add_argument("--policy", type=Path, default=None, help="attestation policy file")
     a.set_defaults(func=_ask, default_log_level="WARNING")
+
+    w = sub.add_parser(
+        "workers",
+        help="list a gateway's workers and whether each passes YOUR policy (optionally wait)",
+    )
+    w.add_argument("--gateway", required=True, help="host:port of the gateway")
+    w.add_argument("--token-file", type=Path, required=True, help="client token (ccgw token)")
+    w.add_argument("--model", default="", help="only workers serving this model")
+    w.add_argument(
+        "--wait-s",
+        type=float,
+        default=0.0,
+        help="wait up to this long for a verified worker (and for the gateway to come up)",
+    )
+    w.add_argument("--policy", type=Path, default=None, help="attestation policy file")
+    add_simulated_root(w)
+    add_tls_ca(w)
+    w.set_defaults(func=_workers, default_log_level="WARNING")
 
 
 def _ask(args: argparse.Namespace) -> int:
@@ -55,6 +75,46 @@ def _ask(args: argparse.Namespace) -> int:
                 f"receipt: VERIFIED (worker {r.worker_id}, {r.input_tokens}+{r.output_tokens} "
                 f"tokens, log index {answer.log_index})"
             )
+        return 0
+
+    return asyncio.run(run())
+
+
+def _workers(args: argparse.Namespace) -> int:
+    import time
+
+    from ccgw.client.errors import GatewayRefused
+    from ccgw.client.sdk import Client
+
+    token = read_token(args.token_file, "client", "admin")
+    policy, roots = policy_and_roots(args.policy, args.allow_simulated_tee)
+    deadline = time.monotonic() + max(0.0, args.wait_s)
+
+    async def run() -> int:
+        async with channel(args.gateway, args.tls_ca) as ch:
+            client = Client(ch, token, policy, roots)
+            while True:
+                try:
+                    trusted = await client.workers(args.model)
+                except GatewayRefused:
+                    if time.monotonic() >= deadline:
+                        raise
+                    trusted = []
+                if trusted or time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(0.5)
+        for t in trusted:
+            v = t.verified
+            sim = " SIMULATED (no hardware protection)" if v.simulated else ""
+            print(
+                f"VERIFIED {t.worker_id} {v.platform} models={','.join(sorted(v.models))} "
+                f"in_flight={t.in_flight}/{t.capacity}{sim}"
+            )
+        for wid, why in sorted(client.rejected.items()):
+            print(f"REFUSED  {wid} {why}")
+        if not trusted:
+            what = f" for model {args.model!r}" if args.model else ""
+            raise CliError(f"no worker{what} passes your policy", EXIT_CHECK_FAILED)
         return 0
 
     return asyncio.run(run())

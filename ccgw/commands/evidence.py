@@ -36,7 +36,9 @@ def register(sub: Subparsers) -> None:
     e.add_argument("-o", "--output", type=Path, required=True, help="file to write the bundle to")
     e.add_argument("--gateway", default=None, help="host:port of the gateway to fetch it from")
     e.add_argument("--token-file", type=Path, default=None, help="client or admin token")
-    e.add_argument("--worker", default=None, help="worker id (ccgw proxy's /v1/ccgw/report)")
+    e.add_argument(
+        "--worker", default=None, help="worker id (see `ccgw workers`); optional when one is listed"
+    )
     e.add_argument(
         "--challenge", action="store_true", help="ask the worker for fresh evidence (our nonce)"
     )
@@ -80,22 +82,24 @@ async def _remote(args: argparse.Namespace) -> Any:
     from ccgw.protos.ccgw.v1 import gateway_pb2 as gpb
     from ccgw.protos.ccgw.v1 import gateway_pb2_grpc as ggrpc
 
-    if args.token_file is None or not args.worker:
-        raise CliError("--gateway needs --token-file and --worker")
+    if args.token_file is None:
+        raise CliError("--gateway needs --token-file")
     token = read_token(args.token_file, "client", "admin")
     md = [("authorization", f"Bearer {token}")]
     async with channel(args.gateway, args.tls_ca) as ch:
         stub = ggrpc.GatewayStub(ch)
+        listed = await stub.ListWorkers(gpb.ListWorkersRequest(), metadata=md, timeout=30)
+        ids = [w.worker_id for w in listed.workers]
+        wid = args.worker or (ids[0] if len(ids) == 1 else None)
+        if wid is None or wid not in ids:
+            raise CliError(
+                f"name a worker with --worker (the gateway lists: {', '.join(ids) or 'none'})"
+            )
         if args.challenge:
-            req = gpb.ChallengeWorkerRequest(worker_id=args.worker, nonce=os.urandom(32))
+            req = gpb.ChallengeWorkerRequest(worker_id=wid, nonce=os.urandom(32))
             resp = await stub.ChallengeWorker(req, metadata=md, timeout=60)
             return resp.evidence
-        listed = await stub.ListWorkers(gpb.ListWorkersRequest(), metadata=md, timeout=30)
-    for w in listed.workers:
-        if w.worker_id == args.worker:
-            return w.evidence
-    known = ", ".join(w.worker_id for w in listed.workers) or "none"
-    raise CliError(f"the gateway lists no worker {args.worker!r} (it lists: {known})")
+    return next(w.evidence for w in listed.workers if w.worker_id == wid)
 
 
 def _local(args: argparse.Namespace) -> Any:

@@ -42,7 +42,7 @@ class RootStore:
 
     @classmethod
     def default(cls) -> RootStore:
-        pkg = resources.files("verify") / "roots"
+        pkg = resources.files("ccgw.verify") / "roots"
         return cls._from_files({n: pkg.joinpath(f).read_bytes() for n, f in _PACKAGED.items()})
 
     @classmethod
