@@ -173,6 +173,10 @@ def _print_failure(cmd: str, exc: BaseException) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     raw = sys.argv[1:] if argv is None else argv
+    # gRPC core logs a failed TLS handshake on stderr itself: a command's one line says it (the
+    # long-running roles and --debug keep gRPC's own logging)
+    if "--debug" not in raw and not {"gateway", "worker"} & set(raw):
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     if raw[:1] == ["derive-policy"]:  # its own parser (verify.attestation.derive), -h included
         from ccgw.verify.attestation.derive import cli_derive_policy
 

@@ -6,6 +6,7 @@ environment first on PATH and no CCGW_* variables. The only change made to the t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -77,10 +78,8 @@ def test_readme_runs_as_written(tmp_path: Path) -> None:
     try:
         out, _ = proc.communicate(timeout=300)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # anything a failed block left running
-        except ProcessLookupError:
-            pass
     logs = "".join(
         f"\n--- {f.name}\n{f.read_text()[-1500:]}" for f in sorted(tmp_path.glob("*.log"))
     )
