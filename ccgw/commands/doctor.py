@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ccgw.commands._common import (
     EXIT_CHECK_FAILED,
+    EXIT_GATEWAY,
     CliError,
     Subparsers,
     add_tls_ca,
@@ -37,6 +38,15 @@ def register(sub: Subparsers) -> None:
     )
     d.set_defaults(func=_doctor, default_log_level="WARNING")
 
+    h = sub.add_parser(
+        "health",
+        help="exit 0 when the gateway's gRPC health says SERVING (container and k8s probes)",
+    )
+    h.add_argument("--gateway", required=True, help="host:port of the gateway")
+    add_tls_ca(h)
+    h.add_argument("--timeout-s", type=float, default=5.0, help="give up after this long")
+    h.set_defaults(func=_health, default_log_level="WARNING")
+
 
 def parse_model(spec: str) -> tuple[str, Path, bytes | None]:
     name, eq, rest = spec.partition("=")
@@ -52,19 +62,28 @@ def parse_model(spec: str) -> tuple[str, Path, bytes | None]:
     return name, Path(path), pinned
 
 
-def _probe(address: str, tls_ca: Path | None) -> str:
+def _probe(address: str, tls_ca: Path | None, timeout_s: float = 5.0) -> str:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     creds = grpc.ssl_channel_credentials(read_bytes(tls_ca, "TLS CA")) if tls_ca else None
     ch = grpc.secure_channel(address, creds) if creds else grpc.insecure_channel(address)
     try:
-        resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
     except grpc.RpcError as exc:
         raise RuntimeError(f"{exc.code().name}: {exc.details()}") from None
     finally:
         ch.close()
+
+
+def _health(args: argparse.Namespace) -> int:
+    try:
+        status = _probe(args.gateway, args.tls_ca, args.timeout_s)
+    except RuntimeError as exc:
+        raise CliError(f"gateway health check failed: {exc}", EXIT_GATEWAY) from None
+    print(status)
+    return 0 if status == "SERVING" else EXIT_GATEWAY
 
 
 def _doctor(args: argparse.Namespace) -> int:
