@@ -14,6 +14,7 @@ from ccgw.commands._common import (
     Subparsers,
     add_simulated_root,
     add_tls_ca,
+    load_private_key,
     read_bytes,
     read_token,
     until_signal,
@@ -104,6 +105,11 @@ def _gateway(args: argparse.Namespace) -> int:
     )
     if sim_pem is not None:
         warn("this gateway ALSO admits workers on the SIMULATED TEE: no hardware protection")
+    load_private_key(args.log_key, "log key")
+    for pub in args.auth_pubkey:
+        _check_public_key(pub)
+    if args.tls_cert is not None:
+        _check_tls(args.tls_cert, args.tls_key)
     config = GatewayConfig(
         listen=args.listen,
         db_path=Path(args.db),
@@ -120,13 +126,49 @@ def _gateway(args: argparse.Namespace) -> int:
     )
 
     async def serve() -> None:
-        gw = await start_gateway(config)
+        try:
+            gw = await start_gateway(config)
+        except RuntimeError as exc:
+            if "bind" not in str(exc).lower():
+                raise
+            raise CliError(
+                f"cannot listen on {args.listen} (is the address this machine's and the port "
+                "free?)"
+            ) from None
         print(f"gateway listening on port {gw.port}", flush=True)
         await until_signal()
         await gw.stop(config.limits.shutdown_grace_s)
 
     asyncio.run(serve())
     return 0
+
+
+def _check_public_key(path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        key = load_pem_public_key(read_bytes(path, "auth public key"))
+    except ValueError:
+        raise CliError(
+            f"auth public key {path} is not a PEM public key (give the .pub of `ccgw keygen`)"
+        ) from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise CliError(f"auth public key {path} is not Ed25519 (make one: ccgw keygen)")
+
+
+def _check_tls(cert: Path, key: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        x509.load_pem_x509_certificates(read_bytes(cert, "TLS certificate"))
+    except ValueError:
+        raise CliError(f"TLS certificate {cert} is not PEM certificates (ccgw dev-certs)") from None
+    try:
+        load_pem_private_key(read_bytes(key, "TLS key"), None)
+    except (ValueError, TypeError):
+        raise CliError(f"TLS key {key} is not an unencrypted PEM private key") from None
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -97,6 +97,11 @@ def test_input_errors_exit_2(env: Env) -> None:
     (t / "bad.toml").write_text("version = 1\naccepted_roots = []\nmax_evidence_age_s = -1\n")
     one_line(ask(env, *ca(env), "--policy", str(t / "bad.toml")), "ask", 2, "policy file")
     one_line(ccgw("keygen", str(t / "auth")), "keygen", 2, "already exists", "--force")
+    gw = ("gateway", "--listen", "127.0.0.1:0", "--db", str(t / "x.db"))
+    one_line(ccgw(*gw, "--auth-pubkey", str(t / "auth.key"), "--log-key", str(t / "log.key")),
+             "gateway", 2, "not a PEM public key")  # fmt: skip
+    one_line(ccgw(*gw, "--auth-pubkey", str(t / "auth.pub"), "--log-key", str(t / "log.pub")),
+             "gateway", 2, "log key", "ccgw keygen")  # fmt: skip
     one_line(ask(env, *ca(env), "--allow-simulated-tee", str(t)), "ask", 2, "is a directory")
 
 
