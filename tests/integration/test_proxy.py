@@ -220,6 +220,8 @@ async def test_errors_are_openai_error_objects(stack: Stack) -> None:
         await alice.chat.completions.create(model="echo", messages=[{"role": "tool"}])  # type: ignore[list-item]
     with pytest.raises(openai.BadRequestError):  # a chat model serves no embeddings
         await alice.embeddings.create(model="echo", input="x")
+    with pytest.raises(openai.BadRequestError):  # and an embedding model no chat
+        await alice.chat.completions.create(model="minilm", messages=msgs)  # type: ignore[arg-type]
     with pytest.raises(openai.AuthenticationError):
         await stack.openai("keyed", api_key="wrong").models.list()
     assert (await stack.openai("keyed", api_key="s3cret").models.list()).data
