@@ -5,7 +5,19 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ccgw.commands import app, attest, audit, config, doctor, evidence, ledger, ops, proxy, run
+from ccgw.commands import (
+    app,
+    attest,
+    audit,
+    config,
+    doctor,
+    evidence,
+    ledger,
+    ops,
+    proxy,
+    release,
+    run,
+)
 
 MODULES: tuple[ModuleType, ...] = (
     run,
@@ -15,6 +27,7 @@ MODULES: tuple[ModuleType, ...] = (
     ledger,
     audit,
     attest,
+    release,
     evidence,
     doctor,
     config,
