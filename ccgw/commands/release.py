@@ -37,7 +37,7 @@ def register(sub: Subparsers) -> None:
     rs = p.add_subparsers(dest="release_cmd", required=True, metavar="STEP")
 
     k = rs.add_parser("keygen", help="write a release key pair: PREFIX.key (0600), PREFIX.pub")
-    k.add_argument("prefix", type=Path)
+    k.add_argument("prefix", type=Path, help="path prefix: PREFIX.key (0600) and PREFIX.pub")
     k.set_defaults(func=_keygen)
 
     m = rs.add_parser("measure", help="expected launch measurements of an image, per shape")
@@ -46,7 +46,7 @@ def register(sub: Subparsers) -> None:
     m.add_argument("--snp-firmware", type=Path, help="OVMF image with SEV metadata")
     m.add_argument("--tdx-firmware", type=Path, help="OVMF image with TDX (TDVF) metadata")
     m.add_argument("--kernel", type=Path, help="kernel booted directly (bzImage, EFI stub)")
-    m.add_argument("--initrd", type=Path)
+    m.add_argument("--initrd", type=Path, help="initrd booted with the kernel")
     m.add_argument("--cmdline", default=None, help="kernel command line")
     m.add_argument(
         "--snp",
@@ -62,13 +62,23 @@ def register(sub: Subparsers) -> None:
         metavar="VCPUS:MEMORY_GIB",
         help="a TDX shape, e.g. 8:64 (repeatable)",
     )
-    m.add_argument("--vmm", default=None, choices=["qemu", "ec2", "gce"])
-    m.add_argument("--guest-features", type=lambda s: int(s, 0), default=None)
-    m.add_argument("--out", type=Path, required=True)
+    m.add_argument(
+        "--vmm",
+        default=None,
+        choices=["qemu", "ec2", "gce"],
+        help="the VMM that launches the CVM (its firmware/vCPU layout)",
+    )
+    m.add_argument(
+        "--guest-features",
+        type=lambda s: int(s, 0),
+        default=None,
+        help="SEV-SNP guest features (integer, 0x… allowed)",
+    )
+    m.add_argument("--out", type=Path, required=True, help="write the measurements here (JSON)")
     m.set_defaults(func=_measure)
 
     b = rs.add_parser("build", help="write an unsigned manifest from measurements and flags")
-    b.add_argument("--version", required=True)
+    b.add_argument("--version", required=True, help="release version string")
     b.add_argument(
         "--measurements",
         type=Path,
@@ -94,32 +104,47 @@ def register(sub: Subparsers) -> None:
         help="a golden GPU measurement value (repeatable)",
     )
     b.add_argument("--not-before", default=None, help="YYYY-MM-DDTHH:MM:SSZ (default: now)")
-    b.add_argument("--valid-days", type=int, default=90)
+    b.add_argument(
+        "--valid-days",
+        type=int,
+        default=90,
+        help="how long the release is valid, in days",
+    )
     b.add_argument("--source", default="", help="where the image was built from (free text)")
-    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--out", type=Path, required=True, help="write the unsigned manifest here")
     b.set_defaults(func=_build)
 
     s = rs.add_parser("sign", help="sign an unsigned manifest with the release key")
-    s.add_argument("manifest", type=Path)
-    s.add_argument("--key", type=Path, required=True)
-    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("manifest", type=Path, help="the manifest to sign")
+    s.add_argument(
+        "--key",
+        type=Path,
+        required=True,
+        help="release-signing key (ccgw release keygen)",
+    )
+    s.add_argument("--out", type=Path, required=True, help="write the signed release here")
     s.set_defaults(func=_sign)
 
     r = rs.add_parser("revoke", help="write a signed revocation of a release")
-    r.add_argument("--key", type=Path, required=True)
+    r.add_argument("--key", type=Path, required=True, help="release-signing key")
     r.add_argument("--release", type=Path, help="the signed release document")
     r.add_argument("--digest", help="or the release digest (hex)")
-    r.add_argument("--reason", required=True)
-    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--reason", required=True, help="why it is revoked (published)")
+    r.add_argument("--out", type=Path, required=True, help="write the signed revocation here")
     r.set_defaults(func=_revoke)
 
     sh = rs.add_parser("show", help="print a manifest or revocation human-readably")
-    sh.add_argument("document", type=Path)
+    sh.add_argument("document", type=Path, help="a release or revocation document")
     sh.set_defaults(func=_show)
 
     v = rs.add_parser("verify", help="check a release document against a release public key")
-    v.add_argument("document", type=Path)
-    v.add_argument("--pubkey", type=Path, required=True)
+    v.add_argument("document", type=Path, help="a release or revocation document")
+    v.add_argument(
+        "--pubkey",
+        type=Path,
+        required=True,
+        help="the release-signing public key (PEM)",
+    )
     v.add_argument("--now", default=None, help="judge validity at this time (default: now)")
     v.set_defaults(func=_verify)
 

@@ -48,7 +48,7 @@ class RootStore:
 
     @classmethod
     def default(cls) -> RootStore:
-        pkg = resources.files("verify") / "roots"
+        pkg = resources.files("ccgw.verify") / "roots"
         files = {n: pkg.joinpath(f).read_bytes() for n, f in _PACKAGED.items()}
         for n, f in _EXTRA.items():
             files[n] = pkg.joinpath(f).read_bytes() + files[n]
