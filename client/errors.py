@@ -2,6 +2,7 @@
 
 ClientError
 ├── NoTrustedWorker     no worker for the model passes the client's own policy
+│   └── UnknownModel    no worker (trusted or not) serves the model at all
 ├── GatewayRefused      the gateway answered with an error status (code and details kept)
 └── AnswerRejected      the answer or receipt failed verification (wraps the VerifyError)
 """
@@ -16,6 +17,10 @@ class ClientError(Exception):
 
 
 class NoTrustedWorker(ClientError):
+    pass
+
+
+class UnknownModel(NoTrustedWorker):
     pass
 
 

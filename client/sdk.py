@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ import grpc
 import jwt
 
 from ccgw.client.audit import LogIdentity
-from ccgw.client.errors import AnswerRejected, GatewayRefused, NoTrustedWorker
+from ccgw.client.errors import AnswerRejected, GatewayRefused, NoTrustedWorker, UnknownModel
 from ccgw.protos.ccgw.v1 import common_pb2 as cpb
 from ccgw.protos.ccgw.v1 import gateway_pb2 as gpb
 from ccgw.protos.ccgw.v1 import gateway_pb2_grpc as ggrpc
@@ -31,7 +31,9 @@ from ccgw.protos.ccgw.v1 import log_pb2_grpc as lgrpc
 from ccgw.verify import checkpoint, limits, log_entries, merkle
 from ccgw.verify.attestation.bundle import VerifiedWorker, verify_bundle
 from ccgw.verify.attestation.policy import Policy
+from ccgw.verify.attestation.report import AttestationReport
 from ccgw.verify.attestation.roots import RootStore
+from ccgw.verify.attestation.supplied import Collateral
 from ccgw.verify.checkpoint import Checkpoint
 from ccgw.verify.chunks import ChunkOpener
 from ccgw.verify.errors import LogError, MalformedError, VerifyError
@@ -68,11 +70,25 @@ class Answer:
     usage: cpb.Usage = field(default_factory=cpb.Usage)
     finish_reason: str = ""
     worker_id: str = ""
+    # What was verified about the worker that answered, with the receipt verdict.
+    report: AttestationReport | None = None
+    embeddings: list[list[float]] = field(default_factory=list)  # embedding jobs, input order
+    worker: TrustedWorker | None = None  # the verified worker that answered
 
 
 @dataclass(frozen=True)
 class TextEvent:
     text: str
+
+
+def _with_receipt(worker: TrustedWorker, answer: Answer) -> AttestationReport | None:
+    report, r = worker.verified.report, answer.receipt
+    if report is None or r is None:
+        return report
+    return report.with_receipt(
+        f"VERIFIED (job {r.job_id}, {r.input_tokens}+{r.output_tokens} tokens, "
+        f"evidence {r.evidence_sha256[:16]}…, log index {answer.log_index})"
+    )
 
 
 class Client:
@@ -95,6 +111,9 @@ class Client:
         self._clock = clock
         self._verified: dict[str, VerifiedWorker] = {}
         self.rejected: dict[str, str] = {}  # worker id -> why its evidence was refused
+        # worker id -> the attestation report of every worker last listed, refused ones too
+        self.reports: dict[str, AttestationReport] = {}
+        self._collateral: Collateral | None = None  # the gateway's cache, verified where used
 
     @classmethod
     def connect(
@@ -120,6 +139,11 @@ class Client:
         return cls(channel, token, policy, roots, limits)
 
     @property
+    def policy(self) -> Policy:
+        """The attestation policy this client verifies workers against."""
+        return self._policy
+
+    @property
     def _md(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self._token}")]
 
@@ -133,21 +157,42 @@ class Client:
             raise GatewayRefused(exc.code(), exc.details() or "") from exc
 
     async def workers(self, model: str) -> list[TrustedWorker]:
-        """Workers serving `model` whose evidence passes THIS client's policy."""
+        """Workers serving `model` (every model when empty) whose evidence passes THIS client's
+        policy."""
+        return (await self._list(model))[0]
+
+    async def _list(self, model: str) -> tuple[list[TrustedWorker], dict[str, str]]:
+        """(trusted workers, {worker id: why refused}) of one listing."""
         resp = await self._call(self._stub.ListWorkers, gpb.ListWorkersRequest(model=model))
         assert isinstance(resp, gpb.ListWorkersResponse)
-        out = []
+        self._take_collateral(resp)
+        out, refused = [], {}
         for w in resp.workers[: self._limits.workers_verified_max]:
             try:
                 v = self._verify(w.evidence)
             except VerifyError as exc:
-                self.rejected[w.worker_id] = str(exc)
+                refused[w.worker_id] = str(exc)
+                if isinstance(exc.report, AttestationReport):
+                    self.reports[w.worker_id] = exc.report
                 continue
-            if model not in v.models or w.worker_id != "w-" + v.key_id[:16]:
-                self.rejected[w.worker_id] = "worker id or models do not match its evidence"
+            if v.report is not None:
+                self.reports[w.worker_id] = v.report
+            if (model and model not in v.models) or w.worker_id != "w-" + v.key_id[:16]:
+                refused[w.worker_id] = "worker id or models do not match its evidence"
                 continue
             out.append(TrustedWorker(w.worker_id, v, w.in_flight, w.capacity))
-        return sorted(out, key=lambda t: t.in_flight / max(1, t.capacity))
+        self.rejected.update(refused)
+        return sorted(out, key=lambda t: t.in_flight / max(1, t.capacity)), refused
+
+    def _take_collateral(self, resp: gpb.ListWorkersResponse | gpb.ChallengeWorkerResponse) -> None:
+        """The gateway's collateral (CRLs, TCB info): untrusted, each item verified where used;
+        an oversized set is ignored (its checks are then skips)."""
+        if not resp.HasField("collateral"):
+            return
+        try:
+            self._collateral = Collateral.from_proto(resp.collateral)
+        except VerifyError:
+            self._collateral = None
 
     def _verify(self, bundle: cpb.EvidenceBundle, nonce: bytes | None = None) -> VerifiedWorker:
         from ccgw.verify.binding import evidence_sha256
@@ -158,7 +203,14 @@ class Client:
             age_s = (self._clock() * 1000 - cached.issued_at_ms) / 1000
             if age_s <= self._policy.max_evidence_age_s:
                 return cached
-        v = verify_bundle(bundle, self._policy, self._roots, self._now(), expected_nonce=nonce)
+        v = verify_bundle(
+            bundle,
+            self._policy,
+            self._roots,
+            self._now(),
+            expected_nonce=nonce,
+            collateral=self._collateral,
+        )
         self._verified[digest] = v
         return v
 
@@ -169,6 +221,7 @@ class Client:
             self._stub.ChallengeWorker, gpb.ChallengeWorkerRequest(worker_id=worker_id, nonce=nonce)
         )
         assert isinstance(resp, gpb.ChallengeWorkerResponse)
+        self._take_collateral(resp)
         return self._verify(resp.evidence, nonce)
 
     async def _signed(self, log_id: LogIdentity) -> Checkpoint:
@@ -263,14 +316,17 @@ class Client:
         sampling: cpb.SamplingParams | None = None,
         suite: int = cpb.X25519_SHA256_CHACHA20POLY1305,
         job_id: bytes | None = None,
+        texts: Sequence[str] | None = None,
     ) -> tuple[cpb.SealedRequest, cpb.InnerRequest]:
-        if (prompt is None) == (messages is None):
-            raise MalformedError("give exactly one of prompt or messages")
+        if [prompt, messages, texts].count(None) != 2:
+            raise MalformedError("give exactly one of prompt, messages or texts")
         inner = cpb.InnerRequest(
             response_key=os.urandom(32), request_nonce=os.urandom(32), sampling=sampling
         )
         if prompt is not None:
             inner.prompt = prompt
+        elif texts is not None:
+            inner.embed.texts.extend(texts)
         else:
             inner.chat.messages.extend(
                 cpb.ChatMessage(role=r, content=c) for r, c in messages or ()
@@ -309,6 +365,7 @@ class Client:
                     opener = ChunkOpener(
                         bytes(inner.response_key), bytes(ev.started.answer_salt), header.job_id
                     )
+                    answer.worker = worker
                 elif kind == "chunk":
                     if opener is None:
                         raise AnswerRejected("answer chunk before the job started")
@@ -316,6 +373,7 @@ class Client:
                         opener.open(ev.chunk.index, ev.chunk.ciphertext, ev.chunk.final)
                     )
                     parts.append(piece.text)
+                    _take_embeddings(piece, answer.embeddings)
                     if ev.chunk.final:
                         answer.usage.CopyFrom(piece.usage)
                         answer.finish_reason = piece.finish_reason
@@ -325,6 +383,8 @@ class Client:
                     if opener is None:
                         raise AnswerRejected("receipt before any answer")
                     opener.finish()
+                    if len(answer.embeddings) != len(inner.embed.texts):
+                        raise AnswerRejected("the answer has another number of embeddings")
                     answer.receipt = verify_job_receipt(
                         ev.receipt.jws,
                         worker.verified,
@@ -339,6 +399,7 @@ class Client:
                     answer.log_index = ev.receipt.log_index
                     answer.text = "".join(parts)
                     answer.worker_id = worker.worker_id
+                    answer.report = _with_receipt(worker, answer)
                     return
         except grpc.aio.AioRpcError as exc:
             raise GatewayRefused(exc.code(), exc.details() or "") from exc
@@ -360,12 +421,52 @@ class Client:
         max_new_tokens: int = 64,
         sampling: cpb.SamplingParams | None = None,
         suite: int = cpb.X25519_SHA256_CHACHA20POLY1305,
+        texts: Sequence[str] | None = None,
     ) -> Answer:
-        """Pick a trusted worker, seal, call, verify; retry on other workers (same job id, so the
-        gateway holds and charges once) while none has started answering."""
-        candidates = await self.workers(model)
+        """Pick a trusted worker, seal, call, verify (see `generate`); a fully verified answer."""
+        answer = Answer()
+        async for _ in self.generate(
+            model,
+            answer,
+            prompt=prompt,
+            messages=messages,
+            max_new_tokens=max_new_tokens,
+            sampling=sampling,
+            suite=suite,
+            texts=texts,
+        ):
+            pass
+        return answer
+
+    async def embed(
+        self,
+        model: str,
+        texts: Sequence[str],
+        suite: int = cpb.X25519_SHA256_CHACHA20POLY1305,
+    ) -> Answer:
+        """Embeddings of `texts` from an attested worker; `answer.embeddings` in input order."""
+        return await self.complete(model, texts=texts, max_new_tokens=1, suite=suite)
+
+    async def generate(
+        self,
+        model: str,
+        answer: Answer,
+        *,
+        prompt: str | None = None,
+        messages: Sequence[tuple[str, str]] | None = None,
+        max_new_tokens: int = 64,
+        sampling: cpb.SamplingParams | None = None,
+        suite: int = cpb.X25519_SHA256_CHACHA20POLY1305,
+        texts: Sequence[str] | None = None,
+    ) -> AsyncGenerator[TextEvent, None]:
+        """Pick a trusted worker, seal, call, yield authenticated text, and fill `answer` once the
+        receipt verifies; retry on other workers (same job id, so the gateway holds and charges
+        once) while none has started answering. Nothing is sent before a worker verifies."""
+        candidates, refused = await self._list(model)
         if not candidates:
-            why = "; ".join(f"{k}: {v}" for k, v in self.rejected.items()) or "none listed"
+            why = "; ".join(f"{k}: {v}" for k, v in refused.items())
+            if not why:
+                raise UnknownModel(f"no worker serves model {model!r}")
             raise NoTrustedWorker(f"no worker for {model!r} passes the client's policy ({why})")
         job_id = os.urandom(limits.JOB_ID_BYTES)
         last: Exception | None = None
@@ -379,16 +480,26 @@ class Client:
                 sampling=sampling,
                 suite=suite,
                 job_id=job_id,
+                texts=texts,
             )
-            answer = Answer()
             got_text = False
+            answer.embeddings.clear()
             try:
-                async for _ in self.stream(worker, sealed, inner, answer):
+                async for ev in self.stream(worker, sealed, inner, answer):
                     got_text = True
-                return answer
+                    yield ev
+                return
             except GatewayRefused as exc:
                 if exc.code != grpc.StatusCode.UNAVAILABLE or got_text:
                     raise
                 last = exc
         assert last is not None
         raise last
+
+
+def _take_embeddings(piece: cpb.AnswerPiece, into: list[list[float]]) -> None:
+    """Append a chunk's vectors, which must continue the input order without gaps."""
+    for e in piece.embeddings:
+        if e.index != len(into) or not e.values:
+            raise AnswerRejected("embeddings out of order or empty")
+        into.append(list(e.values))

@@ -52,6 +52,8 @@ class WorkerAgent:
             jwt.decode(config.provider_token, options={"verify_signature": False}).get("sub", "")
         )
         self.admitted = asyncio.Event()
+        self.draining = False  # set by drain(): new jobs are refused, then the agent stops
+        self._outbox: asyncio.Queue[wpb.WorkerMessage | None] | None = None
 
     def _bundle(self, nonce: bytes) -> cpb.EvidenceBundle:
         return collect_bundle(
@@ -84,6 +86,8 @@ class WorkerAgent:
                 self.admitted.clear()
                 for t in self._tasks.values():
                     t.cancel()
+            if self.draining:
+                return
             if (
                 self._limits.reconnect_attempts_max
                 and attempts >= self._limits.reconnect_attempts_max
@@ -122,6 +126,7 @@ class WorkerAgent:
         admission_digest: str | None = None
         ctx: JobContext | None = None
         heartbeats = asyncio.create_task(self._heartbeats(outbox))
+        self._outbox = outbox
         try:
             async for gm in call:
                 kind = gm.WhichOneof("msg")
@@ -158,6 +163,9 @@ class WorkerAgent:
             job_id = bytes(cpb.RoutingHeader.FromString(sealed.header).job_id)
         except Exception:  # noqa: BLE001 - unparsable header: the runner reports it below
             job_id = b""
+        if self.draining:  # ENGINE_ERROR is UNAVAILABLE to the client: it retries another worker
+            outbox.put_nowait(_failed(job_id, wpb.ENGINE_ERROR, "worker is shutting down"))
+            return
         if job_id in self._tasks:
             outbox.put_nowait(_failed(job_id, wpb.REPLAYED, "job id already running here"))
             return
@@ -190,6 +198,21 @@ class WorkerAgent:
         except Exception:
             log.exception("job_internal_error", job_id=job_id.hex())
             await outbox.put(_failed(job_id, wpb.ENGINE_ERROR, "internal error"))
+
+    async def drain(self, grace_s: float) -> bool:
+        """SIGTERM: refuse new jobs, let in-flight ones finish within `grace_s` (the rest are
+        cancelled), then end the link so that `run()` returns. True when none was cancelled."""
+        self.draining = True
+        pending = list(self._tasks.values())
+        left: set[asyncio.Task[None]] = set()
+        if pending:
+            _, left = await asyncio.wait(pending, timeout=grace_s)
+            for t in left:
+                t.cancel()
+        log.info("drained", finished=len(pending) - len(left), cancelled=len(left))
+        if self._outbox is not None:
+            await self._outbox.put(None)  # the receipts queued before it still go out
+        return not left
 
     async def _heartbeats(self, outbox: asyncio.Queue[wpb.WorkerMessage | None]) -> None:
         while True:

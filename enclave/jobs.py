@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import structlog
 
 from ccgw.enclave.config import WorkerLimits
+from ccgw.enclave.embedding import Vectors, embed_events
 from ccgw.enclave.engine import Engine, Finished, GenerationRequest, TextDelta
 from ccgw.enclave.errors import Replayed, RequestRejected, TooLarge
 from ccgw.enclave.keys import Keyring
@@ -135,7 +136,11 @@ class JobRunner:
 
         pending_text, pending_tokens = [], 0
         finished: Finished | None = None
-        gen = engine.generate(req)
+        gen = (
+            embed_events(engine, inner.embed.texts, req.max_input_tokens)
+            if inner.WhichOneof("input") == "embed"
+            else engine.generate(req)
+        )
         try:
             async for ev in gen:
                 if isinstance(ev, TextDelta):
@@ -147,6 +152,8 @@ class JobRunner:
                             False,
                         )
                         pending_text, pending_tokens = [], 0
+                elif isinstance(ev, Vectors):
+                    yield chunk(cpb.AnswerPiece(embeddings=ev.pieces()), False)
                 else:
                     finished = ev
         finally:

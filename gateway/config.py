@@ -35,6 +35,7 @@ class GatewayLimits:
     prompt_tokens_max: int = 32_768
     new_tokens_max: int = 8_192
     shutdown_grace_s: float = 5.0
+    collateral_refresh_s: float = 60.0  # rescan of the collateral directory at most this often
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class GatewayConfig:
     allow_simulated_tee: bool = False
     simulated_root_pem: bytes | None = None
     policy_path: Path | None = None
+    # Vendor collateral (CRLs, Intel TCB info / QE identity) served to clients with the evidence.
+    collateral_dir: Path | None = None
     # TLS for the listener (PEM). Without it the gateway listens in plaintext: loopback/dev only.
     tls_cert_pem: bytes | None = None
     tls_key_pem: bytes | None = None

@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ccgw.gateway.auth import Authenticator
 from ccgw.gateway.checkpointer import Checkpointer
+from ccgw.gateway.collateral_cache import CollateralCache
 from ccgw.gateway.config import GatewayConfig
 from ccgw.gateway.jobs import JobRouter
 from ccgw.gateway.log_service import LogServicer
@@ -114,8 +115,12 @@ async def start_gateway(
         log.warning("orphaned_holds_released", count=released)
     registry = Registry(config.limits.workers_max)
 
+    collateral = CollateralCache(config.collateral_dir, config.limits.collateral_refresh_s)
+
     def verifier(bundle: cpb.EvidenceBundle, nonce: bytes) -> VerifiedWorker:
-        return verify_bundle(bundle, policy, roots, _utcnow(), expected_nonce=nonce)
+        return verify_bundle(
+            bundle, policy, roots, _utcnow(), expected_nonce=nonce, collateral=collateral.current()
+        )
 
     auth = Authenticator(config.auth_public_keys_pem, config.auth_audience)
     link = WorkerLink(config, registry, verifier, _utcnow, store)
@@ -128,7 +133,7 @@ async def start_gateway(
         ]
     )
     ggrpc.add_GatewayServicer_to_server(
-        GatewayServicer(config, auth, registry, router, link, store), server
+        GatewayServicer(config, auth, registry, router, link, store, collateral), server
     )
     wgrpc.add_WorkerLinkServicer_to_server(WorkerLinkServicer(auth, link), server)
     lgrpc.add_TransparencyLogServicer_to_server(LogServicer(config, store, checkpointer), server)

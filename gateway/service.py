@@ -13,6 +13,7 @@ import grpc
 import structlog
 
 from ccgw.gateway.auth import Authenticator, Principal
+from ccgw.gateway.collateral_cache import CollateralCache
 from ccgw.gateway.config import GatewayConfig
 from ccgw.gateway.errors import NotFound
 from ccgw.gateway.jobs import JobRouter
@@ -38,9 +39,11 @@ class GatewayServicer(ggrpc.GatewayServicer):
         router: JobRouter,
         link: WorkerLink,
         store: Store,
+        collateral: CollateralCache | None = None,
     ) -> None:
         self._config, self._auth, self._registry = config, auth, registry
         self._router, self._link, self._store = router, link, store
+        self._collateral = collateral or CollateralCache(None)
 
     def _principal(self, context: grpc.aio.ServicerContext[Any, Any], *roles: str) -> Principal:
         p = self._auth.authenticate(context.invocation_metadata())
@@ -66,7 +69,8 @@ class GatewayServicer(ggrpc.GatewayServicer):
                     admitted_at_ms=s.admitted_at_ms,
                 )
                 for s in sessions
-            ]
+            ],
+            collateral=self._collateral.proto(),
         )
 
     @unary
@@ -78,7 +82,7 @@ class GatewayServicer(ggrpc.GatewayServicer):
         bundle = await self._link.challenge(
             session, bytes(request.nonce), self._config.limits.client_challenge_timeout_s
         )
-        return gpb.ChallengeWorkerResponse(evidence=bundle)
+        return gpb.ChallengeWorkerResponse(evidence=bundle, collateral=self._collateral.proto())
 
     @streaming
     async def Infer(

@@ -25,8 +25,10 @@ def register(sub: Subparsers) -> None:
     )
     au.add_argument("--gateway", required=True, help="host:port of the gateway")
     au.add_argument("--log-pubkey", type=Path, required=True, help="the gateway's log key (PEM)")
-    au.add_argument("--log-name", default="ccgw-log")
-    au.add_argument("--log-origin", default="ccgw.local/log")
+    au.add_argument("--log-name", default="ccgw-log", help="key name in the checkpoints")
+    au.add_argument(
+        "--log-origin", default="ccgw.local/log", help="origin line of the gateway's checkpoints"
+    )
     au.add_argument(
         "--state",
         type=Path,
