@@ -66,9 +66,11 @@ def register(sub: Subparsers) -> None:
     _db(p)
     _log_key(p, "which signs price schedules")
     p.add_argument("--default", required=True, metavar="IN,OUT", help="µtokens per 1k tokens")
-    p.add_argument("--model", action="append", default=[], metavar="NAME=IN,OUT")
+    p.add_argument(
+        "--model", action="append", default=[], metavar="NAME=IN,OUT", help="a model's own price"
+    )
     p.add_argument("--fee-bps", type=int, default=500, help="network fee share, basis points")
-    p.add_argument("--fee-account", default="network:fee")
+    p.add_argument("--fee-account", default="network:fee", help="the account the fee goes to")
     p.add_argument("--from-index", type=int, default=None, help="default: the next log index")
     p.set_defaults(func=_prices)
 
