@@ -25,7 +25,7 @@ _UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 class AuditLimits:
     page_entries: int = 256  # entries / postings / accounts asked per call
     rpc_deadline_s: float = 30.0  # each call
-    rpc_calls_max: int = 500_000  # the whole audit
+    rpc_calls_max: int = 2_000_000  # the whole audit
     entries_max: int = 50_000_000  # entries read (checkpointed and past it)
     accounts_max: int = 1_000_000
     evidence_bundles_max: int = 10_000  # distinct bundles fetched
