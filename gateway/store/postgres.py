@@ -1,11 +1,13 @@
 """PostgreSQL backend, for several gateway replicas on one database.
 
-- Connections come from a pool (`pool_connections_max`), each used by one thread of an executor
-  of the same size, so that many transactions run at once;
-- locking (measured, docs/benchmarks.md): per-account row locks in the order of
-  gateway.store.rules (log_head row -> accounts -> holds), so holds and voids of different accounts
-  run in parallel while appends keep one total order; `lock_mode="ledger"` instead serialises every
-  money transaction behind one advisory lock (kept for the benchmark that compares them);
+- Writes are group-committed (gateway.store.groupcommit): a batch is one transaction that first
+  takes one ledger-wide advisory lock, so batches of all replicas run one at a time (no lock cycles
+  can form) and one commit serves the whole batch. Measured against one lock per transaction and
+  against per-account row locks (bench/ledger_lock_bench.py, docs/benchmarks.md) it was the
+  fastest; `lock_mode="ledger"` / `"account"` keep those two for that benchmark only;
+- rows a write will change are still read FOR UPDATE (gateway.store.rules' lock order), and its
+  writes travel in one pipeline;
+- connections come from a pool (`pool_connections_max`), each used by one thread at a time;
 - reads run as REPEATABLE READ, READ ONLY transactions: one snapshot per call;
 - a transaction that deadlocks or fails to serialise is retried at most `RETRIES_MAX` times.
 """

@@ -127,6 +127,9 @@ class SqliteBackend:
 
     async def close(self) -> None:
         await self._group.wait_idle()
+        self.close_now()
+
+    def close_now(self) -> None:
         with self._wlock, self._rlock:
             self._r.close()
             self._w.close()
@@ -152,5 +155,9 @@ def open_sqlite(
         backend.write_now(lambda tx: schema.initialise(tx, schema.SQLITE, operator))
     else:
         backend = SqliteBackend(p, write_batch_max)
-    owner = backend.read_now(lambda tx: schema.operator_of(tx, operator, str(p)))
+    try:
+        owner = backend.read_now(lambda tx: schema.operator_of(tx, operator, str(p)))
+    except BaseException:
+        backend.close_now()
+        raise
     return SqlStore(backend, owner)

@@ -1,6 +1,7 @@
-"""The Store, once, over any SQL backend: each call is one transaction running the functions of
-gateway.store.rules. A backend (sqlite.py, postgres.py) supplies connections, transactions,
-locking and its dialect; nothing about the ledger lives there."""
+"""The Store, once, over any SQL backend: each call is one transaction (writes: one savepoint of a
+group-committed transaction) running the functions of gateway.store.rules, tree and reads. A
+backend (sqlite.py, postgres.py) supplies connections, transactions, locking and its dialect;
+nothing about the ledger lives there."""
 
 from __future__ import annotations
 
