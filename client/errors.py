@@ -1,9 +1,15 @@
-"""The client package's exception tree.
+"""The client package's exception tree: every SDK entry point raises only these (a gateway that
+answers with bytes that do not parse is GatewayMisbehaved, never an AttributeError).
 
 ClientError
+├── InvalidInput        the caller's own input is unusable (token, prompt/messages, sizes)
 ├── NoTrustedWorker     no worker for the model passes the client's own policy
 ├── GatewayRefused      the gateway answered with an error status (code and details kept)
-└── AnswerRejected      the answer or receipt failed verification (wraps the VerifyError)
+│   └── WorkerRefused   the worker refused the job; `reason` is its explanation, sealed to this
+│                       client and opened here (None when the worker sent none that opens)
+├── GatewayMisbehaved   the gateway answered with something that does not parse or breaks the
+│                       protocol (a missing or unexpected message)
+└── AnswerRejected      the answer, receipt or inclusion proof failed verification
 """
 
 from __future__ import annotations
@@ -12,6 +18,10 @@ import grpc
 
 
 class ClientError(Exception):
+    pass
+
+
+class InvalidInput(ClientError):
     pass
 
 
@@ -24,6 +34,16 @@ class GatewayRefused(ClientError):
         self.code = code
         self.details = details
         super().__init__(f"{code.name}: {details}")
+
+
+class WorkerRefused(GatewayRefused):
+    def __init__(self, code: grpc.StatusCode, details: str, reason: str | None) -> None:
+        super().__init__(code, details if reason is None else f"{details} ({reason})")
+        self.reason = reason
+
+
+class GatewayMisbehaved(ClientError):
+    pass
 
 
 class AnswerRejected(ClientError):

@@ -1,9 +1,14 @@
 """The worker agent: dials out to a gateway, registers with evidence, answers challenges, runs
-jobs concurrently and streams sealed chunks and receipts back; reconnects with capped backoff."""
+jobs concurrently and streams sealed chunks and receipts back; reconnects with capped backoff.
+
+Draining (`drain()`, e.g. on SIGTERM, or the gateway's Drain): tell the gateway, take no new job,
+finish the jobs in flight (up to a timeout), close the stream and stop. A gateway message that
+does not parse ends the session (and the agent reconnects); it never crashes the worker."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 
@@ -46,6 +51,9 @@ class WorkerAgent:
         self._runner = JobRunner(self.keys, self._engines, self._limits, clock)
         self._telemetry = Telemetry(config.device)
         self._tasks: dict[bytes, asyncio.Task[None]] = {}
+        self._outbox: asyncio.Queue[wpb.WorkerMessage | None] | None = None
+        self._draining = False
+        self._drained = asyncio.Event()
         self.worker_id: str | None = None
         # Our own token's subject: the account receipts name for the reward (not a trust decision).
         self._provider = str(
@@ -67,7 +75,7 @@ class WorkerAgent:
         """Connect, and reconnect after failures with capped exponential backoff."""
         backoff = self._limits.reconnect_backoff_initial_s
         attempts = 0
-        while True:
+        while not self._draining:
             attempts += 1
             try:
                 async with self._channel() as channel:
@@ -84,6 +92,8 @@ class WorkerAgent:
                 self.admitted.clear()
                 for t in self._tasks.values():
                     t.cancel()
+            if self._draining:
+                break
             if (
                 self._limits.reconnect_attempts_max
                 and attempts >= self._limits.reconnect_attempts_max
@@ -91,6 +101,30 @@ class WorkerAgent:
                 return
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._limits.reconnect_backoff_max_s)
+        self._drained.set()
+
+    async def drain(self, timeout_s: float = 60.0) -> None:
+        """Stop taking jobs, finish those in flight (at most `timeout_s`), close, stop `run()`."""
+        self._begin_drain(announce=True)
+        await asyncio.wait_for(self._drained.wait(), timeout_s + 5.0)
+
+    def _begin_drain(self, announce: bool) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        outbox = self._outbox
+        if outbox is None:
+            self._drained.set()
+            return
+        if announce:
+            outbox.put_nowait(wpb.WorkerMessage(draining=wpb.WorkerDraining()))
+        log.info("draining", jobs=len(self._tasks))
+        asyncio.get_running_loop().create_task(self._close_when_idle(outbox))
+
+    async def _close_when_idle(self, outbox: asyncio.Queue[wpb.WorkerMessage | None]) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=self._limits.drain_timeout_s)
+        await outbox.put(None)
 
     def _channel(self) -> grpc.aio.Channel:
         options = [("grpc.max_receive_message_length", limits.SEALED_REQUEST_BYTES_MAX + 65536)]
@@ -103,6 +137,7 @@ class WorkerAgent:
         outbox: asyncio.Queue[wpb.WorkerMessage | None] = asyncio.Queue(
             self._limits.outbox_messages_max
         )
+        self._outbox = outbox
         hello = wpb.WorkerHello(
             models=sorted(self._engines),
             software_version=SOFTWARE_VERSION,
@@ -124,6 +159,9 @@ class WorkerAgent:
         heartbeats = asyncio.create_task(self._heartbeats(outbox))
         try:
             async for gm in call:
+                if not isinstance(gm, wpb.GatewayMessage):  # bytes that did not parse
+                    log.warning("gateway_message_unparsable")
+                    return
                 kind = gm.WhichOneof("msg")
                 if kind == "challenge":
                     bundle = await asyncio.to_thread(self._bundle, bytes(gm.challenge.nonce))
@@ -144,9 +182,13 @@ class WorkerAgent:
                     task = self._tasks.get(bytes(gm.cancel.job_id))
                     if task is not None:
                         task.cancel()
+                elif kind == "drain":
+                    self._begin_drain(announce=False)
         finally:
             heartbeats.cancel()
-            await outbox.put(None)
+            self._outbox = None
+            with contextlib.suppress(asyncio.QueueFull):
+                outbox.put_nowait(None)
 
     def _start_job(
         self,
@@ -160,6 +202,9 @@ class WorkerAgent:
             job_id = b""
         if job_id in self._tasks:
             outbox.put_nowait(_failed(job_id, wpb.REPLAYED, "job id already running here"))
+            return
+        if self._draining:
+            outbox.put_nowait(_failed(job_id, wpb.OVERLOADED, "worker is draining"))
             return
         if len(self._tasks) >= self._limits.jobs_in_flight_max:
             outbox.put_nowait(_failed(job_id, wpb.OVERLOADED, "worker is at capacity"))

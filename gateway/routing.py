@@ -4,7 +4,8 @@ the ranking the gateway offers plus the admission checks in gateway.jobs).
 A worker is eligible when it serves the model, is not draining or closed, and its evidence was
 verified for a gateway nonce within `attestation_max_age_s`. Eligible workers are ordered by:
 room left (a full worker last), the region hint (same region first), load (jobs in flight over
-capacity), price (per model, from the gateway's price table), then worker id (stable order).
+capacity), price (per model, from the gateway's price table), then admission order (the sort is
+stable over the registry's order).
 """
 
 from __future__ import annotations
@@ -45,13 +46,7 @@ def rank(
     price = config.price(model) if model else config.default_price
     unit_price = price.input_per_1k_micro + price.output_per_1k_micro
 
-    def key(s: WorkerSession) -> tuple[bool, bool, float, int, str]:
-        return (
-            len(s.jobs) >= s.capacity,
-            bool(region) and s.region != region,
-            load(s),
-            unit_price,
-            s.worker_id,
-        )
+    def key(s: WorkerSession) -> tuple[bool, bool, float, int]:
+        return (len(s.jobs) >= s.capacity, bool(region) and s.region != region, load(s), unit_price)
 
     return sorted((s for s in sessions if eligible(s, model, max_age_s, now_s)), key=key)
