@@ -299,8 +299,6 @@ class Client:
                 text = job.on_event(ev)
                 if text:
                     yield TextEvent(text)
-                if job.done:
-                    return
         except grpc.aio.AioRpcError as exc:
             raise job.refused(exc.code(), exc.details() or "") from exc
         except grpc.RpcError as exc:
@@ -311,7 +309,8 @@ class Client:
             raise AnswerRejected("an answer chunk does not parse") from exc
         finally:
             self._busy[worker.worker_id] -= 1
-            call.cancel()
+            if not call.done():
+                call.cancel()
         job.ended()
 
     async def _trusted(self, model: str, refresh: bool = False) -> list[TrustedWorker]:
@@ -408,22 +407,37 @@ class _Job:
         """Text the event authenticates ("" for none); raises on anything out of order."""
         if not isinstance(ev, gpb.InferEvent):
             raise GatewayMisbehaved("an Infer event from the gateway does not parse")
+        if self.done:
+            raise GatewayMisbehaved("the gateway sent events after the receipt")
         kind = ev.WhichOneof("event")
+        if kind == "update":
+            u = ev.update
+            if bytes(u.job_id) != self.header.job_id:
+                raise AnswerRejected("an update for another job")
+            if u.answer_salt:
+                self._start(bytes(u.answer_salt))
+            text = "".join([self._chunk(c) for c in u.chunks])
+            if u.receipt_jws:
+                self._receipt(u.receipt_jws, u.log_index)
+            return text
         if kind == "started":
-            if self.opener is not None or bytes(ev.started.job_id) != self.header.job_id:
+            if bytes(ev.started.job_id) != self.header.job_id:
                 raise AnswerRejected("unexpected job start")
-            self.opener = ChunkOpener(
-                bytes(self.inner.response_key), bytes(ev.started.answer_salt), self.header.job_id
-            )
+            self._start(bytes(ev.started.answer_salt))
         elif kind == "chunk":
             return self._chunk(ev.chunk)
         elif kind == "receipt":
-            self._receipt(ev.receipt)
+            self._receipt(ev.receipt.jws, ev.receipt.log_index)
         elif kind == "failed":
             self._failed(ev.failed)
         else:
             raise GatewayMisbehaved(f"unexpected Infer event {kind!r}")
         return ""
+
+    def _start(self, salt: bytes) -> None:
+        if self.opener is not None:
+            raise AnswerRejected("unexpected job start")
+        self.opener = ChunkOpener(bytes(self.inner.response_key), salt, self.header.job_id)
 
     def _chunk(self, c: Any) -> str:
         if self.opener is None:
@@ -435,13 +449,13 @@ class _Job:
             self.answer.finish_reason = piece.finish_reason
         return piece.text
 
-    def _receipt(self, env: gpb.ReceiptEnvelope) -> None:
+    def _receipt(self, jws: str, log_index: int) -> None:
         if self.opener is None:
             raise AnswerRejected("receipt before any answer")
         self.opener.finish()
         a = self.answer
         a.receipt = verify_job_receipt(
-            env.jws,
+            jws,
             self.worker.verified,
             self.worker.worker_id,
             self.header,
@@ -450,7 +464,7 @@ class _Job:
             input_tokens=a.usage.input_tokens,
             output_tokens=a.usage.output_tokens,
         )
-        a.receipt_jws, a.log_index = env.jws, env.log_index
+        a.receipt_jws, a.log_index = jws, log_index
         a.text = "".join(self.parts)
         a.worker_id = self.worker.worker_id
         self.done = True
@@ -474,7 +488,9 @@ class _Job:
         return GatewayRefused(code, details)
 
     def ended(self) -> None:
-        """The stream ended without an error status and without a receipt."""
+        """The stream ended without an error status: complete only with a verified receipt."""
+        if self.done:
+            return
         if self.opener is not None:
             try:
                 self.opener.finish()

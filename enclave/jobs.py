@@ -163,15 +163,15 @@ class JobRunner:
         salt = os.urandom(ANSWER_SALT_BYTES)
         sealer = ChunkSealer(bytes(inner.response_key), salt, job_id)
         started_ms = int(self._clock() * 1000)
-        yield wpb.WorkerMessage(started=wpb.JobStarted(job_id=job_id, answer_salt=salt))
 
-        def chunk(piece: cpb.AnswerPiece, final: bool) -> wpb.WorkerMessage:
+        def update(piece: cpb.AnswerPiece, final: bool) -> wpb.WorkerMessage:
+            """One chunk per message; the first also carries the start (the answer salt)."""
             index, ct = sealer.seal(piece.SerializeToString(), final)
-            return wpb.WorkerMessage(
-                chunk=wpb.JobChunk(
-                    job_id=job_id, chunk=wpb.SealedChunk(index=index, ciphertext=ct, final=final)
-                )
-            )
+            u = wpb.JobUpdate(job_id=job_id)
+            u.chunks.add(index=index, ciphertext=ct, final=final)
+            if index == 0:
+                u.answer_salt = salt
+            return wpb.WorkerMessage(update=u)
 
         pending_text, pending_tokens = [], 0
         finished: Finished | None = None
@@ -182,7 +182,7 @@ class JobRunner:
                     pending_text.append(ev.text)
                     pending_tokens += ev.tokens
                     if pending_tokens >= self._limits.chunk_tokens_max:
-                        yield chunk(
+                        yield update(
                             cpb.AnswerPiece(text="".join(pending_text), tokens=pending_tokens),
                             False,
                         )
@@ -196,7 +196,7 @@ class JobRunner:
         if finished is None:
             raise RequestRejected("engine ended without finishing")
         usage = cpb.Usage(input_tokens=finished.input_tokens, output_tokens=finished.output_tokens)
-        yield chunk(
+        last = update(
             cpb.AnswerPiece(
                 text="".join(pending_text),
                 tokens=pending_tokens,
@@ -205,8 +205,11 @@ class JobRunner:
             ),
             True,
         )
-        jws = self._sign(sealed, header, ctx, engine.model_sha256, sealer, finished, started_ms)
-        yield wpb.WorkerMessage(receipt=wpb.JobReceipt(job_id=job_id, jws=jws))
+        # The final chunk and the receipt over the whole answer travel in one message.
+        last.update.receipt_jws = self._sign(
+            sealed, header, ctx, engine.model_sha256, sealer, finished, started_ms
+        )
+        yield last
         log.info(
             "job_done",
             job_id=job_id.hex(),

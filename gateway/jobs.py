@@ -81,6 +81,18 @@ class JobRecord:
     first_event_ms: int = -1
 
 
+@dataclass
+class _Run:
+    """One relay's state: the answer digest (from the start on) and whether the start (the salt
+    the client needs to open the answer) was handed to the client's stream."""
+
+    header: cpb.RoutingHeader
+    rec: JobRecord
+    started_s: float
+    digest: AnswerDigest | None = None
+    delivered: bool = False
+
+
 class JobRouter:
     def __init__(
         self,
@@ -216,10 +228,7 @@ class JobRouter:
         rec: JobRecord,
         started_s: float,
     ) -> None:
-        if session.jobs.get(channel.job_id) is channel:
-            del session.jobs[channel.job_id]
-        if session.draining and not session.jobs and not session.closed:
-            session.end()
+        self._detach(session, channel)
         self._in_flight.pop(channel.job_id, None)
         if not self._in_flight:
             self._idle.set()
@@ -229,6 +238,13 @@ class JobRouter:
             self.metrics.jobs.labels(rec.outcome).inc()
             self.metrics.job_seconds.labels(rec.outcome).observe(duration_s)
         log.info("job", **vars(rec), duration_ms=round(duration_s * 1000, 2))
+
+    @staticmethod
+    def _detach(session: WorkerSession, channel: JobChannel) -> None:
+        if session.jobs.get(channel.job_id) is channel:
+            del session.jobs[channel.job_id]
+            if session.draining and not session.jobs and not session.closed:
+                session.end()
 
     async def _relay(
         self,
@@ -241,8 +257,7 @@ class JobRouter:
     ) -> AsyncIterator[gpb.InferEvent]:
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self._limits.job_deadline_s, channel.close)
-        digest: AnswerDigest | None = None
-        delivered = False  # the JobStarted was handed to the client's stream
+        run = _Run(header, rec, started_s)
         try:
             while True:
                 msg = await channel.events.get()
@@ -250,28 +265,35 @@ class JobRouter:
                     raise self._ended(session, channel)
                 channel.buffered_bytes -= msg.ByteSize()
                 kind = msg.WhichOneof("msg")
+                if kind == "update":
+                    u = msg.update
+                    if u.answer_salt:
+                        self._start(run, u.answer_salt)
+                    for c in u.chunks:
+                        self._chunk(c, run)
+                    if not u.receipt_jws:
+                        yield gpb.InferEvent(update=u)
+                        run.delivered = run.digest is not None
+                        continue
+                    jws = u.receipt_jws
+                    if not run.delivered and u.answer_salt:  # the salt reaches the client first
+                        u.ClearField("receipt_jws")
+                        yield gpb.InferEvent(update=u)
+                        run.delivered = True
+                        u = wpb.JobUpdate(job_id=header.job_id, receipt_jws=jws)
+                    u.log_index = await self._receipt(run, session, channel, sealed, jws)
+                    yield gpb.InferEvent(update=u)
+                    return
                 if kind == "started":
-                    if digest is not None or len(msg.started.answer_salt) != ANSWER_SALT_BYTES:
-                        raise WorkerUnavailable("worker sent a malformed or second job start")
-                    digest = AnswerDigest(bytes(msg.started.answer_salt))
-                    rec.first_event_ms = int((time.monotonic() - started_s) * 1000)
-                    if self.metrics is not None:
-                        self.metrics.first_event_seconds.observe(time.monotonic() - started_s)
+                    self._start(run, msg.started.answer_salt)
                     yield gpb.InferEvent(started=msg.started)
-                    delivered = True
+                    run.delivered = True
                 elif kind == "chunk":
-                    yield gpb.InferEvent(chunk=self._chunk(msg.chunk.chunk, digest, rec))
+                    yield gpb.InferEvent(chunk=self._chunk(msg.chunk.chunk, run))
                 elif kind == "receipt":
-                    if digest is None or not delivered:
-                        raise WorkerUnavailable(
-                            "receipt for a job whose start the client never got"
-                        )
-                    log_index = await self._settle(
-                        header, session, request_sha256(sealed), digest, msg.receipt.jws, rec
-                    )
-                    yield gpb.InferEvent(
-                        receipt=gpb.ReceiptEnvelope(jws=msg.receipt.jws, log_index=log_index)
-                    )
+                    jws = msg.receipt.jws
+                    log_index = await self._receipt(run, session, channel, sealed, jws)
+                    yield gpb.InferEvent(receipt=gpb.ReceiptEnvelope(jws=jws, log_index=log_index))
                     return
                 elif kind == "failed":
                     failed = self._failure(header.job_id, msg.failed)
@@ -283,6 +305,33 @@ class JobRouter:
         finally:
             timer.cancel()
 
+    def _start(self, run: _Run, salt: bytes) -> None:
+        if run.digest is not None or len(salt) != ANSWER_SALT_BYTES:
+            raise WorkerUnavailable("worker sent a malformed or second job start")
+        run.digest = AnswerDigest(bytes(salt))
+        elapsed_s = time.monotonic() - run.started_s
+        run.rec.first_event_ms = int(elapsed_s * 1000)
+        if self.metrics is not None:
+            self.metrics.first_event_seconds.observe(elapsed_s)
+
+    async def _receipt(
+        self,
+        run: _Run,
+        session: WorkerSession,
+        channel: JobChannel,
+        sealed: cpb.SealedRequest,
+        jws: str,
+    ) -> int:
+        """Settle once the start reached the client; free the worker's slot before the client
+        hears the job is done (and sends its next one)."""
+        if run.digest is None or not run.delivered:
+            raise WorkerUnavailable("receipt for a job whose start the client never got")
+        log_index = await self._settle(
+            run.header, session, request_sha256(sealed), run.digest, jws, run.rec
+        )
+        self._detach(session, channel)
+        return log_index
+
     @staticmethod
     def _ended(session: WorkerSession, channel: JobChannel) -> Exception:
         if channel.shed:
@@ -292,17 +341,17 @@ class JobRouter:
         return DeadlineExceeded("the job ran past its deadline")
 
     @staticmethod
-    def _chunk(c: wpb.SealedChunk, digest: AnswerDigest | None, rec: JobRecord) -> wpb.SealedChunk:
-        if digest is None:
+    def _chunk(c: wpb.SealedChunk, run: _Run) -> wpb.SealedChunk:
+        if run.digest is None:
             raise WorkerUnavailable("worker sent an answer chunk before the job start")
         if len(c.ciphertext) > limits.CHUNK_CIPHERTEXT_BYTES_MAX:
             raise WorkerUnavailable("worker sent an oversized chunk")
         try:
-            digest.update(c.index, c.ciphertext, c.final)
+            run.digest.update(c.index, c.ciphertext, c.final)
         except StreamError as exc:
             raise WorkerUnavailable(f"worker broke the chunk order: {exc}") from exc
-        rec.chunks += 1
-        rec.answer_bytes += len(c.ciphertext)
+        run.rec.chunks += 1
+        run.rec.answer_bytes += len(c.ciphertext)
         return c
 
     @staticmethod

@@ -42,6 +42,7 @@ from ccgw.protos.ccgw.v1 import common_pb2 as cpb
 from ccgw.protos.ccgw.v1 import worker_pb2 as wpb
 from ccgw.verify import limits
 from ccgw.verify.attestation.bundle import VerifiedWorker
+from ccgw.verify.chunks import ANSWER_SALT_BYTES
 from ccgw.verify.errors import VerifyError
 
 log = structlog.get_logger("gateway.worker_link")
@@ -49,7 +50,8 @@ log = structlog.get_logger("gateway.worker_link")
 Verifier = Callable[[cpb.EvidenceBundle, bytes], VerifiedWorker]
 TEXT_FIELD_CHARS_MAX = 64  # software version, region, device
 FAILURE_MESSAGE_CHARS_MAX = 1024
-_JOB_KINDS = frozenset({"started", "chunk", "receipt", "failed"})
+_JOB_KINDS = frozenset({"started", "chunk", "receipt", "failed", "update"})
+UPDATE_CHUNKS_MAX = 64  # chunks in one JobUpdate
 
 
 def check_hello(hello: wpb.WorkerHello) -> None:
@@ -74,12 +76,15 @@ def check_job_message(kind: str, msg: wpb.WorkerMessage) -> bytes:
     if len(job_id) != limits.JOB_ID_BYTES:
         raise BadRequest(f"{kind}: job id must be {limits.JOB_ID_BYTES} bytes")
     if kind == "chunk":
-        c = msg.chunk.chunk
-        if (
-            len(c.ciphertext) > limits.CHUNK_CIPHERTEXT_BYTES_MAX
-            or c.index >= limits.ANSWER_CHUNKS_MAX
-        ):
-            raise BadRequest("chunk: ciphertext or index out of bounds")
+        _check_chunk(msg.chunk.chunk)
+    elif kind == "update":
+        u = msg.update
+        if len(u.answer_salt) not in (0, ANSWER_SALT_BYTES) or len(u.chunks) > UPDATE_CHUNKS_MAX:
+            raise BadRequest("update: answer salt or chunk count out of bounds")
+        if len(u.receipt_jws) > limits.RECEIPT_JWS_BYTES_MAX or u.log_index:
+            raise BadRequest("update: receipt too large, or a log index from a worker")
+        for c in u.chunks:
+            _check_chunk(c)
     elif kind == "receipt":
         if len(msg.receipt.jws) > limits.RECEIPT_JWS_BYTES_MAX:
             raise BadRequest(f"receipt exceeds {limits.RECEIPT_JWS_BYTES_MAX} bytes")
@@ -90,6 +95,11 @@ def check_job_message(kind: str, msg: wpb.WorkerMessage) -> bytes:
         ):
             raise BadRequest("failed: message or sealed detail too large")
     return job_id
+
+
+def _check_chunk(c: wpb.SealedChunk) -> None:
+    if len(c.ciphertext) > limits.CHUNK_CIPHERTEXT_BYTES_MAX or c.index >= limits.ANSWER_CHUNKS_MAX:
+        raise BadRequest("chunk: ciphertext or index out of bounds")
 
 
 def check_heartbeat(hb: wpb.Heartbeat) -> None:

@@ -83,16 +83,18 @@ class ReceiptEnvelope(_message.Message):
     def __init__(self, jws: _Optional[str] = ..., log_index: _Optional[int] = ...) -> None: ...
 
 class InferEvent(_message.Message):
-    __slots__ = ("started", "chunk", "receipt", "failed")
+    __slots__ = ("started", "chunk", "receipt", "failed", "update")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
     started: _worker_pb2.JobStarted
     chunk: _worker_pb2.SealedChunk
     receipt: ReceiptEnvelope
     failed: _worker_pb2.JobFailed
-    def __init__(self, started: _Optional[_Union[_worker_pb2.JobStarted, _Mapping]] = ..., chunk: _Optional[_Union[_worker_pb2.SealedChunk, _Mapping]] = ..., receipt: _Optional[_Union[ReceiptEnvelope, _Mapping]] = ..., failed: _Optional[_Union[_worker_pb2.JobFailed, _Mapping]] = ...) -> None: ...
+    update: _worker_pb2.JobUpdate
+    def __init__(self, started: _Optional[_Union[_worker_pb2.JobStarted, _Mapping]] = ..., chunk: _Optional[_Union[_worker_pb2.SealedChunk, _Mapping]] = ..., receipt: _Optional[_Union[ReceiptEnvelope, _Mapping]] = ..., failed: _Optional[_Union[_worker_pb2.JobFailed, _Mapping]] = ..., update: _Optional[_Union[_worker_pb2.JobUpdate, _Mapping]] = ...) -> None: ...
 
 class GetReceiptRequest(_message.Message):
     __slots__ = ("job_id",)

@@ -97,6 +97,20 @@ class JobReceipt(_message.Message):
     jws: str
     def __init__(self, job_id: _Optional[bytes] = ..., jws: _Optional[str] = ...) -> None: ...
 
+class JobUpdate(_message.Message):
+    __slots__ = ("job_id", "answer_salt", "chunks", "receipt_jws", "log_index")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_SALT_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_JWS_FIELD_NUMBER: _ClassVar[int]
+    LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    job_id: bytes
+    answer_salt: bytes
+    chunks: _containers.RepeatedCompositeFieldContainer[SealedChunk]
+    receipt_jws: str
+    log_index: int
+    def __init__(self, job_id: _Optional[bytes] = ..., answer_salt: _Optional[bytes] = ..., chunks: _Optional[_Iterable[_Union[SealedChunk, _Mapping]]] = ..., receipt_jws: _Optional[str] = ..., log_index: _Optional[int] = ...) -> None: ...
+
 class JobFailed(_message.Message):
     __slots__ = ("job_id", "code", "message", "detail_salt", "sealed_detail")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -116,7 +130,7 @@ class WorkerDraining(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerMessage(_message.Message):
-    __slots__ = ("hello", "evidence", "started", "chunk", "receipt", "failed", "heartbeat", "draining")
+    __slots__ = ("hello", "evidence", "started", "chunk", "receipt", "failed", "heartbeat", "draining", "update")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +139,7 @@ class WorkerMessage(_message.Message):
     FAILED_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
     hello: WorkerHello
     evidence: _common_pb2.EvidenceBundle
     started: JobStarted
@@ -133,7 +148,8 @@ class WorkerMessage(_message.Message):
     failed: JobFailed
     heartbeat: Heartbeat
     draining: WorkerDraining
-    def __init__(self, hello: _Optional[_Union[WorkerHello, _Mapping]] = ..., evidence: _Optional[_Union[_common_pb2.EvidenceBundle, _Mapping]] = ..., started: _Optional[_Union[JobStarted, _Mapping]] = ..., chunk: _Optional[_Union[JobChunk, _Mapping]] = ..., receipt: _Optional[_Union[JobReceipt, _Mapping]] = ..., failed: _Optional[_Union[JobFailed, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., draining: _Optional[_Union[WorkerDraining, _Mapping]] = ...) -> None: ...
+    update: JobUpdate
+    def __init__(self, hello: _Optional[_Union[WorkerHello, _Mapping]] = ..., evidence: _Optional[_Union[_common_pb2.EvidenceBundle, _Mapping]] = ..., started: _Optional[_Union[JobStarted, _Mapping]] = ..., chunk: _Optional[_Union[JobChunk, _Mapping]] = ..., receipt: _Optional[_Union[JobReceipt, _Mapping]] = ..., failed: _Optional[_Union[JobFailed, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., draining: _Optional[_Union[WorkerDraining, _Mapping]] = ..., update: _Optional[_Union[JobUpdate, _Mapping]] = ...) -> None: ...
 
 class Challenge(_message.Message):
     __slots__ = ("nonce",)
