@@ -119,7 +119,9 @@ async def role_worker(d: Path, address: str) -> None:
         models=(),
         limits=WorkerLimits(jobs_in_flight_max=64, heartbeat_interval_s=5.0),
     )
-    agent = WorkerAgent(config, {"echo": BenchEngine()}, SimulatedSnpTee(SimulatedVendor.load(d / "sim")))  # type: ignore[dict-item]
+    agent = WorkerAgent(
+        config, {"echo": BenchEngine()}, SimulatedSnpTee(SimulatedVendor.load(d / "sim"))
+    )  # type: ignore[dict-item]
     task = asyncio.create_task(agent.run())
     await agent.admitted.wait()
     if os.environ.get("CCGW_BENCH_DEFAULT_GC") is None:
@@ -342,8 +344,21 @@ def prepare_ledger(d: Path) -> None:
 class System:
     def __init__(self, name: str, servers: list[Proc], address: str, d: Path, procs: int) -> None:
         self.name, self.servers = name, servers
-        self.clients = [Proc("--role", "client", "--dir", str(d), "--system", name,
-                             "--address", address, "--index", str(i)) for i in range(procs)]
+        self.clients = [
+            Proc(
+                "--role",
+                "client",
+                "--dir",
+                str(d),
+                "--system",
+                name,
+                "--address",
+                address,
+                "--index",
+                str(i),
+            )
+            for i in range(procs)
+        ]
         for c in self.clients:
             c.read()
 
@@ -365,8 +380,13 @@ class System:
             if r["error"]:
                 print(f"# {self.name}: {r['errors']} errors, e.g. {r['error']}", file=sys.stderr)
         if not lat:
-            return {"jobs_s": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"), "cpu_ms": 0.0,
-                    "errors": errors}
+            return {
+                "jobs_s": 0.0,
+                "p50_ms": float("nan"),
+                "p99_ms": float("nan"),
+                "cpu_ms": 0.0,
+                "errors": errors,
+            }
         per_job = [round(u / len(lat) * 1000, 2) for u in used]
         return {
             "cpu_ms_servers": per_job[: len(self.servers)],  # type: ignore[dict-item]
@@ -482,18 +502,26 @@ def start_system(name: str, d: Path, client_procs: int) -> System:
     return System(name, servers, addr, d, client_procs)
 
 
-def report(cells: dict[tuple[str, int], list[dict[str, float]]], levels: list[int],
-           names: list[str], a: argparse.Namespace) -> None:
-    print(f"## {a.rounds} rounds x {a.seconds:g} s per cell, {a.client_procs} client processes, "
-          f"{os.cpu_count()} CPUs; median (min–max) over rounds\n")
+def report(
+    cells: dict[tuple[str, int], list[dict[str, float]]],
+    levels: list[int],
+    names: list[str],
+    a: argparse.Namespace,
+) -> None:
+    print(
+        f"## {a.rounds} rounds x {a.seconds:g} s per cell, {a.client_procs} client processes, "
+        f"{os.cpu_count()} CPUs; median (min–max) over rounds\n"
+    )
     print("| in flight | system | jobs/s | p50 ms | p99 ms | CPU ms/job | errors |")
     print("| ---: | :--- | ---: | ---: | ---: | ---: | ---: |")
     for c in levels:
         for name in names:
             rs = cells[(name, c)]
-            print(f"| {c} | {name} | {spread([r['jobs_s'] for r in rs])} | "
-                  f"{spread([r['p50_ms'] for r in rs])} | {spread([r['p99_ms'] for r in rs])} | "
-                  f"{spread([r['cpu_ms'] for r in rs])} | {sum(r['errors'] for r in rs):.0f} |")
+            print(
+                f"| {c} | {name} | {spread([r['jobs_s'] for r in rs])} | "
+                f"{spread([r['p50_ms'] for r in rs])} | {spread([r['p99_ms'] for r in rs])} | "
+                f"{spread([r['cpu_ms'] for r in rs])} | {sum(r['errors'] for r in rs):.0f} |"
+            )
     if "bare" not in names:
         return
     print("\n| in flight | system | throughput vs bare | p50 − bare (ms) |")
@@ -505,9 +533,11 @@ def report(cells: dict[tuple[str, int], list[dict[str, float]]], levels: list[in
             pairs = list(zip(cells[(name, c)], cells[("bare", c)], strict=True))
             ratios = [g["jobs_s"] / b["jobs_s"] for g, b in pairs if b["jobs_s"]]
             deltas = [g["p50_ms"] - b["p50_ms"] for g, b in pairs]
-            print(f"| {c} | {name} | {statistics.median(ratios):.2f}× "
-                  f"({min(ratios):.2f}–{max(ratios):.2f}) | {statistics.median(deltas):+.2f} "
-                  f"({min(deltas):+.2f}…{max(deltas):+.2f}) |")
+            print(
+                f"| {c} | {name} | {statistics.median(ratios):.2f}× "
+                f"({min(ratios):.2f}–{max(ratios):.2f}) | {statistics.median(deltas):+.2f} "
+                f"({min(deltas):+.2f}…{max(deltas):+.2f}) |"
+            )
 
 
 if __name__ == "__main__":
