@@ -199,25 +199,20 @@ class JobRouter:
         self._in_flight[job_id] = held
         self._idle.clear()
         session.jobs[job_id] = channel
-        settled = False
         try:
             session.send(wpb.GatewayMessage(job=wpb.Job(request=sealed)))
             async for event in self._relay(header, session, sealed, channel, rec, started_s):
-                if event.WhichOneof("event") == "receipt":
-                    settled = True
                 yield event
             rec.outcome = "ok"
-        except (GeneratorExit, asyncio.CancelledError):
-            rec.outcome = "cancelled"
-            if not session.closed:
+        except BaseException as exc:
+            cancelled = isinstance(exc, GeneratorExit | asyncio.CancelledError)
+            rec.outcome = "cancelled" if cancelled else status_for(exc)[0].name
+            if not session.closed and not isinstance(exc, WorkerRejected):  # stop the worker
                 session.outbox.put_nowait(wpb.GatewayMessage(cancel=wpb.CancelJob(job_id=job_id)))
-            raise
-        except Exception as exc:
-            rec.outcome = status_for(exc)[0].name
             raise
         finally:
             self._finish(session, channel, account, rec, started_s)
-            if not settled:
+            if rec.log_index < 0:  # not settled: release the hold
                 await asyncio.shield(self._store.void(job_id))
 
     def _finish(
