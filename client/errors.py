@@ -37,9 +37,13 @@ class GatewayRefused(ClientError):
 
 
 class WorkerRefused(GatewayRefused):
+    """`details` is what crossed the gateway in clear; `reason` was sealed to this client."""
+
     def __init__(self, code: grpc.StatusCode, details: str, reason: str | None) -> None:
-        super().__init__(code, details if reason is None else f"{details} ({reason})")
+        super().__init__(code, details)
         self.reason = reason
+        if reason is not None:
+            self.args = (f"{code.name}: {details} (worker says: {reason})",)
 
 
 class GatewayMisbehaved(ClientError):

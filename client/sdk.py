@@ -170,6 +170,8 @@ class Client:
         )
         out = []
         for w in resp.workers[: self._limits.workers_verified_max]:
+            if w.state == gpb.DRAINING:
+                continue
             try:
                 v = self._verify(w.evidence)
             except VerifyError as exc:

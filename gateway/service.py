@@ -72,12 +72,21 @@ class GatewayServicer(ggrpc.GatewayServicer):
     async def ListWorkers(
         self, request: gpb.ListWorkersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gpb.ListWorkersResponse:
-        self._principal(context, "client", "admin")
+        p = self._principal(context, "client", "admin")
         if len(request.model.encode()) > limits.MODEL_NAME_BYTES_MAX:
             raise BadRequest(f"model names are at most {limits.MODEL_NAME_BYTES_MAX} bytes")
         if len(request.region) > REGION_CHARS_MAX:
             raise BadRequest(f"region is at most {REGION_CHARS_MAX} characters")
-        ranked = rank(self._registry.sessions(), request.model, self._config, request.region)
+        sessions = self._registry.sessions()
+        ranked = rank(sessions, request.model, self._config, request.region)
+        if p.role == "admin":  # operators also see the workers clients are not offered
+            offered = set(map(id, ranked))
+            ranked += [
+                s
+                for s in sessions
+                if id(s) not in offered
+                and (not request.model or request.model in s.verified.models)
+            ]
         price = self._config.price(request.model)
         return gpb.ListWorkersResponse(
             workers=[
