@@ -115,6 +115,7 @@ class JobRouter:
         self._account_jobs = InFlightQuota(lim.account_jobs_in_flight_max)
         self._refusals = RateLimitedLog(lim.error_logs_per_interval_max, lim.error_log_interval_s)
         self.closing = False
+        self._voiding: set[asyncio.Future[None]] = set()  # hold releases still running
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -211,9 +212,14 @@ class JobRouter:
                 session.outbox.put_nowait(wpb.GatewayMessage(cancel=wpb.CancelJob(job_id=job_id)))
             raise
         finally:
-            self._finish(session, channel, account, rec, started_s)
-            if rec.log_index < 0:  # not settled: release the hold
-                await asyncio.shield(self._store.void(job_id))
+            try:
+                if rec.log_index < 0:  # not settled: release the hold (even when cancelled)
+                    voiding = asyncio.ensure_future(self._store.void(job_id))
+                    self._voiding.add(voiding)
+                    voiding.add_done_callback(self._voiding.discard)
+                    await asyncio.shield(voiding)
+            finally:
+                self._finish(session, channel, account, rec, started_s)
 
     def _finish(
         self,
@@ -418,3 +424,8 @@ class JobRouter:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), grace_s)
         return len(self._in_flight)
+
+    async def released(self) -> None:
+        """Wait for the hold releases of jobs that ended (e.g. cancelled at shutdown)."""
+        if self._voiding:
+            await asyncio.gather(*self._voiding, return_exceptions=True)

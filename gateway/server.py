@@ -42,6 +42,7 @@ from ccgw.verify.attestation.roots import RootStore
 log = structlog.get_logger("gateway.server")
 
 MESSAGE_BYTES_MAX = limits.SEALED_REQUEST_BYTES_MAX + 64 * limits.KIB
+STOP_SETTLE_S = 2.0  # after the server stopped: time for cancelled jobs to release their holds
 
 
 def _utcnow() -> dt.datetime:
@@ -101,6 +102,9 @@ class RunningGateway:
         if self.metrics_server is not None:
             self.metrics_server.close()
         await self.server.stop(grace_s)
+        # The jobs cancelled by the stop end (and release their holds) before the store closes.
+        await self.router.drain(STOP_SETTLE_S)
+        await self.router.released()
         await self.store.close()
 
 
