@@ -17,6 +17,7 @@ from ccgw.commands._common import (
     until_signal,
     warn,
 )
+from ccgw.runtime import tune_gc_for_serving
 
 
 def register(sub: Subparsers) -> None:
@@ -50,6 +51,10 @@ def register(sub: Subparsers) -> None:
     )
     g.add_argument("--log-origin", default="ccgw.local/log", help="origin line of checkpoints")
     g.add_argument("--policy", type=Path, default=None, help="attestation policy file (TOML/JSON)")
+    g.add_argument(
+        "--metrics-listen", default=None, help="host:port for Prometheus /metrics (off if unset)"
+    )
+    g.add_argument("--no-reflection", action="store_true", help="turn gRPC server reflection off")
     g.set_defaults(func=_gateway)
 
     w = sub.add_parser("worker", help="run a worker")
@@ -105,10 +110,13 @@ def _gateway(args: argparse.Namespace) -> int:
         log_key_pem=read_bytes(args.log_key, "log key"),
         log_origin=args.log_origin,
         policy_path=args.policy,
+        metrics_listen=args.metrics_listen,
+        reflection=not args.no_reflection,
     )
 
     async def serve() -> None:
         gw = await start_gateway(config)
+        tune_gc_for_serving()
         print(f"gateway listening on port {gw.port}", flush=True)
         await until_signal()
         await gw.stop(config.limits.shutdown_grace_s)
@@ -155,5 +163,17 @@ def _worker(args: argparse.Namespace) -> int:
         device=args.device,
         tls_ca_pem=read_bytes(args.tls_ca, "TLS CA") if args.tls_ca else None,
     )
-    asyncio.run(WorkerAgent(config, engines, cpu, gpu).run())
+
+    async def serve() -> None:
+        agent = WorkerAgent(config, engines, cpu, gpu)
+        running = asyncio.create_task(agent.run())
+        tune_gc_for_serving()
+        stop = asyncio.create_task(until_signal())
+        await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.done():  # SIGTERM/SIGINT: finish the jobs in flight, then leave
+            await agent.drain(config.limits.drain_timeout_s)
+        stop.cancel()
+        await running
+
+    asyncio.run(serve())
     return 0
