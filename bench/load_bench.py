@@ -69,14 +69,15 @@ async def role_gateway(d: Path, sync: str) -> None:
     from ccgw.gateway.store.sqlite import SqliteStore
     from ccgw.logs import configure
 
-    configure("INFO", json=True)  # the canonical job line is part of the cost measured
+    # The canonical job line is part of the cost measured (CCGW_BENCH_LOG_LEVEL to compare).
+    configure(os.environ.get("CCGW_BENCH_LOG_LEVEL", "INFO"), json=True)
     config = GatewayConfig(
         listen="127.0.0.1:0",
         db_path=d / "gw.sqlite3",
         auth_public_keys_pem=((d / "auth.pub").read_bytes(),),
         allow_simulated_tee=True,
         simulated_root_pem=(d / "sim" / "root.pem").read_bytes(),
-        limits=GatewayLimits(account_jobs_per_s=100_000, account_jobs_burst=100_000),
+        limits=GatewayLimits(**_unlimited_quotas(GatewayLimits)),
     )
     store = SqliteStore(config.db_path, config.network_account)
     if sync != "FULL":  # a bench variant that isolates the cost of fsync; never the default
@@ -89,6 +90,16 @@ async def role_gateway(d: Path, sync: str) -> None:
     print(json.dumps({"port": gw.port}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     await gw.stop(1.0)
+
+
+def _unlimited_quotas(limits: Any) -> dict[str, float]:
+    """The bench's 16 accounts run far above a real account's rate: no per-account rate limit
+    (older code, run with --before, has none to lift)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(limits)}
+    want = {"account_jobs_per_s": 1e9, "account_jobs_burst": 10**9}
+    return {k: v for k, v in want.items() if k in names}
 
 
 def _inline_tx(store: Any) -> Any:
@@ -270,9 +281,14 @@ async def _client_job(d: Path, system: str, ch: Any, index: int) -> Any:
 
 # --------------------------------------------------------------------------- orchestration ---
 class Proc:
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, root: Path | None = None) -> None:
+        script = Path(__file__) if root is None else root / "bench" / "load_bench.py"
+        env = dict(os.environ)
+        if root is not None:  # the code before: as it ran then (default GC)
+            env["CCGW_BENCH_DEFAULT_GC"] = "1"
         self.p = subprocess.Popen(
-            [sys.executable, __file__, *args],
+            [sys.executable, str(script), *args],
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -342,7 +358,15 @@ def prepare_ledger(d: Path) -> None:
 
 
 class System:
-    def __init__(self, name: str, servers: list[Proc], address: str, d: Path, procs: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        servers: list[Proc],
+        address: str,
+        d: Path,
+        procs: int,
+        root: Path | None = None,
+    ) -> None:
         self.name, self.servers = name, servers
         self.clients = [
             Proc(
@@ -356,6 +380,7 @@ class System:
                 address,
                 "--index",
                 str(i),
+                root=root,
             )
             for i in range(procs)
         ]
@@ -421,9 +446,16 @@ def main() -> None:
     ap.add_argument("--client-procs", type=int, default=4)
     ap.add_argument("--sync", default="FULL", help=argparse.SUPPRESS)
     ap.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="a checkout of older code (with this script copied in): adds system ccgw-before",
+    )
+    ap.add_argument(
         "--systems",
         default="bare,ccgw,ccgw-nosync",
-        help="ccgw-nosync: the gateway's SQLite at synchronous=NORMAL (no fsync per commit)",
+        help="bare, ccgw, ccgw-nosync (the gateway's SQLite at synchronous=NORMAL: no fsync per "
+        "commit), ccgw-before (needs --before)",
     )
     a = ap.parse_args()
     roles = {
@@ -462,7 +494,7 @@ def run_all(a: argparse.Namespace) -> None:
         d = Path(tmp)
         prepare(d)
         names = a.systems.split(",")
-        systems = {name: start_system(name, d, a.client_procs) for name in names}
+        systems = {name: start_system(name, d, a.client_procs, a.before) for name in names}
         cells: dict[tuple[str, int], list[dict[str, float]]] = {}
         try:
             for r in range(a.rounds):
@@ -478,7 +510,8 @@ def run_all(a: argparse.Namespace) -> None:
     report(cells, levels, names, a)
 
 
-def start_system(name: str, d: Path, client_procs: int) -> System:
+def start_system(name: str, d: Path, client_procs: int, before: Path | None) -> System:
+    root = before if name == "ccgw-before" else None
     if name == "bare":
         relay = Proc("--role", "relay")
         addr = f"127.0.0.1:{relay.read()['port']}"
@@ -493,13 +526,13 @@ def start_system(name: str, d: Path, client_procs: int) -> System:
                 (gdir / f.name).symlink_to(f)
         prepare_ledger(gdir)
         sync = {"ccgw-nosync": "NORMAL", "ccgw-inline": "INLINE"}.get(name, "FULL")
-        gw = Proc("--role", "gateway", "--dir", str(gdir), "--sync", sync)
+        gw = Proc("--role", "gateway", "--dir", str(gdir), "--sync", sync, root=root)
         addr = f"127.0.0.1:{gw.read()['port']}"
-        worker = Proc("--role", "worker", "--dir", str(gdir), "--address", addr)
+        worker = Proc("--role", "worker", "--dir", str(gdir), "--address", addr, root=root)
         worker.read()
         servers = [gw, worker]
     print(f"# {name}: pids {[p.p.pid for p in servers]}", file=sys.stderr)
-    return System(name, servers, addr, d, client_procs)
+    return System(name, servers, addr, d, client_procs, root)
 
 
 def report(
