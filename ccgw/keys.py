@@ -3,6 +3,7 @@ Worker keys never pass through here: they exist only in the enclave's memory."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -16,9 +17,18 @@ def public_pem(key: Ed25519PrivateKey) -> bytes:
     )
 
 
-def write_keypair(prefix: Path) -> tuple[Path, Path]:
+def write_keypair(prefix: Path, force: bool = False) -> tuple[Path, Path]:
+    """PREFIX.key (0600) and PREFIX.pub; parent folders are created. An existing key is never
+    overwritten unless `force` (FileExistsError names it)."""
     key = Ed25519PrivateKey.generate()
-    priv, pub = prefix.with_suffix(".key"), prefix.with_suffix(".pub")
+    priv = prefix.with_name(prefix.name + ".key")
+    pub = prefix.with_name(prefix.name + ".pub")
+    for p in (priv, pub):
+        if p.exists() and not force:
+            raise FileExistsError(errno.EEXIST, "exists (use --force to replace it)", str(p))
+    priv.parent.mkdir(parents=True, exist_ok=True)
+    if force:
+        priv.unlink(missing_ok=True)
     fd = os.open(priv, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(

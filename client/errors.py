@@ -4,6 +4,7 @@ answers with bytes that do not parse is GatewayMisbehaved, never an AttributeErr
 ClientError
 ├── InvalidInput        the caller's own input is unusable (token, prompt/messages, sizes)
 ├── NoTrustedWorker     no worker for the model passes the client's own policy
+│   └── UnknownModel    no worker (trusted or not) serves the model at all
 ├── GatewayRefused      the gateway answered with an error status (code and details kept)
 │   └── WorkerRefused   the worker refused the job; `reason` is its explanation, sealed to this
 │                       client and opened here (None when the worker sent none that opens)
@@ -26,6 +27,10 @@ class InvalidInput(ClientError):
 
 
 class NoTrustedWorker(ClientError):
+    pass
+
+
+class UnknownModel(NoTrustedWorker):
     pass
 
 

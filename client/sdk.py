@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from ccgw.client.errors import (
     GatewayRefused,
     InvalidInput,
     NoTrustedWorker,
+    UnknownModel,
     WorkerRefused,
 )
 from ccgw.protos.ccgw.v1 import common_pb2 as cpb
@@ -44,7 +45,9 @@ from ccgw.protos.ccgw.v1 import worker_pb2 as wpb
 from ccgw.verify import checkpoint, limits, merkle
 from ccgw.verify.attestation.bundle import VerifiedWorker, verify_bundle
 from ccgw.verify.attestation.policy import Policy
+from ccgw.verify.attestation.report import AttestationReport
 from ccgw.verify.attestation.roots import RootStore
+from ccgw.verify.attestation.supplied import Collateral
 from ccgw.verify.binding import evidence_sha256
 from ccgw.verify.checkpoint import Checkpoint
 from ccgw.verify.chunks import ChunkOpener, open_refusal
@@ -85,11 +88,25 @@ class Answer:
     usage: cpb.Usage = field(default_factory=cpb.Usage)
     finish_reason: str = ""
     worker_id: str = ""
+    # What was verified about the worker that answered, with the receipt verdict.
+    report: AttestationReport | None = None
+    embeddings: list[list[float]] = field(default_factory=list)  # embedding jobs, input order
+    worker: TrustedWorker | None = None  # the verified worker that answered
 
 
 @dataclass(frozen=True)
 class TextEvent:
     text: str
+
+
+def _with_receipt(worker: TrustedWorker, answer: Answer) -> AttestationReport | None:
+    report, r = worker.verified.report, answer.receipt
+    if report is None or r is None:
+        return report
+    return report.with_receipt(
+        f"VERIFIED (job {r.job_id}, {r.input_tokens}+{r.output_tokens} tokens, "
+        f"evidence {r.evidence_sha256[:16]}…, log index {answer.log_index})"
+    )
 
 
 class Client:
@@ -121,6 +138,9 @@ class Client:
         self._listed: dict[str, tuple[float, list[TrustedWorker]]] = {}  # model -> (until, workers)
         self._busy: dict[str, int] = {}  # worker id -> this client's jobs on it now
         self.rejected: dict[str, str] = {}  # worker id -> why its evidence was refused
+        # worker id -> the attestation report of every worker last listed, refused ones too
+        self.reports: dict[str, AttestationReport] = {}
+        self._collateral: Collateral | None = None  # the gateway's cache, verified where used
 
     @classmethod
     def connect(
@@ -145,6 +165,11 @@ class Client:
             channel = grpc.aio.insecure_channel(address, options=options)
         return cls(channel, token, policy, roots, limits)
 
+    @property
+    def policy(self) -> Policy:
+        """The attestation policy this client verifies workers against."""
+        return self._policy
+
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
 
@@ -161,27 +186,49 @@ class Client:
         return resp
 
     async def workers(self, model: str, region: str = "") -> list[TrustedWorker]:
-        """Workers serving `model` whose evidence passes THIS client's policy (the gateway's
-        ranking, least loaded first)."""
+        """Workers serving `model` (every model when empty) whose evidence passes THIS client's
+        policy (the gateway's ranking, least loaded first)."""
+        return (await self._list(model, region))[0]
+
+    async def _list(
+        self, model: str, region: str = ""
+    ) -> tuple[list[TrustedWorker], dict[str, str]]:
+        """(trusted workers, {worker id: why refused}) of one listing."""
         resp = await self._call(
             self._stub.ListWorkers,
             gpb.ListWorkersRequest(model=model, region=region),
             gpb.ListWorkersResponse,
         )
-        out = []
+        self._take_collateral(resp)
+        out, refused = [], {}
         for w in resp.workers[: self._limits.workers_verified_max]:
             if w.state == gpb.DRAINING:
                 continue
             try:
                 v = self._verify(w.evidence)
             except VerifyError as exc:
-                self.rejected[w.worker_id] = str(exc)
+                refused[w.worker_id] = str(exc)
+                if isinstance(exc.report, AttestationReport):
+                    self.reports[w.worker_id] = exc.report
                 continue
-            if model not in v.models or w.worker_id != "w-" + v.key_id[:16]:
-                self.rejected[w.worker_id] = "worker id or models do not match its evidence"
+            if v.report is not None:
+                self.reports[w.worker_id] = v.report
+            if (model and model not in v.models) or w.worker_id != "w-" + v.key_id[:16]:
+                refused[w.worker_id] = "worker id or models do not match its evidence"
                 continue
             out.append(TrustedWorker(w.worker_id, v, w.in_flight, w.capacity))
-        return sorted(out, key=lambda t: t.in_flight / max(1, t.capacity))
+        self.rejected.update(refused)
+        return sorted(out, key=lambda t: t.in_flight / max(1, t.capacity)), refused
+
+    def _take_collateral(self, resp: gpb.ListWorkersResponse | gpb.ChallengeWorkerResponse) -> None:
+        """The gateway's collateral (CRLs, TCB info): untrusted, each item verified where used;
+        an oversized set is ignored (its checks are then skips)."""
+        if not resp.HasField("collateral"):
+            return
+        try:
+            self._collateral = Collateral.from_proto(resp.collateral)
+        except VerifyError:
+            self._collateral = None
 
     def _fresh(self, v: VerifiedWorker) -> bool:
         return (self._clock() * 1000 - v.issued_at_ms) / 1000 <= self._policy.max_evidence_age_s
@@ -191,7 +238,14 @@ class Client:
         cached = self._verified.get(digest)
         if cached is not None and nonce is None and self._fresh(cached):
             return cached
-        v = verify_bundle(bundle, self._policy, self._roots, self._now(), expected_nonce=nonce)
+        v = verify_bundle(
+            bundle,
+            self._policy,
+            self._roots,
+            self._now(),
+            expected_nonce=nonce,
+            collateral=self._collateral,
+        )
         if len(self._verified) >= 4 * self._limits.workers_verified_max:
             self._verified.clear()  # bounded: re-verifying costs ~2 ms a bundle
         self._verified[digest] = v
@@ -205,6 +259,7 @@ class Client:
             gpb.ChallengeWorkerRequest(worker_id=worker_id, nonce=nonce),
             gpb.ChallengeWorkerResponse,
         )
+        self._take_collateral(resp)
         try:
             return self._verify(resp.evidence, nonce)
         except VerifyError as exc:
@@ -257,14 +312,17 @@ class Client:
         sampling: cpb.SamplingParams | None = None,
         suite: int = cpb.X25519_SHA256_CHACHA20POLY1305,
         job_id: bytes | None = None,
+        texts: Sequence[str] | None = None,
     ) -> tuple[cpb.SealedRequest, cpb.InnerRequest]:
-        if (prompt is None) == (messages is None):
-            raise InvalidInput("give exactly one of prompt or messages")
+        if [prompt, messages, texts].count(None) != 2:
+            raise InvalidInput("give exactly one of prompt, messages or texts")
         inner = cpb.InnerRequest(
             response_key=os.urandom(32), request_nonce=os.urandom(32), sampling=sampling
         )
         if prompt is not None:
             inner.prompt = prompt
+        elif texts is not None:
+            inner.embed.texts.extend(texts)
         else:
             inner.chat.messages.extend(
                 cpb.ChatMessage(role=r, content=c) for r, c in messages or ()
@@ -315,28 +373,6 @@ class Client:
                 call.cancel()
         job.ended()
 
-    async def _trusted(self, model: str, refresh: bool = False) -> list[TrustedWorker]:
-        """Verified workers for `model`, from the cache while it is fresh."""
-        cached = self._listed.get(model)
-        now = self._clock()
-        if not refresh and cached is not None and now < cached[0]:
-            alive = [w for w in cached[1] if self._fresh(w.verified)]
-            if alive:
-                return alive
-        found = await self.workers(model)
-        if found:
-            self._listed[model] = (now + self._limits.workers_cache_s, found)
-        else:
-            self._listed.pop(model, None)
-        return found
-
-    def _pick(self, workers: list[TrustedWorker], tried: set[str]) -> TrustedWorker | None:
-        """The least busy untried worker (by this client's own jobs, then the listed load)."""
-        left = [w for w in workers if w.worker_id not in tried]
-        if not left:
-            return None
-        return min(left, key=lambda w: self._busy.get(w.worker_id, 0) / max(1, w.capacity))
-
     async def complete(
         self,
         model: str,
@@ -346,17 +382,60 @@ class Client:
         max_new_tokens: int = 64,
         sampling: cpb.SamplingParams | None = None,
         suite: int = cpb.X25519_SHA256_CHACHA20POLY1305,
+        texts: Sequence[str] | None = None,
     ) -> Answer:
-        """Pick a trusted worker, seal, call, verify; retry on other workers (same job id, so the
-        gateway holds and charges once) while none has started answering."""
-        candidates = await self._trusted(model)
+        """Pick a trusted worker, seal, call, verify (see `generate`); a fully verified answer."""
+        answer = Answer()
+        async for _ in self.generate(
+            model,
+            answer,
+            prompt=prompt,
+            messages=messages,
+            max_new_tokens=max_new_tokens,
+            sampling=sampling,
+            suite=suite,
+            texts=texts,
+        ):
+            pass
+        return answer
+
+    async def embed(
+        self,
+        model: str,
+        texts: Sequence[str],
+        suite: int = cpb.X25519_SHA256_CHACHA20POLY1305,
+    ) -> Answer:
+        """Embeddings of `texts` from an attested worker; `answer.embeddings` in input order."""
+        return await self.complete(model, texts=texts, max_new_tokens=1, suite=suite)
+
+    async def generate(
+        self,
+        model: str,
+        answer: Answer,
+        *,
+        prompt: str | None = None,
+        messages: Sequence[tuple[str, str]] | None = None,
+        max_new_tokens: int = 64,
+        sampling: cpb.SamplingParams | None = None,
+        suite: int = cpb.X25519_SHA256_CHACHA20POLY1305,
+        texts: Sequence[str] | None = None,
+    ) -> AsyncGenerator[TextEvent, None]:
+        """Pick a trusted worker, seal, call, yield authenticated text, and fill `answer` once the
+        receipt verifies; retry on other workers (same job id, so the gateway holds and charges
+        once) while none has started answering. Nothing is sent before a worker verifies."""
+        candidates, refused = await self._trusted(model)
+        if not candidates:
+            why = "; ".join(f"{k}: {v}" for k, v in refused.items())
+            if not why:
+                raise UnknownModel(f"no worker serves model {model!r}")
+            raise NoTrustedWorker(f"no worker for {model!r} passes the client's policy ({why})")
         job_id = os.urandom(limits.JOB_ID_BYTES)
         tried: set[str] = set()
         last: GatewayRefused | None = None
         for _ in range(self._limits.retry_attempts_max):
             worker = self._pick(candidates, tried)
-            if worker is None and last is not None:  # all tried: the listing may be stale
-                candidates = await self._trusted(model, refresh=True)
+            if worker is None:  # every listed worker was tried: the listing may be stale
+                candidates, _ = await self._trusted(model, refresh=True)
                 worker = self._pick(candidates, tried)
             if worker is None:
                 break
@@ -370,22 +449,56 @@ class Client:
                 sampling=sampling,
                 suite=suite,
                 job_id=job_id,
+                texts=texts,
             )
-            answer = Answer()
             got_text = False
+            answer.embeddings.clear()
             try:
-                async for _ in self.stream(worker, sealed, inner, answer):
+                async for ev in self.stream(worker, sealed, inner, answer):
                     got_text = True
-                return answer
+                    yield ev
+                return
             except GatewayRefused as exc:
                 if exc.code not in _RETRYABLE or got_text:
                     raise
                 self._listed.pop(model, None)
                 last = exc
-        if last is not None:
-            raise last
-        why = "; ".join(f"{k}: {v}" for k, v in self.rejected.items()) or "none listed"
-        raise NoTrustedWorker(f"no worker for {model!r} passes the client's policy ({why})")
+        if last is None:
+            raise NoTrustedWorker(f"no worker for {model!r} is left to try")
+        raise last
+
+    async def _trusted(
+        self, model: str, refresh: bool = False
+    ) -> tuple[list[TrustedWorker], dict[str, str]]:
+        """Verified workers for `model` (from the cache while it is fresh), and the refusals of
+        a fresh listing."""
+        cached = self._listed.get(model)
+        now = self._clock()
+        if not refresh and cached is not None and now < cached[0]:
+            alive = [w for w in cached[1] if self._fresh(w.verified)]
+            if alive:
+                return alive, {}
+        found, refused = await self._list(model)
+        if found:
+            self._listed[model] = (now + self._limits.workers_cache_s, found)
+        else:
+            self._listed.pop(model, None)
+        return found, refused
+
+    def _pick(self, workers: list[TrustedWorker], tried: set[str]) -> TrustedWorker | None:
+        """The least busy untried worker (by this client's own jobs, then the listed load)."""
+        left = [w for w in workers if w.worker_id not in tried]
+        if not left:
+            return None
+        return min(left, key=lambda w: self._busy.get(w.worker_id, 0) / max(1, w.capacity))
+
+
+def _take_embeddings(piece: cpb.AnswerPiece, into: list[list[float]]) -> None:
+    """Append a chunk's vectors, which must continue the input order without gaps."""
+    for e in piece.embeddings:
+        if e.index != len(into) or not e.values:
+            raise AnswerRejected("embeddings out of order or empty")
+        into.append(list(e.values))
 
 
 class _Job:
@@ -440,12 +553,14 @@ class _Job:
         if self.opener is not None:
             raise AnswerRejected("unexpected job start")
         self.opener = ChunkOpener(bytes(self.inner.response_key), salt, self.header.job_id)
+        self.answer.worker = self.worker
 
     def _chunk(self, c: Any) -> str:
         if self.opener is None:
             raise AnswerRejected("answer chunk before the job started")
         piece = cpb.AnswerPiece.FromString(self.opener.open(c.index, c.ciphertext, c.final))
         self.parts.append(piece.text)
+        _take_embeddings(piece, self.answer.embeddings)
         if c.final:
             self.answer.usage.CopyFrom(piece.usage)
             self.answer.finish_reason = piece.finish_reason
@@ -456,6 +571,8 @@ class _Job:
             raise AnswerRejected("receipt before any answer")
         self.opener.finish()
         a = self.answer
+        if len(a.embeddings) != len(self.inner.embed.texts):
+            raise AnswerRejected("the answer has another number of embeddings")
         a.receipt = verify_job_receipt(
             jws,
             self.worker.verified,
@@ -469,6 +586,7 @@ class _Job:
         a.receipt_jws, a.log_index = jws, log_index
         a.text = "".join(self.parts)
         a.worker_id = self.worker.worker_id
+        a.report = _with_receipt(self.worker, a)
         self.done = True
 
     def _failed(self, f: Any) -> None:

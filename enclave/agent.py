@@ -1,9 +1,11 @@
 """The worker agent: dials out to a gateway, registers with evidence, answers challenges, runs
 jobs concurrently and streams sealed chunks and receipts back; reconnects with capped backoff.
 
-Draining (`drain()`, e.g. on SIGTERM, or the gateway's Drain): tell the gateway, take no new job,
-finish the jobs in flight (up to a timeout), close the stream and stop. A gateway message that
-does not parse ends the session (and the agent reconnects); it never crashes the worker."""
+Draining (`drain()`, e.g. on SIGTERM, or the gateway's Drain): tell the gateway (it routes no new
+job here), refuse new jobs (UNAVAILABLE to the client, which retries elsewhere), let the jobs in
+flight finish within a grace period (the rest are cancelled), end the link and stop `run()`. A
+gateway message that does not parse ends the session (and the agent reconnects); it never crashes
+the worker."""
 
 from __future__ import annotations
 
@@ -52,8 +54,9 @@ class WorkerAgent:
         self._telemetry = Telemetry(config.device)
         self._tasks: dict[bytes, asyncio.Task[None]] = {}
         self._outbox: asyncio.Queue[wpb.WorkerMessage | None] | None = None
-        self._draining = False
-        self._drained = asyncio.Event()
+        self.draining = False  # set by drain(): new jobs are refused, then the agent stops
+        self._drain_task: asyncio.Task[bool] | None = None
+        self._link_closed: asyncio.Event | None = None  # set when the current link has ended
         self.worker_id: str | None = None
         # Our own token's subject: the account receipts name for the reward (not a trust decision).
         self._provider = str(
@@ -75,7 +78,7 @@ class WorkerAgent:
         """Connect, and reconnect after failures with capped exponential backoff."""
         backoff = self._limits.reconnect_backoff_initial_s
         attempts = 0
-        while not self._draining:
+        while True:
             attempts += 1
             try:
                 async with self._channel() as channel:
@@ -92,8 +95,8 @@ class WorkerAgent:
                 self.admitted.clear()
                 for t in self._tasks.values():
                     t.cancel()
-            if self._draining:
-                break
+            if self.draining:
+                return
             if (
                 self._limits.reconnect_attempts_max
                 and attempts >= self._limits.reconnect_attempts_max
@@ -101,30 +104,29 @@ class WorkerAgent:
                 return
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._limits.reconnect_backoff_max_s)
-        self._drained.set()
 
-    async def drain(self, timeout_s: float = 60.0) -> None:
-        """Stop taking jobs, finish those in flight (at most `timeout_s`), close, stop `run()`."""
-        self._begin_drain(announce=True)
-        await asyncio.wait_for(self._drained.wait(), timeout_s + 5.0)
-
-    def _begin_drain(self, announce: bool) -> None:
-        if self._draining:
-            return
-        self._draining = True
-        outbox = self._outbox
-        if outbox is None:
-            self._drained.set()
-            return
-        if announce:
-            outbox.put_nowait(wpb.WorkerMessage(draining=wpb.WorkerDraining()))
-        log.info("draining", jobs=len(self._tasks))
-        asyncio.get_running_loop().create_task(self._close_when_idle(outbox))
-
-    async def _close_when_idle(self, outbox: asyncio.Queue[wpb.WorkerMessage | None]) -> None:
-        if self._tasks:
-            await asyncio.wait(list(self._tasks.values()), timeout=self._limits.drain_timeout_s)
-        await outbox.put(None)
+    async def drain(self, grace_s: float, *, announce: bool = True) -> bool:
+        """Refuse new jobs (and tell the gateway), let in-flight ones finish within `grace_s` (the
+        rest are cancelled), then let the gateway close the link (it does once no job of ours is
+        left, including any it dispatched before it heard of the drain), or close it ourselves
+        after `drain_close_wait_s`, so that `run()` returns. True when none was cancelled."""
+        self.draining = True
+        outbox, closed = self._outbox, self._link_closed
+        if announce and outbox is not None:
+            with contextlib.suppress(asyncio.QueueFull):
+                outbox.put_nowait(wpb.WorkerMessage(draining=wpb.WorkerDraining()))
+        pending = list(self._tasks.values())
+        left: set[asyncio.Task[None]] = set()
+        if pending:
+            _, left = await asyncio.wait(pending, timeout=grace_s)
+            for t in left:
+                t.cancel()
+        log.info("drained", finished=len(pending) - len(left), cancelled=len(left))
+        if outbox is not None and closed is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closed.wait(), self._limits.drain_close_wait_s)
+            await outbox.put(None)  # the receipts queued before it still go out
+        return not left
 
     def _channel(self) -> grpc.aio.Channel:
         options = [("grpc.max_receive_message_length", limits.SEALED_REQUEST_BYTES_MAX + 65536)]
@@ -138,6 +140,7 @@ class WorkerAgent:
             self._limits.outbox_messages_max
         )
         self._outbox = outbox
+        self._link_closed = asyncio.Event()
         hello = wpb.WorkerHello(
             models=sorted(self._engines),
             software_version=SOFTWARE_VERSION,
@@ -182,11 +185,15 @@ class WorkerAgent:
                     task = self._tasks.get(bytes(gm.cancel.job_id))
                     if task is not None:
                         task.cancel()
-                elif kind == "drain":
-                    self._begin_drain(announce=False)
+                elif kind == "drain" and self._drain_task is None:  # the operator drains us
+                    self._drain_task = asyncio.create_task(
+                        self.drain(self._limits.drain_timeout_s, announce=False)
+                    )
         finally:
             heartbeats.cancel()
             self._outbox = None
+            if self._link_closed is not None:
+                self._link_closed.set()
             with contextlib.suppress(asyncio.QueueFull):
                 outbox.put_nowait(None)
 
@@ -203,8 +210,8 @@ class WorkerAgent:
         if job_id in self._tasks:
             outbox.put_nowait(_failed(job_id, wpb.REPLAYED, "job id already running here"))
             return
-        if self._draining:
-            outbox.put_nowait(_failed(job_id, wpb.OVERLOADED, "worker is draining"))
+        if self.draining:  # ENGINE_ERROR is UNAVAILABLE to the client: it retries another worker
+            outbox.put_nowait(_failed(job_id, wpb.ENGINE_ERROR, "worker is shutting down"))
             return
         if len(self._tasks) >= self._limits.jobs_in_flight_max:
             outbox.put_nowait(_failed(job_id, wpb.OVERLOADED, "worker is at capacity"))

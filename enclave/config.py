@@ -24,6 +24,7 @@ class WorkerLimits:
     reconnect_attempts_max: int = 0  # 0 = keep trying
     chunk_tokens_max: int = 16  # coalesce at most this many tokens into one answer chunk
     drain_timeout_s: float = 60.0  # when draining, jobs in flight get this long to finish
+    drain_close_wait_s: float = 5.0  # ... then the gateway this long to close the link
 
 
 @dataclass(frozen=True)

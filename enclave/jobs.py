@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import structlog
 
 from ccgw.enclave.config import WorkerLimits
+from ccgw.enclave.embedding import Vectors, embed_events
 from ccgw.enclave.engine import Engine, Finished, GenerationRequest, TextDelta
 from ccgw.enclave.errors import Replayed, RequestRejected, TooLarge
 from ccgw.enclave.keys import Keyring
@@ -117,7 +118,12 @@ class JobRunner:
         max_input = min(header.max_input_tokens, self._limits.prompt_tokens_max)
         kind = inner.WhichOneof("input")
         messages = tuple((m.role, m.content) for m in inner.chat.messages)
-        chars = len(inner.prompt) if kind == "prompt" else sum(len(r) + len(c) for r, c in messages)
+        if kind == "prompt":
+            chars = len(inner.prompt)
+        elif kind == "embed":
+            chars = max((len(t) for t in inner.embed.texts), default=0)  # each text on its own
+        else:
+            chars = sum(len(r) + len(c) for r, c in messages)
         chars_max = max_input * self._limits.prompt_chars_per_token_max
         if chars > chars_max:
             raise TooLarge(
@@ -175,7 +181,11 @@ class JobRunner:
 
         pending_text, pending_tokens = [], 0
         finished: Finished | None = None
-        gen = engine.generate(req)
+        gen = (
+            embed_events(engine, inner.embed.texts, req.max_input_tokens)
+            if inner.WhichOneof("input") == "embed"
+            else engine.generate(req)
+        )
         try:
             async for ev in gen:
                 if isinstance(ev, TextDelta):
@@ -187,6 +197,8 @@ class JobRunner:
                             False,
                         )
                         pending_text, pending_tokens = [], 0
+                elif isinstance(ev, Vectors):
+                    yield update(cpb.AnswerPiece(embeddings=ev.pieces()), False)
                 else:
                     finished = ev
         finally:

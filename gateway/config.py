@@ -60,6 +60,7 @@ class GatewayLimits:
     error_logs_per_interval_max: int = 10
     error_log_interval_s: float = 10.0
     metrics_refresh_s: float = 5.0  # log size and ledger totals read from the store this often
+    collateral_refresh_s: float = 60.0  # rescan of the collateral directory at most this often
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class GatewayConfig:
     allow_simulated_tee: bool = False
     simulated_root_pem: bytes | None = None
     policy_path: Path | None = None
+    # Vendor collateral (CRLs, Intel TCB info / QE identity) served to clients with the evidence.
+    collateral_dir: Path | None = None
     # TLS for the listener (PEM). Without it the gateway listens in plaintext: loopback/dev only.
     tls_cert_pem: bytes | None = None
     tls_key_pem: bytes | None = None

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ccgw.gateway.auth import Authenticator
 from ccgw.gateway.checkpointer import Checkpointer
+from ccgw.gateway.collateral_cache import CollateralCache
 from ccgw.gateway.config import GatewayConfig
 from ccgw.gateway.jobs import JobRouter
 from ccgw.gateway.log_service import LogServicer
@@ -135,8 +136,12 @@ async def start_gateway(
     internal_errors.configure(lim.error_logs_per_interval_max, lim.error_log_interval_s)
     registry = Registry(lim.workers_max, lim.workers_per_provider_max)
 
+    collateral = CollateralCache(config.collateral_dir, config.limits.collateral_refresh_s)
+
     def verifier(bundle: cpb.EvidenceBundle, nonce: bytes) -> VerifiedWorker:
-        return verify_bundle(bundle, policy, roots, _utcnow(), expected_nonce=nonce)
+        return verify_bundle(
+            bundle, policy, roots, _utcnow(), expected_nonce=nonce, collateral=collateral.current()
+        )
 
     auth = Authenticator(
         config.auth_public_keys_pem,
@@ -163,7 +168,11 @@ async def start_gateway(
         ]
     )
     gateway_svc, link_svc, log_svc = SERVICES
-    add_service(server, GatewayServicer(config, auth, registry, router, link, store), gateway_svc)
+    add_service(
+        server,
+        GatewayServicer(config, auth, registry, router, link, store, collateral),
+        gateway_svc,
+    )
     add_service(server, WorkerLinkServicer(auth, link), link_svc)
     add_service(server, LogServicer(config, store, checkpointer), log_svc)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ import grpc
 import structlog
 
 from ccgw.gateway.auth import Authenticator, Principal
+from ccgw.gateway.collateral_cache import CollateralCache
 from ccgw.gateway.config import GatewayConfig
 from ccgw.gateway.errors import BadRequest, NotFound
 from ccgw.gateway.jobs import JobRouter
@@ -52,9 +53,11 @@ class GatewayServicer(ggrpc.GatewayServicer):
         router: JobRouter,
         link: WorkerLink,
         store: Store,
+        collateral: CollateralCache | None = None,
     ) -> None:
         self._config, self._auth, self._registry = config, auth, registry
         self._router, self._link, self._store = router, link, store
+        self._collateral = collateral or CollateralCache(None)
         lim = config.limits
         self._challenges = RateLimiter(
             lim.account_challenges_per_s,
@@ -105,7 +108,8 @@ class GatewayServicer(ggrpc.GatewayServicer):
                     output_per_1k_micro=price.output_per_1k_micro,
                 )
                 for s in ranked[: self._config.limits.list_workers_max]
-            ]
+            ],
+            collateral=self._collateral.proto(),
         )
 
     @unary
@@ -121,7 +125,7 @@ class GatewayServicer(ggrpc.GatewayServicer):
         bundle = await self._link.challenge(
             session, bytes(request.nonce), self._config.limits.client_challenge_timeout_s
         )
-        return gpb.ChallengeWorkerResponse(evidence=bundle)
+        return gpb.ChallengeWorkerResponse(evidence=bundle, collateral=self._collateral.proto())
 
     @streaming
     async def Infer(

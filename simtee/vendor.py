@@ -77,6 +77,20 @@ class SimulatedVendor:
             .not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + _VALIDITY)
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=not ca,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=ca,
+                    crl_sign=ca,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
         )
         for ext in extensions:
             b = b.add_extension(ext, critical=False)

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 
 class VerifyError(Exception):
-    """Base of every verification failure."""
+    """Base of every verification failure. When verify_bundle refuses evidence, the error it
+    raises carries the whole attestation report (verify.attestation.report) in `report`."""
+
+    report: object | None = None
 
 
 class MalformedError(VerifyError):

@@ -47,6 +47,10 @@ CERT_BYTES_MAX: Final = 16 * KIB
 MODELS_PER_WORKER_MAX: Final = 64
 MODEL_NAME_BYTES_MAX: Final = 128
 NONCE_BYTES: Final = 32
+# Vendor collateral (CRLs, Intel TCB info / QE identity, signing chains, NVIDIA RIMs).
+COLLATERAL_ITEM_BYTES_MAX: Final = 256 * KIB
+COLLATERAL_ITEMS_MAX: Final = 64
+COLLATERAL_BYTES_MAX: Final = 512 * KIB
 
 # Receipts.
 RECEIPT_JWS_BYTES_MAX: Final = 8 * KIB
@@ -54,3 +58,21 @@ JOB_ID_BYTES: Final = 16
 
 # Merkle proofs (hashes per proof).
 PROOF_HASHES_MAX: Final = 64
+
+# Releases (verify/release): signed manifests and revocations, as every party parses them.
+RELEASE_DOCUMENT_BYTES_MAX: Final = 64 * KIB  # one signed manifest or revocation, as JSON
+RELEASE_TEXT_BYTES_MAX: Final = 256  # version, reason, names, versions: one bounded string each
+RELEASE_LAUNCH_ENTRIES_MAX: Final = 256  # allowed launch measurements in one manifest
+RELEASE_ALLOWED_VALUES_MAX: Final = 64  # driver / VBIOS versions, golden values per index
+RELEASES_CONSIDERED_MAX: Final = 1024  # manifests one policy decision may be given
+REVOCATIONS_CONSIDERED_MAX: Final = 4096
+
+# Launch-measurement inputs (verify/measure): firmware, kernel and shapes are hostile files.
+FIRMWARE_BYTES_MAX: Final = 32 * MIB
+FIRMWARE_TABLE_ENTRIES_MAX: Final = 64  # GUIDed entries in the OVMF footer table
+FIRMWARE_SECTIONS_MAX: Final = 64  # SEV metadata or TDVF sections
+FIRMWARE_MEASURED_PAGES_MAX: Final = 1 << 16  # 256 MiB of pages: bounds the hashing work
+KERNEL_BYTES_MAX: Final = 256 * MIB
+INITRD_BYTES_MAX: Final = 4 * 1024 * MIB
+KERNEL_CMDLINE_BYTES_MAX: Final = 4 * KIB
+VCPUS_MAX: Final = 512

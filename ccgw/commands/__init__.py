@@ -5,6 +5,32 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ccgw.commands import app, attest, audit, ledger, ops, run
+from ccgw.commands import (
+    app,
+    attest,
+    audit,
+    config,
+    doctor,
+    evidence,
+    ledger,
+    ops,
+    proxy,
+    release,
+    run,
+    verify,
+)
 
-MODULES: tuple[ModuleType, ...] = (run, app, ops, ledger, audit, attest)
+MODULES: tuple[ModuleType, ...] = (
+    run,
+    app,
+    proxy,
+    ops,
+    ledger,
+    audit,
+    attest,
+    verify,
+    release,
+    evidence,
+    doctor,
+    config,
+)

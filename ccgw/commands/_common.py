@@ -55,6 +55,40 @@ def read_text(path: Path, what: str) -> str:
         raise CliError(f"{what} {path} is not UTF-8 text") from None
 
 
+def read_token(path: Path, role: str, *also: str) -> str:
+    """A token file as `ccgw token` writes it: a JWT whose subject names the account and whose
+    role is `role` (or one of `also`). Only its shape is checked here: the gateway verifies it."""
+    import jwt
+
+    token = read_text(path, f"{role} token")
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        raise CliError(
+            f"{role} token {path} is not a token (make one with `ccgw token --role {role}`)"
+        ) from None
+    if not isinstance(claims.get("sub"), str) or claims.get("role") not in (role, *also):
+        raise CliError(
+            f"{path} is not a {role} token (it says role {claims.get('role')!r}; "
+            f"make one with `ccgw token --role {role}`)"
+        )
+    return token
+
+
+def load_private_key(path: Path, what: str) -> Any:
+    """An Ed25519 private key file from `ccgw keygen`."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(read_bytes(path, what), None)
+    except (ValueError, TypeError):
+        raise CliError(f"{what} {path} is not a PEM private key (make one: ccgw keygen)") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise CliError(f"{what} {path} is not an Ed25519 key (make one: ccgw keygen)")
+    return key
+
+
 def warn(message: str) -> None:
     print(f"WARNING: {message}", file=sys.stderr, flush=True)
 

@@ -24,8 +24,10 @@ def register(sub: Subparsers) -> None:
     )
     au.add_argument("--gateway", required=True, help="host:port of the gateway")
     au.add_argument("--log-pubkey", type=Path, required=True, help="the gateway's log key (PEM)")
-    au.add_argument("--log-name", default="ccgw-log")
-    au.add_argument("--log-origin", default="ccgw.local/log")
+    au.add_argument("--log-name", default="ccgw-log", help="key name in the checkpoints")
+    au.add_argument(
+        "--log-origin", default="ccgw.local/log", help="origin line of the gateway's checkpoints"
+    )
     au.add_argument(
         "--state",
         type=Path,
@@ -34,9 +36,13 @@ def register(sub: Subparsers) -> None:
     )
     au.add_argument("--policy", type=Path, default=None, help="attestation policy file")
     add_simulated_root(au)
-    au.add_argument("--price-in-per-1k-micro", type=int, default=1_000)
-    au.add_argument("--price-out-per-1k-micro", type=int, default=2_000)
-    au.add_argument("--fee-bps", type=int, default=500)
+    au.add_argument(
+        "--price-in-per-1k-micro", type=int, default=1_000, help="gateway's input price, µ/1k tok"
+    )
+    au.add_argument(
+        "--price-out-per-1k-micro", type=int, default=2_000, help="gateway's output price, µ/1k tok"
+    )
+    au.add_argument("--fee-bps", type=int, default=500, help="gateway's fee in basis points")
     add_tls_ca(au)
     au.set_defaults(func=_audit)
 

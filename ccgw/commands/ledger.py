@@ -26,7 +26,9 @@ def register(sub: Subparsers) -> None:
     se.add_argument("--log-key", type=Path, required=True, help="the gateway's log key")
     se.add_argument("--from-size", type=int, required=True, help="log size the epoch starts at")
     se.add_argument("--to-size", type=int, required=True, help="a signed checkpoint size")
-    se.add_argument("--log-origin", default="ccgw.local/log")
+    se.add_argument(
+        "--log-origin", default="ccgw.local/log", help="origin line of the gateway's checkpoints"
+    )
     se.set_defaults(func=_settlement)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from pathlib import Path
+from typing import Any
 
 from ccgw.commands._common import (
     EXIT_USAGE,
@@ -12,8 +14,9 @@ from ccgw.commands._common import (
     Subparsers,
     add_simulated_root,
     add_tls_ca,
+    load_private_key,
     read_bytes,
-    read_text,
+    read_token,
     until_signal,
     warn,
 )
@@ -22,8 +25,12 @@ from ccgw.runtime import tune_gc_for_serving
 
 def register(sub: Subparsers) -> None:
     d = sub.add_parser("demo", help="run a gateway, a worker and one real request on loopback")
-    d.add_argument("--prompt", default="Confidential inference on attested hardware")
-    d.add_argument("--max-new-tokens", type=int, default=24)
+    d.add_argument(
+        "--prompt",
+        default="Confidential inference on attested hardware",
+        help="the prompt to send",
+    )
+    d.add_argument("--max-new-tokens", type=int, default=24, help="answer length, in tokens")
     d.add_argument("--post-quantum", action="store_true", help="seal with ML-KEM-768+X25519")
     d.add_argument("--data-dir", type=Path, default=None, help="keep the demo's files here")
     d.set_defaults(func=_demo, default_log_level="WARNING")
@@ -55,6 +62,12 @@ def register(sub: Subparsers) -> None:
         "--metrics-listen", default=None, help="host:port for Prometheus /metrics (off if unset)"
     )
     g.add_argument("--no-reflection", action="store_true", help="turn gRPC server reflection off")
+    g.add_argument(
+        "--collateral-dir",
+        type=Path,
+        default=None,
+        help="vendor CRLs / Intel TCB info kept here are used and handed to clients",
+    )
     g.set_defaults(func=_gateway)
 
     w = sub.add_parser("worker", help="run a worker")
@@ -68,6 +81,12 @@ def register(sub: Subparsers) -> None:
         help="serve the model in DIR as NAME; pin its weights digest (ccgw model digest)",
     )
     w.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:0 …")
+    w.add_argument(
+        "--drain-grace-s",
+        type=float,
+        default=60.0,
+        help="on SIGTERM: refuse new jobs and let running ones finish for up to this long",
+    )
     w.add_argument("--region", default="", help="region hint for routing")
     add_tls_ca(w)
     w.add_argument(
@@ -97,6 +116,11 @@ def _gateway(args: argparse.Namespace) -> int:
     )
     if sim_pem is not None:
         warn("this gateway ALSO admits workers on the SIMULATED TEE: no hardware protection")
+    load_private_key(args.log_key, "log key")
+    for pub in args.auth_pubkey:
+        _check_public_key(pub)
+    if args.tls_cert is not None:
+        _check_tls(args.tls_cert, args.tls_key)
     config = GatewayConfig(
         listen=args.listen,
         db_path=Path(args.db),
@@ -110,12 +134,21 @@ def _gateway(args: argparse.Namespace) -> int:
         log_key_pem=read_bytes(args.log_key, "log key"),
         log_origin=args.log_origin,
         policy_path=args.policy,
+        collateral_dir=args.collateral_dir,
         metrics_listen=args.metrics_listen,
         reflection=not args.no_reflection,
     )
 
     async def serve() -> None:
-        gw = await start_gateway(config)
+        try:
+            gw = await start_gateway(config)
+        except RuntimeError as exc:
+            if "bind" not in str(exc).lower():
+                raise
+            raise CliError(
+                f"cannot listen on {args.listen} (is the address this machine's and the port "
+                "free?)"
+            ) from None
         tune_gc_for_serving()
         print(f"gateway listening on port {gw.port}", flush=True)
         await until_signal()
@@ -125,14 +158,43 @@ def _gateway(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_public_key(path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        key = load_pem_public_key(read_bytes(path, "auth public key"))
+    except ValueError:
+        raise CliError(
+            f"auth public key {path} is not a PEM public key (give the .pub of `ccgw keygen`)"
+        ) from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise CliError(f"auth public key {path} is not Ed25519 (make one: ccgw keygen)")
+
+
+def _check_tls(cert: Path, key: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        x509.load_pem_x509_certificates(read_bytes(cert, "TLS certificate"))
+    except ValueError:
+        raise CliError(f"TLS certificate {cert} is not PEM certificates (ccgw dev-certs)") from None
+    try:
+        load_pem_private_key(read_bytes(key, "TLS key"), None)
+    except (ValueError, TypeError):
+        raise CliError(f"TLS key {key} is not an unencrypted PEM private key") from None
+
+
 def _worker(args: argparse.Namespace) -> int:
     from ccgw.enclave.agent import WorkerAgent
     from ccgw.enclave.config import WorkerConfig
+    from ccgw.enclave.embedding import is_encoder, load_embedding_model
     from ccgw.enclave.engine import load_engine
     from ccgw.enclave.tee import CpuTee, GpuAttester
 
-    token = read_text(args.token_file, "provider token")
-    engines = {}
+    token = read_token(args.token_file, "provider")
+    engines: dict[str, Any] = {}
     for spec in args.model:
         name, eq, rest = spec.partition("=")
         path, _, sha = rest.partition("@")
@@ -142,7 +204,14 @@ def _worker(args: argparse.Namespace) -> int:
             pinned = bytes.fromhex(sha) if sha else None
         except ValueError:
             raise CliError(f"--model {spec!r}: the digest after @ is not hex") from None
-        engines[name] = load_engine(Path(path), name, expected_sha256=pinned, device=args.device)
+        if not Path(path).is_dir():
+            raise CliError(f"--model {spec!r}: {path} is not a model folder")
+        if is_encoder(Path(path)):
+            engines[name] = load_embedding_model(Path(path), name, expected_sha256=pinned)
+        else:
+            engines[name] = load_engine(
+                Path(path), name, expected_sha256=pinned, device=args.device
+            )
     cpu: CpuTee
     gpu: GpuAttester | None
     if args.simulated_tee is not None:
@@ -163,17 +232,22 @@ def _worker(args: argparse.Namespace) -> int:
         device=args.device,
         tls_ca_pem=read_bytes(args.tls_ca, "TLS CA") if args.tls_ca else None,
     )
+    return asyncio.run(_serve_worker(WorkerAgent(config, engines, cpu, gpu), args.drain_grace_s))
 
-    async def serve() -> None:
-        agent = WorkerAgent(config, engines, cpu, gpu)
-        running = asyncio.create_task(agent.run())
-        tune_gc_for_serving()
-        stop = asyncio.create_task(until_signal())
-        await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)
-        if stop.done():  # SIGTERM/SIGINT: finish the jobs in flight, then leave
-            await agent.drain(config.limits.drain_timeout_s)
+
+async def _serve_worker(agent: Any, grace_s: float) -> int:
+    """Run until the agent stops or SIGTERM/SIGINT; then drain: exit 0 when all jobs finished."""
+    run = asyncio.create_task(agent.run())
+    tune_gc_for_serving()
+    stop = asyncio.create_task(until_signal())
+    await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)
+    if run.done():
         stop.cancel()
-        await running
-
-    asyncio.run(serve())
+        run.result()  # an error (a refused token, …) goes to the CLI's error path
+        return 0
+    print("draining: no new jobs; waiting for running ones", flush=True)
+    clean = await agent.drain(grace_s)
+    with contextlib.suppress(TimeoutError):  # wait_for cancels a link that did not close
+        await asyncio.wait_for(run, timeout=10)
+    print("drained" if clean else "drain grace period over: running jobs were cancelled")
     return 0

@@ -156,6 +156,10 @@ class Embedder:
     def __init__(self, model: BertModel, tok: HfTokenizer, sha256: bytes, max_tokens: int) -> None:
         self.model, self._tok, self.model_sha256, self.max_tokens = model, tok, sha256, max_tokens
 
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens each text encodes to ([CLS] and [SEP] included)."""
+        return [len(e.ids) for e in self._tok.encode_batch(texts)]
+
     @torch.inference_mode()
     def embed(self, texts: list[str], batch_texts_max: int = 64) -> torch.Tensor:
         if len(texts) > batch_texts_max:

@@ -153,8 +153,11 @@ async def test_worker_drains_itself_finishing_its_jobs(tmp_path: Path) -> None:
         agent = await c.add_worker({"echo": EchoEngine(delay_s=0.05)})
         await c.deposit("client:alice", 1_000_000)
         job = asyncio.create_task(c.client().complete("echo", prompt=SLOW_PROMPT))
-        await in_flight(c)
-        await agent.drain(timeout_s=5)
+        for _ in range(500):  # the job reached the worker (one still on the wire is refused)
+            if agent._tasks:
+                break
+            await asyncio.sleep(0.01)
+        assert await agent.drain(5)
         answer = await job
         assert answer.receipt is not None and answer.text.startswith("j i h")
         await asyncio.wait_for(c.tasks[0], 5)

@@ -22,6 +22,7 @@ from ccgw.verify.attestation import sevsnp
 from ccgw.verify.attestation.roots import Root, RootStore
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+VALID_FROM = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)  # test vendors' certificates: 2020 – 2036
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
 AMD = sevsnp.AMD_OID
 
@@ -44,6 +45,8 @@ def _cert(
     ca: bool,
     exts: list[x509.ExtensionType] | None = None,
     pss: bool = True,
+    issuer_key: object | None = None,
+    cdp: str | None = None,
 ) -> x509.Certificate:
     b = (
         x509.CertificateBuilder()
@@ -51,15 +54,67 @@ def _cert(
         .issuer_name(_name(issuer))
         .public_key(public)  # type: ignore[arg-type]
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=30))
+        .not_valid_before(VALID_FROM)
         .not_valid_after(NOW + dt.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(key_usage(ca), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)  # type: ignore[arg-type]
     )
+    if issuer_key is not None:
+        b = b.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key),  # type: ignore[arg-type]
+            critical=False,
+        )
     for e in exts or []:
         b = b.add_extension(e, critical=False)
+    if cdp is not None:
+        point = x509.DistributionPoint([x509.UniformResourceIdentifier(cdp)], None, None, None)
+        b = b.add_extension(x509.CRLDistributionPoints([point]), critical=False)
     if pss:
         return b.sign(signer, hashes.SHA384(), rsa_padding=_PSS)  # type: ignore[arg-type]
     return b.sign(signer, hashes.SHA384())  # type: ignore[arg-type]
+
+
+def make_crl(
+    issuer: x509.Certificate,
+    key: object,
+    revoked: list[int],
+    this_update: dt.datetime,
+    next_update: dt.datetime,
+    *,
+    pss: bool = False,
+) -> bytes:
+    b = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.subject)
+        .last_update(this_update)
+        .next_update(next_update)
+    )
+    for serial in revoked:
+        b = b.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(this_update)
+            .build()
+        )
+    padding_ = _PSS if pss else None
+    crl = b.sign(key, hashes.SHA384(), rsa_padding=padding_)  # type: ignore[arg-type]
+    return crl.public_bytes(serialization.Encoding.DER)
+
+
+def key_usage(ca: bool) -> x509.KeyUsage:
+    """keyCertSign + cRLSign for a CA, digitalSignature for an end entity."""
+    return x509.KeyUsage(
+        digital_signature=not ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def _der_int(v: int) -> bytes:
@@ -79,7 +134,19 @@ class AmdVendor:
         self.ark_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.ask_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.ark = _cert("ARK-Test", "ARK-Test", self.ark_key.public_key(), self.ark_key, ca=True)
-        self.ask = _cert(ask_cn, "ARK-Test", self.ask_key.public_key(), self.ark_key, ca=True)
+        self.ask = _cert(
+            ask_cn, "ARK-Test", self.ask_key.public_key(), self.ark_key, ca=True, cdp="test:crl"
+        )
+
+    def crl(
+        self,
+        revoked: list[int] = (),  # type: ignore[assignment]
+        *,
+        this_update: dt.datetime = VALID_FROM,
+        next_update: dt.datetime = NOW + dt.timedelta(days=30),
+    ) -> bytes:
+        """A CRL signed by the ARK (RSA-PSS, as AMD signs), listing `revoked` serials."""
+        return make_crl(self.ark, self.ark_key, revoked, this_update, next_update, pss=True)
 
     def root_store(self) -> RootStore:
         name = f"amd-{self.product}"
@@ -222,6 +289,7 @@ def nvidia_root() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         key,
         ca=True,
         pss=False,
+        issuer_key=key.public_key(),
     )
 
 
@@ -273,6 +341,7 @@ class GpuStub:
             root_key,
             ca=False,
             pss=False,
+            issuer_key=root_key.public_key(),
         )
         self.measurements = measurements or {i: os.urandom(48) for i in range(1, 9)}
         self.chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (self.leaf, root))

@@ -14,5 +14,7 @@ def vectors_dir() -> Path:
     env = os.environ.get("CCGW_VECTORS_DIR")
     path = Path(env) if env else DATA
     if not (path / "PROVENANCE.md").is_file():
-        raise FileNotFoundError(f"real evidence vectors not found at {path} (PROVENANCE.md missing)")
+        raise FileNotFoundError(
+            f"real evidence vectors not found at {path} (PROVENANCE.md missing)"
+        )
     return path.resolve()

@@ -11,11 +11,18 @@ from pathlib import Path
 import pytest
 
 from ccgw.protos.ccgw.v1 import common_pb2 as pb
-from ccgw.verify.attestation import collateral, tdx
+from ccgw.verify.attestation import collateral, tcb_status, tdx
 from ccgw.verify.attestation.bundle import verify_bundle
 from ccgw.verify.attestation.policy import Policy
 from ccgw.verify.attestation.roots import RootStore
-from ccgw.verify.errors import BindingError, ChainError, MalformedError, PolicyError, SignatureError
+from ccgw.verify.errors import (
+    BindingError,
+    ChainError,
+    FreshnessError,
+    MalformedError,
+    PolicyError,
+    SignatureError,
+)
 from tests.vectors._paths import vectors_dir
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
@@ -122,7 +129,7 @@ def test_pck_chain_out_of_order_is_refused() -> None:
     start, blocks = _pem_blocks(data)
     swapped = blocks[1] + blocks[0] + b"".join(blocks[2:])
     out = data[:start] + swapped + data[start + len(swapped) :]
-    with pytest.raises(ChainError, match="TDX PCK link 0→1"):
+    with pytest.raises(ChainError, match="is a CA, not an end entity"):
         verify(out)
 
 
@@ -139,68 +146,86 @@ def test_v5_body_size_must_match_type() -> None:
         verify(bytes(data))
 
 
-# --- collateral: Intel's sample TCB info / QE identity --------------------------------------
+# --- collateral: Intel's sample TCB info / QE identity, signed by Intel's TCB signing chain --------
+
+V5_WHEN = dt.datetime(2026, 2, 10, tzinfo=dt.UTC)  # while the v5 sample TCB info is current
+SPR_WHEN = dt.datetime(2023, 7, 1, tzinfo=dt.UTC)  # while the 2023 samples are current
+
+
+def chain(name: str = "tcb_info_issuer_chain.pem") -> bytes:
+    return path(name).read_bytes()
+
+
+def doc(name: str, key: str, when: dt.datetime, chains: list[bytes]) -> collateral.SignedDoc:
+    return collateral.verify_doc(path(name).read_bytes(), key, chains, intel(), when)
+
+
+def test_intel_collateral_signatures_verify_to_the_intel_root() -> None:
+    info = doc("sample_tcbInfo_response", collateral.TCB_INFO, SPR_WHEN, [chain()])
+    qe = doc("sample_qeIdentity_response", collateral.QE_IDENTITY, SPR_WHEN, [chain()])
+    assert (info.ident, info.body["fmspc"], qe.ident) == ("TDX", "50806f000000", "TD_QE")
+    renewed = chain("tcb_info_issuer_chain_2025.pem")  # same key, certificate renewed in 2025
+    v5 = doc("sample_tcbinfo_response_v5", collateral.TCB_INFO, V5_WHEN, [chain(), renewed])
+    assert v5.body["fmspc"] == "90c06f000000"
+
+
+def test_intel_collateral_without_a_signing_chain_is_not_trusted() -> None:
+    with pytest.raises(ChainError, match="no Intel TCB signing chain supplied"):
+        doc("sample_tcbInfo_response", collateral.TCB_INFO, SPR_WHEN, [])
+
+
+def test_intel_collateral_with_an_expired_signing_certificate_is_not_trusted() -> None:
+    with pytest.raises(ChainError, match="does not verify to a pinned root"):
+        doc("sample_tcbinfo_response_v5", collateral.TCB_INFO, V5_WHEN, [chain()])
+
+
+def test_tampered_intel_collateral_is_refused() -> None:
+    raw = path("sample_tcbInfo_response").read_bytes().replace(b'"OutOfDate"', b'"UpToDate"', 1)
+    with pytest.raises(SignatureError, match="tcbInfo signature does not verify"):
+        collateral.verify_doc(raw, collateral.TCB_INFO, [chain()], intel(), SPR_WHEN)
+
+
+def test_stale_intel_collateral_is_refused() -> None:
+    renewed = chain("tcb_info_issuer_chain_2025.pem")
+    with pytest.raises(FreshnessError, match="not current"):
+        doc("sample_tcbinfo_response_v5", collateral.TCB_INFO, NOW, [renewed])
+
+
+def test_a_chain_not_signed_by_the_tcb_signing_certificate_is_refused() -> None:
+    with pytest.raises(ChainError, match="signer is not"):
+        doc(
+            "sample_tcbInfo_response",
+            collateral.TCB_INFO,
+            SPR_WHEN,
+            [chain("pck_crl_issuer_chain.pem")],
+        )
 
 
 def test_v5_quote_is_up_to_date_under_its_tcb_info() -> None:
-    when = dt.datetime(2026, 2, 10, tzinfo=dt.UTC)
-    v = verify(path(QUOTES[2]).read_bytes(), when)
-    ev = collateral.evaluate(
-        v, path("sample_tcbinfo_response_v5").read_bytes(), None, None, intel(), when
+    v = verify(path(QUOTES[2]).read_bytes(), V5_WHEN)
+    info = doc(
+        "sample_tcbinfo_response_v5",
+        collateral.TCB_INFO,
+        V5_WHEN,
+        [chain("tcb_info_issuer_chain_2025.pem")],
     )
-    assert (ev.status, ev.verified) == ("UpToDate", False)
-    assert "not verified" in ev.describe()
+    assert tcb_status.platform_status(info, v) == ("UpToDate", ())
 
 
 def test_collateral_for_another_platform_is_refused() -> None:
-    when = dt.datetime(2026, 2, 10, tzinfo=dt.UTC)
-    v = verify(path(QUOTES[2]).read_bytes(), when)
-    then = dt.datetime(2023, 7, 1, tzinfo=dt.UTC)  # while that TCB info was current
+    v = verify(path(QUOTES[2]).read_bytes(), V5_WHEN)
+    info = doc("sample_tcbInfo_response", collateral.TCB_INFO, SPR_WHEN, [chain()])
     with pytest.raises(PolicyError, match="FMSPC 50806f000000"):
-        collateral.evaluate(
-            v, path("sample_tcbInfo_response").read_bytes(), None, None, intel(), then
-        )
+        tcb_status.platform_status(info, v)
 
 
 def test_spr_quote_below_every_tcb_level_is_refused() -> None:
-    when = dt.datetime(2023, 7, 1, tzinfo=dt.UTC)
-    v = verify(path(QUOTES[0]).read_bytes(), when)
+    v = verify(path(QUOTES[0]).read_bytes(), SPR_WHEN)
+    info = doc("sample_tcbInfo_response", collateral.TCB_INFO, SPR_WHEN, [chain()])
+    qe = doc("sample_qeIdentity_response", collateral.QE_IDENTITY, SPR_WHEN, [chain()])
+    assert tcb_status.qe_status(qe, v) == "UpToDate"
     with pytest.raises(PolicyError, match="below every level"):
-        collateral.evaluate(
-            v,
-            path("sample_tcbInfo_response").read_bytes(),
-            path("sample_qeIdentity_response").read_bytes(),
-            None,
-            intel(),
-            when,
-        )
-
-
-def test_expired_collateral_is_refused() -> None:
-    v = verify(path(QUOTES[2]).read_bytes())
-    with pytest.raises(PolicyError, match="not current"):
-        collateral.evaluate(
-            v, path("sample_tcbinfo_response_v5").read_bytes(), None, None, intel(), NOW
-        )
-
-
-def test_collateral_without_signing_chain_cannot_satisfy_require_collateral() -> None:
-    from ccgw.verify.attestation.validate import validate_tdx
-
-    when = dt.datetime(2026, 2, 10, tzinfo=dt.UTC)
-    v = verify(path(QUOTES[2]).read_bytes(), when)
-    pol = Policy(
-        tdx_tcb_info=path("sample_tcbinfo_response_v5").read_bytes(), tdx_require_collateral=True
-    )
-    problems: list[str] = []
-    assert validate_tdx(v, pol, intel(), when, problems).startswith("UpToDate")
-    assert problems == ["TDX TCB collateral signature is not verified (no signing chain supplied)"]
-    problems = []
-    assert (
-        validate_tdx(v, Policy(), intel(), when, problems)
-        == "not evaluated: no TCB collateral supplied"
-    )
-    assert problems == []
+        tcb_status.evaluate(v, info, qe)
 
 
 def test_real_quote_in_a_bundle_reaches_the_binding_check() -> None:
@@ -224,7 +249,8 @@ def test_real_quote_in_a_bundle_reaches_the_binding_check() -> None:
 
 
 def test_tdx_rules_on_a_real_quote_list_every_problem() -> None:
-    from ccgw.verify.attestation.validate import validate_tdx
+    from ccgw.verify.attestation.report import ReportBuilder, Status
+    from ccgw.verify.attestation.validate import tdx_checks
 
     v = verify(path(QUOTES[0]).read_bytes())
     body = v.quote.body
@@ -235,17 +261,23 @@ def test_tdx_rules_on_a_real_quote_list_every_problem() -> None:
         tdx_allowed_mr_seam=frozenset({body.mr_seam.hex()}),
         tdx_min_tee_tcb_svn=body.tee_tcb_svn,
     )
-    problems: list[str] = []
-    validate_tdx(v, ok, intel(), NOW, problems)
-    assert problems == []
+    b = ReportBuilder(ok.enforcement())
+    tdx_checks(b, v, ok)
+    rep = b.build()
+    for cid in ("cpu.debug", "cpu.tcb", "cpu.measurement", "platform.identity"):
+        assert rep.check(cid).status is Status.PASS, cid
     bad = Policy(
         allowed_measurements=frozenset({"00" * 48}),
         allowed_platform_ids=frozenset({"00" * 16}),
         tdx_allowed_rtmrs={2: frozenset({"11" * 48})},
         tdx_allowed_mr_seam=frozenset({"22" * 48}),
         tdx_min_tee_tcb_svn=b"\x09" * 16,
-        tdx_require_collateral=True,
     )
-    validate_tdx(v, bad, intel(), NOW, problems)
-    assert len(problems) == 6, problems
-    assert problems[-1] == "policy requires TDX TCB collateral; none was supplied"
+    b = ReportBuilder(bad.enforcement())
+    tdx_checks(b, v, bad)
+    rep = b.build()
+    assert len(rep.check("cpu.measurement").detail) == 3
+    assert rep.check("cpu.tcb").status is Status.FAIL
+    assert rep.check("platform.identity").detail == (
+        f"platform {v.pck_info.ppid.hex()[:16]}… is not a registered machine",
+    )

@@ -1,32 +1,55 @@
-"""verify_bundle: the one entry point that turns an EvidenceBundle into a trusted worker identity.
-The client SDK, the gateway and the auditor tools all call it; nothing else exposes trusted values.
+"""verify_bundle: the one entry point that turns an EvidenceBundle into a trusted worker identity
+and an attestation report (verify.attestation.report) that names every check. The client SDK, the
+gateway and the auditor tools all call it; nothing else exposes trusted values.
 
-Steps, in order (each failure raises a VerifyError subclass naming the step):
- 1. sizes: bundle, CPU report, certificates, GPU evidence within verify.limits;
- 2. parse + verify the CPU evidence for its platform (SEV-SNP report or TDX quote), chaining to a
-    root the policy accepts;
+Steps, in order (the checks they record in brackets; a failure stops the steps that depend on it,
+whose checks are then skips "not reached"):
+ 1. sizes and keys within verify.limits [cpu.report, binding.keys];
+ 2. the CPU evidence for its platform — SEV-SNP report or TDX quote — parsed, chained to a root the
+    policy accepts, its signature verified [cpu.report, cpu.chain, cpu.signature];
  3. binding: report_data equals verify.binding.bundle_report_data(bundle) — the keys, the nonce,
     the SHA-256 of the GPU evidence, the model digests and the issue time are what the hardware
-    signed, so GPU evidence from another machine cannot be spliced in;
- 4. GPU evidence: each report verified to the NVIDIA root, answering the bundle's nonce;
- 5. freshness: the expected nonce when the caller chose one; age within policy.max_evidence_age_s;
- 6. validate: every policy rule (verify.attestation.validate); all failures are listed at once.
+    signed, so GPU evidence from another machine cannot be spliced in [binding.keys,
+    binding.cpu_gpu];
+ 4. GPU evidence: each report verified to the NVIDIA root, answering the bundle's nonce
+    [gpu.report, gpu.chain, gpu.signature, gpu.nonce, gpu.cc_mode];
+ 5. freshness: the caller's own nonce when it chose one; age within policy.max_evidence_age_s
+    [evidence.nonce, evidence.freshness];
+ 6. validate: every policy rule and the collateral (CRLs, Intel TCB status, NVIDIA RIMs) — see
+    verify.attestation.validate [cpu.debug, cpu.tcb, cpu.measurement, platform.identity,
+    cpu.collateral, cpu.revocation, gpu.revocation, gpu.measurements, models.digests, root.real];
+ 7. release inclusion [release.inclusion]: a skip until release policies exist (issue 8).
+The worker is trusted when no check refuses (a fail, or a skip the policy enforces); otherwise the
+first non-policy failure is raised with its own type, or one PolicyError lists every problem — and
+the error carries the report (`exc.report`). A trusted worker carries it too (`worker.report`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from ccgw.protos.ccgw.v1 import common_pb2 as pb
 from ccgw.verify import binding, limits
-from ccgw.verify.attestation import nvidia, sevsnp, tdx
+from ccgw.verify.attestation import nvidia, sevsnp, tdx, validate
 from ccgw.verify.attestation.policy import Policy
-from ccgw.verify.attestation.roots import RootStore
-from ccgw.verify.attestation.validate import validate_gpus, validate_snp, validate_tdx
-from ccgw.verify.errors import BindingError, FreshnessError, LimitError, MalformedError, PolicyError
+from ccgw.verify.attestation.report import AttestationReport, ReportBuilder
+from ccgw.verify.attestation.roots import Root, RootStore
+from ccgw.verify.attestation.supplied import Collateral
+from ccgw.verify.errors import (
+    BindingError,
+    ChainError,
+    FreshnessError,
+    LimitError,
+    MalformedError,
+    PolicyError,
+    SignatureError,
+    VerifyError,
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +87,7 @@ class VerifiedWorker:
     tee_tcb_svn: str = ""
     tcb_status: str = ""  # TDX: from collateral, or says that none was supplied
     gpus: tuple[GpuClaims, ...] = ()
+    report: AttestationReport | None = field(default=None, compare=False, repr=False)
 
 
 def _check_sizes(bundle: pb.EvidenceBundle) -> None:
@@ -87,29 +111,59 @@ def _check_sizes(bundle: pb.EvidenceBundle) -> None:
         raise MalformedError(f"evidence bundle version {bundle.version} unsupported")
 
 
-def verify_bundle(
+class _Stop(Exception):
+    """A step failed; the checks that depend on it are not reached."""
+
+
+def _stage(b: ReportBuilder, error: VerifyError, order: tuple[str, ...]) -> None:
+    """Record a verify-layer failure: checks before the one the error's kind names pass, that one
+    fails, the rest are not reached. `order` is structure, chain, signature[, nonce]."""
+    kinds: list[tuple[type[VerifyError], str]] = [
+        (MalformedError, order[0]),
+        (LimitError, order[0]),
+        (ChainError, order[1]),
+        (SignatureError, order[2]),
+    ]
+    if len(order) > 3:
+        kinds.append((FreshnessError, order[3]))
+    failed = next((cid for kind, cid in kinds if isinstance(error, kind)), order[0])
+    for cid in order[: order.index(failed)]:
+        b.passed(cid)
+    b.failed(failed, error)
+
+
+_CPU = ("cpu.report", "cpu.chain", "cpu.signature")
+
+
+def _cpu(
+    b: ReportBuilder,
     bundle: pb.EvidenceBundle,
     policy: Policy,
     roots: RootStore,
     now: datetime,
-    expected_nonce: bytes | None = None,
-) -> VerifiedWorker:
-    _check_sizes(bundle)  # 1
-    binding.check_keys(bundle.keys)
-    problems: list[str] = []
-    claims: dict[str, object]
-    # 2. CPU evidence
+    col: Collateral,
+) -> tuple[bytes, Root, dict[str, Any]]:
+    """Step 2 and the CPU half of step 6. Returns report_data, the root and the worker claims."""
     if bundle.platform == pb.SEV_SNP:
-        snp = sevsnp.verify_report(
-            bundle.cpu_report,
-            list(bundle.cpu_certs),
-            roots.for_platform(policy.accepted_roots, "sev-snp"),
-            now,
-        )
+        try:
+            snp = sevsnp.verify_report(
+                bundle.cpu_report,
+                list(bundle.cpu_certs),
+                roots.for_platform(policy.accepted_roots, "sev-snp"),
+                now,
+            )
+        except VerifyError as exc:
+            _stage(b, exc, _CPU)
+            raise _Stop from exc
         rep = snp.report
-        report_data = rep.report_data
+        b.passed("cpu.report", f"SEV-SNP report v{rep.version} ({snp.product or 'simulated'})")
+        b.passed("cpu.chain", f"{rep.signing_key.upper()} → {snp.root.name}")
+        b.passed("cpu.signature", f"ECDSA P-384 by the {rep.signing_key.upper()}")
+        validate.snp_checks(b, snp, policy)
+        b.skipped("cpu.collateral", "AMD publishes no TCB status collateral (cpu.tcb is the rule)")
+        validate.revocation(b, "cpu.revocation", [snp.chain], col, now)
         reported = sevsnp.TcbVersion(rep.reported_tcb.raw, snp.product == "turin")
-        claims = dict(
+        claims: dict[str, Any] = dict(
             platform="sev-snp",
             root=snp.root.name,
             simulated=snp.root.simulated,
@@ -121,58 +175,215 @@ def verify_bundle(
             vmpl=rep.vmpl,
             host_data=rep.host_data.hex(),
         )
-        validate_snp(snp, policy, problems)
-    elif bundle.platform == pb.TDX:
-        if bundle.cpu_certs:
-            raise MalformedError(
-                "TDX evidence carries its PCK chain in the quote; cpu_certs must be empty"
-            )
-        tdx_roots = roots.for_platform(policy.accepted_roots, "tdx")
+        return rep.report_data, snp.root, claims
+    if bundle.platform != pb.TDX:
+        err = MalformedError(f"evidence platform {bundle.platform} is not supported")
+        b.failed("cpu.report", err)
+        raise _Stop from err
+    if bundle.cpu_certs:
+        err = MalformedError(
+            "TDX evidence carries its PCK chain in the quote; cpu_certs must be empty"
+        )
+        b.failed("cpu.report", err)
+        raise _Stop from err
+    tdx_roots = roots.for_platform(policy.accepted_roots, "tdx")
+    try:
         td = tdx.verify_quote(bundle.cpu_report, tdx_roots, now)
-        body = td.quote.body
-        report_data = body.report_data
-        status = validate_tdx(td, policy, tdx_roots, now, problems)
-        claims = dict(
-            platform="tdx",
-            root=td.root.name,
-            simulated=td.root.simulated,
-            measurement=body.mr_td.hex(),
-            platform_id=td.pck_info.ppid.hex(),
-            rtmrs=tuple(r.hex() for r in body.rtmrs),
-            mr_seam=body.mr_seam.hex(),
-            tee_tcb_svn=body.tee_tcb_svn.hex(),
-            tcb_status=status,
-        )
-    else:
-        raise MalformedError(f"evidence platform {bundle.platform} is not supported")
-    # 3. binding
-    if not hmac.compare_digest(report_data, binding.bundle_report_data(bundle)):
-        raise BindingError(
-            "report_data does not bind the presented keys, nonce, GPU evidence, models and time"
-        )
-    # 4. GPU evidence
+    except VerifyError as exc:
+        _stage(b, exc, _CPU)
+        raise _Stop from exc
+    body = td.quote.body
+    b.passed(
+        "cpu.report",
+        f"TDX quote v{td.quote.version}, TD {'1.5' if body.mr_service_td else '1.0'} body",
+    )
+    b.passed("cpu.chain", f"PCK → {td.root.name}")
+    b.passed("cpu.signature", "QE report (PCK), attestation key binding, quote (ECDSA P-256)")
+    validate.tdx_checks(b, td, policy)
+    status = validate.tdx_collateral(b, td, policy, col, tdx_roots, now)
+    validate.revocation(b, "cpu.revocation", [td.chain], col, now)
+    claims = dict(
+        platform="tdx",
+        root=td.root.name,
+        simulated=td.root.simulated,
+        measurement=body.mr_td.hex(),
+        platform_id=td.pck_info.ppid.hex(),
+        rtmrs=tuple(r.hex() for r in body.rtmrs),
+        mr_seam=body.mr_seam.hex(),
+        tee_tcb_svn=body.tee_tcb_svn.hex(),
+        tcb_status=status,
+    )
+    return body.report_data, td.root, claims
+
+
+_GPU = ("gpu.report", "gpu.chain", "gpu.signature", "gpu.nonce")
+
+
+def _gpus(
+    b: ReportBuilder,
+    bundle: pb.EvidenceBundle,
+    policy: Policy,
+    roots: RootStore,
+    now: datetime,
+    col: Collateral,
+) -> list[nvidia.VerifiedGpu]:
+    """Steps 4 and the GPU half of step 6."""
+    if not bundle.gpus:
+        why = "no GPU evidence in the bundle"
+        if policy.require_gpu:
+            err = PolicyError(
+                "policy requires a GPU in confidential-computing mode; the bundle has none"
+            )
+            b.failed("gpu.cc_mode", err, "no GPU", "a GPU in CC mode", [str(err)])
+        for cid in (*_GPU, "gpu.cc_mode", "gpu.revocation", "gpu.measurements"):
+            if not b.has(cid):
+                b.skipped(cid, why)
+        return []
     gpu_roots = roots.for_platform(policy.accepted_roots, "nvidia")
-    gpus = [
-        nvidia.verify_report(
-            g.report, g.cert_chain, gpu_roots, now, bundle.nonce, index=g.index, arch=g.arch
+    gpus = []
+    for g in bundle.gpus:
+        try:
+            gpus.append(
+                nvidia.verify_report(
+                    g.report, g.cert_chain, gpu_roots, now, bundle.nonce, index=g.index, arch=g.arch
+                )
+            )
+        except VerifyError as exc:
+            _stage(b, exc, _GPU)
+            raise _Stop from exc
+    n = len(gpus)
+    b.passed("gpu.report", f"{n} SPDM 1.1 measurement report(s)")
+    b.passed("gpu.chain", f"{n} chain(s) → {gpus[0].root.name}")
+    b.passed("gpu.signature", "ECDSA P-384 by each GPU's attestation key")
+    b.passed("gpu.nonce", "each GPU report answers the bundle's nonce")
+    b.passed("gpu.cc_mode", f"{n} verified report(s): NVML serves them only in CC mode")
+    validate.revocation(b, "gpu.revocation", [g.chain for g in gpus], col, now)
+    validate.gpu_measurements(b, gpus, policy, roots.rim_root(), now)
+    return gpus
+
+
+def _binding(b: ReportBuilder, bundle: pb.EvidenceBundle, report_data: bytes) -> None:
+    """Step 3."""
+    gpu_sha = binding.gpu_evidence_sha256(bundle.gpus)
+    if hmac.compare_digest(report_data, binding.bundle_report_data(bundle)):
+        b.passed("binding.keys", f"key id {binding.key_id(bundle.keys)}", "report_data binding")
+        if bundle.gpus:
+            b.passed("binding.cpu_gpu", f"GPU evidence SHA-256 {gpu_sha.hex()[:16]}…")
+        else:
+            b.skipped("binding.cpu_gpu", "no GPU evidence in the bundle")
+        return
+    err = BindingError(
+        "report_data does not bind the presented keys, nonce, GPU evidence, models and time"
+    )
+    b.failed("binding.keys", err)
+    if bundle.gpus:
+        b.failed("binding.cpu_gpu", err)
+
+
+def _freshness(
+    b: ReportBuilder,
+    bundle: pb.EvidenceBundle,
+    policy: Policy,
+    now: datetime,
+    expected_nonce: bytes | None,
+) -> None:
+    """Step 5."""
+    if expected_nonce is None:
+        b.skipped("evidence.nonce", "no challenge of the client's own: the gateway chose the nonce")
+    elif hmac.compare_digest(bundle.nonce, expected_nonce):
+        b.passed("evidence.nonce", bundle.nonce.hex()[:16] + "…", "the client's nonce")
+    else:
+        b.failed(
+            "evidence.nonce", FreshnessError("evidence answers another nonce than the one asked")
         )
-        for g in bundle.gpus
-    ]
-    validate_gpus(gpus, policy, problems)
-    # 5. freshness
-    if expected_nonce is not None and not hmac.compare_digest(bundle.nonce, expected_nonce):
-        raise FreshnessError("evidence answers another nonce than the one asked")
     now_ms = int(now.timestamp() * 1000)
+    age_s = (now_ms - bundle.issued_at_ms) // 1000
+    required = f"≤ {policy.max_evidence_age_s} s old, ≤ {policy.clock_skew_s} s in the future"
     if bundle.issued_at_ms > now_ms + policy.clock_skew_s * 1000:
-        raise FreshnessError("evidence is issued in the future")
-    if now_ms - bundle.issued_at_ms > policy.max_evidence_age_s * 1000:
-        raise FreshnessError(
-            f"evidence is {(now_ms - bundle.issued_at_ms) // 1000} s old; "
-            f"policy allows {policy.max_evidence_age_s} s"
+        err = FreshnessError("evidence is issued in the future")
+        b.failed("evidence.freshness", err, f"{age_s} s old", required)
+    elif now_ms - bundle.issued_at_ms > policy.max_evidence_age_s * 1000:
+        err = FreshnessError(
+            f"evidence is {age_s} s old; policy allows {policy.max_evidence_age_s} s"
         )
-    # 6. validate (the rules ran above, next to the records they read; all reported together)
-    if problems:
-        raise PolicyError(problems)
+        b.failed("evidence.freshness", err, f"{age_s} s old", required)
+    else:
+        b.passed("evidence.freshness", f"{age_s} s old", required)
+
+
+def release_inclusion(b: ReportBuilder, bundle: pb.EvidenceBundle, policy: Policy) -> None:
+    """Step 7. Issue 8 (worker releases) replaces this skip with the release-log check."""
+    b.skipped("release.inclusion", "no release policy")
+
+
+def verify_bundle(
+    bundle: pb.EvidenceBundle,
+    policy: Policy,
+    roots: RootStore,
+    now: datetime,
+    expected_nonce: bytes | None = None,
+    collateral: Collateral | None = None,
+) -> VerifiedWorker:
+    """Verify `bundle` (see the module doc). `collateral` adds to the policy's own (e.g. the
+    gateway's cache); nothing in it is trusted before it verifies to a pinned root."""
+    b = ReportBuilder(policy.enforcement())
+    col = policy.collateral.merged(collateral)
+    worker: VerifiedWorker | None = None
+    with contextlib.suppress(_Stop):
+        worker = _run(b, bundle, policy, roots, now, expected_nonce, col)
+    report = b.build(
+        verified_at=now.isoformat(),
+        platform={pb.SEV_SNP: "sev-snp", pb.TDX: "tdx"}.get(bundle.platform, "unknown"),
+        evidence_sha256=_digest(bundle),
+        collateral_sources=tuple(s for s in col.sources if not col.empty),
+    )
+    if worker is None or not report.trusted:
+        error = report.refusal_error()
+        error.report = report
+        raise error
+    return _with_report(worker, report)
+
+
+def _digest(bundle: pb.EvidenceBundle) -> str:
+    try:
+        return binding.evidence_sha256(bundle)
+    except VerifyError:
+        return ""
+
+
+def _with_report(worker: VerifiedWorker, report: AttestationReport) -> VerifiedWorker:
+    from dataclasses import replace
+
+    return replace(worker, report=report)
+
+
+def _run(
+    b: ReportBuilder,
+    bundle: pb.EvidenceBundle,
+    policy: Policy,
+    roots: RootStore,
+    now: datetime,
+    expected_nonce: bytes | None,
+    col: Collateral,
+) -> VerifiedWorker:
+    try:  # 1
+        _check_sizes(bundle)
+    except VerifyError as exc:
+        b.failed("cpu.report", exc)
+        raise _Stop from exc
+    try:
+        binding.check_keys(bundle.keys)
+        binding.models_encoding(bundle.models)
+    except VerifyError as exc:
+        b.failed("binding.keys", exc)
+        raise _Stop from exc
+    report_data, root, claims = _cpu(b, bundle, policy, roots, now, col)  # 2, 6
+    _binding(b, bundle, report_data)  # 3
+    gpus = _gpus(b, bundle, policy, roots, now, col)  # 4, 6
+    _freshness(b, bundle, policy, now, expected_nonce)  # 5
+    validate.models(b, bundle.models, policy)  # 6
+    validate.root_real(b, root)
+    release_inclusion(b, bundle, policy)  # 7
     return VerifiedWorker(
         key_id=binding.key_id(bundle.keys),
         keys=bundle.keys,
@@ -190,5 +401,5 @@ def verify_bundle(
             )
             for g in gpus
         ),
-        **claims,  # type: ignore[arg-type]
+        **claims,
     )

@@ -1,31 +1,35 @@
 """NVIDIA Hopper/Blackwell GPU attestation reports, as NVML returns them
-(nvmlDeviceGetConfComputeGpuAttestationReport): the DMTF SPDM GET_MEASUREMENTS request followed by
-the MEASUREMENTS response (DSP0274, SPDM 1.1+), signed by the GPU's attestation key.
+(nvmlDeviceGetConfComputeGpuAttestationReport): the DMTF SPDM 1.1 GET_MEASUREMENTS request followed
+by the MEASUREMENTS response (DSP0274), signed by the GPU's attestation key.
 
-parse_report: bytes → GpuReport. Request: version, code 0xE0, param1 bit 0 (signature requested)
-set, the 32-byte nonce at bytes 4–35, the slot id. Response: same version, code 0x60, the
-measurement record (DMTF measurement blocks: index, specification, size, value type, value size,
-value — sizes must nest exactly and indices must not repeat), the responder nonce, the opaque data
-(NVIDIA's TLVs: driver and VBIOS version, FWID, …), the signature (last 96 bytes). Lengths must add
-up exactly. No trust decision.
+parse_report: bytes → GpuReport, field by field as DSP0274 1.1 and NVIDIA's verifier read it.
+Request: version 0x11, code 0xE0, param1 bit 0 (signature requested) set, param2 (the measurement
+operation), the 32-byte nonce, the slot id. Response: same version, code 0x60, param2's slot id equal
+to the request's, the measurement record (DMTF measurement blocks: index, specification, size, value
+type, value size, value — sizes must nest exactly, indices may not repeat or be 0/255, the block
+count must match), the responder nonce, the opaque data (NVIDIA's type/length/value fields: every
+field is kept whatever its type or length; the ones read here — driver and VBIOS version, NVDEC0
+status, FWID — may not repeat), the 96-byte signature. Lengths must add up exactly. SPDM 1.2+
+reports are refused: their signature covers a message transcript (GET_VERSION … ALGORITHMS) that the
+report does not carry, so the signed bytes cannot be reconstructed. No trust decision here.
 
 verify_report, in order:
  1. parse;
  2. the certificate chain (PEM, leaf first: attestation key leaf → … → NVIDIA Device Identity CA)
-    verifies to a pinned root at `now`;
- 3. the ECDSA P-384/SHA-384 signature (r ‖ s big-endian) over everything before it verifies with
-    the leaf key — it covers the request, so the challenger's nonce is signed;
+    verifies to a pinned root at `now` (cryptography's path validation: every issuer a CA);
+ 3. the ECDSA P-384/SHA-384 signature (r ‖ s big-endian) over request ‖ response-before-signature
+    verifies with the leaf key — it covers the request, so the challenger's nonce is signed;
  4. the request nonce equals the one the verifier expects;
  5. the FWID in the opaque data equals the one the leaf certificate certifies (TCG DICE TcbInfo
     extension), when both are present.
-The measurements are exposed for a policy to compare with golden values (RIMs).
+The measurements are compared with golden values by verify.attestation.rim or a pinned policy.
 """
 
 from __future__ import annotations
 
 import hmac
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
@@ -37,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from ccgw.verify import limits
 from ccgw.verify.attestation import der
 from ccgw.verify.attestation.roots import Root
-from ccgw.verify.attestation.x509chain import load_pem_chain, verify_chain
+from ccgw.verify.attestation.x509chain import issuer_path, load_pem_chain, verify_chain_webpki
 from ccgw.verify.errors import (
     ChainError,
     FreshnessError,
@@ -49,7 +53,7 @@ from ccgw.verify.errors import (
 REQUEST_BYTES = 37
 SIGNATURE_BYTES = 96
 NONCE_BYTES = 32
-SPDM_VERSIONS = (0x11, 0x12, 0x13)
+SPDM_VERSION_11 = 0x11
 GET_MEASUREMENTS = 0xE0
 MEASUREMENTS = 0x60
 MEASUREMENT_SPEC_DMTF = 0x01
@@ -59,7 +63,10 @@ MEASUREMENT_BLOCKS_MAX = 255
 OPAQUE_DRIVER_VERSION = 3
 OPAQUE_GPU_INFO = 4
 OPAQUE_VBIOS_VERSION = 6
+OPAQUE_NVDEC0_STATUS = 11
 OPAQUE_FWID = 20
+OPAQUE_READ = (OPAQUE_DRIVER_VERSION, OPAQUE_VBIOS_VERSION, OPAQUE_NVDEC0_STATUS, OPAQUE_FWID)
+OPAQUE_FIELDS_MAX = 256
 OID_TCG_DICE_TCB_INFO = x509.ObjectIdentifier("2.23.133.5.4.1")
 _SHA384_OID = der.oid_bytes("2.16.840.1.101.3.4.2.2")
 
@@ -83,28 +90,41 @@ class GpuReport:
     slot_id: int
     measurements: tuple[Measurement, ...]
     responder_nonce: bytes
-    opaque: dict[int, bytes] = field(hash=False)
+    opaque_fields: tuple[tuple[int, bytes], ...]  # (type, value) in report order, all kept
     signature: bytes  # r ‖ s, big-endian
+    measurement_operation: int = 0xFF
 
     @property
     def signed(self) -> bytes:
         return self.raw[:-SIGNATURE_BYTES]
 
     @property
+    def opaque(self) -> dict[int, bytes]:
+        """Opaque fields by type (for types that repeat, the first; never read for trust)."""
+        out: dict[int, bytes] = {}
+        for t, v in self.opaque_fields:
+            out.setdefault(t, v)
+        return out
+
+    def opaque_field(self, typ: int) -> bytes | None:
+        """The one value of a field this module reads (parse refuses repeats of those)."""
+        return next((v for t, v in self.opaque_fields if t == typ), None)
+
+    @property
     def driver_version(self) -> str | None:
-        v = self.opaque.get(OPAQUE_DRIVER_VERSION)
+        v = self.opaque_field(OPAQUE_DRIVER_VERSION)
         return v.split(b"\x00", 1)[0].decode("ascii", "replace") if v is not None else None
 
     @property
     def vbios_version(self) -> str | None:
-        v = self.opaque.get(OPAQUE_VBIOS_VERSION)
+        v = self.opaque_field(OPAQUE_VBIOS_VERSION)
         if v is None or len(v) < 5:
             return None
         return f"{v[3]:02X}.{v[2]:02X}.{v[1]:02X}.{v[0]:02X}.{v[4]:02X}"
 
     @property
     def fwid(self) -> bytes | None:
-        return self.opaque.get(OPAQUE_FWID)
+        return self.opaque_field(OPAQUE_FWID)
 
     def measurement_map(self) -> dict[int, str]:
         return {m.index: m.hex for m in self.measurements}
@@ -121,8 +141,11 @@ def parse_report(data: bytes) -> GpuReport:
         raise MalformedError(f"GPU attestation report is only {len(data)} bytes")
     req, resp = data[:REQUEST_BYTES], data[REQUEST_BYTES:]
     version = req[0]
-    if version not in SPDM_VERSIONS:
-        raise MalformedError(f"GPU report SPDM version 0x{version:02X} is not supported")
+    if version != SPDM_VERSION_11:
+        raise MalformedError(
+            f"GPU report SPDM version 0x{version:02X} is not supported: only SPDM 1.1 "
+            "measurement signatures cover bytes the report carries"
+        )
     if req[1] != GET_MEASUREMENTS:
         raise MalformedError("GPU report does not start with an SPDM GET_MEASUREMENTS request")
     if not req[2] & 0x01:
@@ -162,8 +185,9 @@ def parse_report(data: bytes) -> GpuReport:
         slot_id=slot_id,
         measurements=measurements,
         responder_nonce=responder_nonce,
-        opaque=opaque,
+        opaque_fields=opaque,
         signature=signature,
+        measurement_operation=req[3],
     )
 
 
@@ -198,8 +222,8 @@ def _parse_record(record: bytes, n_blocks: int) -> tuple[Measurement, ...]:
     return tuple(out)
 
 
-def _parse_opaque(data: bytes) -> dict[int, bytes]:
-    out: dict[int, bytes] = {}
+def _parse_opaque(data: bytes) -> tuple[tuple[int, bytes], ...]:
+    out: list[tuple[int, bytes]] = []
     off = 0
     while off < len(data):
         if off + 4 > len(data):
@@ -208,11 +232,13 @@ def _parse_opaque(data: bytes) -> dict[int, bytes]:
         value = data[off + 4 : off + 4 + size]
         if len(value) != size:
             raise MalformedError(f"GPU opaque data field {typ} truncated")
-        if typ in out:
+        if typ in OPAQUE_READ and any(t == typ for t, _ in out):
             raise MalformedError(f"GPU opaque data field {typ} repeats")
-        out[typ] = value
+        out.append((typ, value))
+        if len(out) > OPAQUE_FIELDS_MAX:
+            raise MalformedError("GPU opaque data has too many fields")
         off += 4 + size
-    return out
+    return tuple(out)
 
 
 def cert_fwid(cert: x509.Certificate) -> bytes | None:
@@ -242,6 +268,7 @@ class VerifiedGpu:
     report: GpuReport
     leaf: x509.Certificate
     root: Root
+    chain: tuple[x509.Certificate, ...] = ()  # the verified path, leaf first, root last
 
     @property
     def measurements(self) -> dict[int, str]:
@@ -283,7 +310,7 @@ def verify_report(
     root: Root | None = None
     for candidate in roots:
         try:
-            verify_chain(chain, [candidate.cert], now, what)
+            verify_chain_webpki(chain[0], chain[1:], [candidate.cert], now, what)
         except VerifyError as exc:
             failures.append(f"{candidate.name}: {exc}")
             continue
@@ -293,11 +320,12 @@ def verify_report(
         raise ChainError(f"{what} chain verifies to no accepted root: " + " | ".join(failures))
     leaf = chain[0]
     verify_signature(report, leaf)  # 3
+    certified = cert_fwid(leaf)  # 5
+    if certified is not None and report.fwid is not None and certified != report.fwid:
+        raise SignatureError(f"{what} firmware id differs from the one its certificate names")
     if len(expected_nonce) != NONCE_BYTES or not hmac.compare_digest(
         report.nonce, expected_nonce
     ):  # 4
         raise FreshnessError(f"{what} attestation report answers another nonce")
-    certified = cert_fwid(leaf)  # 5
-    if certified is not None and report.fwid is not None and certified != report.fwid:
-        raise SignatureError(f"{what} firmware id differs from the one its certificate names")
-    return VerifiedGpu(index=index, arch=arch, report=report, leaf=leaf, root=root)
+    path = issuer_path(chain, root.cert)
+    return VerifiedGpu(index=index, arch=arch, report=report, leaf=leaf, root=root, chain=path)

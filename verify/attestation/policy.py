@@ -37,6 +37,22 @@ allow-list is refused rather than read as "allow all" or silently as "allow noth
     allowed_measurements = { "1" = ["<hex>"], "2" = ["<hex>"] }
     allowed_driver_versions = ["550.90.07"]
     allowed_vbios_versions = ["96.00.9F.00.01"]
+    rim_files = ["driver-550.90.07.swidtag", "vbios-96.00.9F.00.01.swidtag"]  # NVIDIA RIMs
+
+    [models]                                    # model weight digests (SHA-256, hex) pinned
+    llama = ["<hex32>"]
+
+    [collateral]
+    dir = "collateral"                          # CRLs, Intel TCB info / QE identity, chains
+
+    [checks]
+    enforce = ["cpu.revocation", "gpu.measurements"]   # a skip of these refuses; "*" = all
+
+Checks (verify.attestation.report.CHECKS) are enforced — a skip refuses — when they are always
+enforced (structure, chains, signatures, debug, key binding, freshness), listed in `checks.enforce`,
+or implied: `gpu.required` enforces the GPU checks and the CPU↔GPU binding, `tdx.require_collateral`
+enforces cpu.collateral, a policy that does not accept the simulated root enforces root.real. Every
+other check may be skipped; it is reported as a skip, never as a pass.
 """
 
 from __future__ import annotations
@@ -48,12 +64,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ccgw.verify.attestation.report import ALWAYS_ENFORCED, CHECK_IDS
 from ccgw.verify.attestation.roots import SIMULATED
-from ccgw.verify.errors import PolicyFileError
+from ccgw.verify.attestation.supplied import Collateral, load_collateral_dir
+from ccgw.verify.errors import LimitError, PolicyFileError
 
 REAL_ROOTS = frozenset({"amd-milan", "amd-genoa", "amd-turin", "intel-sgx", "nvidia-device"})
 KNOWN_ROOTS = REAL_ROOTS | {SIMULATED}
 POLICY_VERSION = 1
+# What `[gpu] required = true` enforces: a verified GPU in CC mode, bound to the CPU evidence.
+_GPU_HARDWARE = frozenset(
+    {"gpu.report", "gpu.chain", "gpu.signature", "gpu.nonce", "gpu.cc_mode", "binding.cpu_gpu"}
+)
 SNP_TCB_COMPONENTS = ("bootloader", "tee", "snp", "microcode", "fmc")
 TDX_TCB_STATUSES = frozenset(
     {
@@ -92,14 +114,36 @@ class Policy:
     tdx_min_tee_tcb_svn: bytes | None = None
     tdx_accepted_tcb_status: frozenset[str] = frozenset({"UpToDate"})
     tdx_require_collateral: bool = False
-    # Raw collateral documents (JSON text as Intel PCS serves it), read from files by the loader.
-    tdx_tcb_info: bytes | None = None
-    tdx_qe_identity: bytes | None = None
-    tdx_collateral_chain_pem: bytes | None = None
     # GPU
     gpu_allowed_measurements: Mapping[int, frozenset[str]] = field(default_factory=dict)
     gpu_allowed_driver_versions: frozenset[str] | None = None
     gpu_allowed_vbios_versions: frozenset[str] | None = None
+    # NVIDIA RIM files (signed SWID tags): GPU measurements must be as in the RIMs for the
+    # driver and VBIOS the GPU reports.
+    gpu_rims: tuple[bytes, ...] = ()
+    # Model name → allowed SHA-256 digests (hex) of its weights; absent = not pinned.
+    allowed_model_digests: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Collateral the policy brings (CRLs, Intel TCB info / QE identity / signing chains).
+    collateral: Collateral = field(default_factory=Collateral)
+    # Checks the policy enforces beyond the always-enforced ones ("*" = every check).
+    enforce: frozenset[str] = frozenset()
+
+    def enforces(self, check_id: str) -> bool:
+        """Whether a skip of `check_id` refuses the evidence (a fail always does)."""
+        if check_id in ALWAYS_ENFORCED or check_id in self.enforce or "*" in self.enforce:
+            return True
+        if check_id in _GPU_HARDWARE:
+            return self.require_gpu
+        if check_id == "gpu.measurements":
+            return bool(self.gpu_rims)
+        if check_id == "cpu.collateral":
+            return self.tdx_require_collateral
+        if check_id == "root.real":
+            return not self.accepts_simulated
+        return False
+
+    def enforcement(self) -> dict[str, bool]:
+        return {c: self.enforces(c) for c in CHECK_IDS}
 
     @property
     def accepts_simulated(self) -> bool:
@@ -201,6 +245,26 @@ def _table(r: _Reader, key: str) -> Mapping[str, Any]:
     return v
 
 
+def _read_files(r: _Reader, key: str, base_dir: Path | None) -> tuple[bytes, ...]:
+    """A file name or a list of them (relative to the policy's directory), read now."""
+    names = r.get(key)
+    if names is None:
+        return ()
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        r.problem(key, "must be a file name or a non-empty list of them")
+        return ()
+    out = []
+    for name in names:
+        path = Path(name) if base_dir is None else base_dir / name
+        try:
+            out.append(path.read_bytes())
+        except OSError as exc:
+            r.problem(key, f"cannot read {path}: {exc.strerror}")
+    return tuple(out)
+
+
 def policy_from_dict(data: Mapping[str, Any], base_dir: Path | None = None) -> Policy:
     """Build a Policy from parsed TOML/JSON; raises PolicyFileError listing every problem."""
     problems: list[str] = []
@@ -261,27 +325,27 @@ def policy_from_dict(data: Mapping[str, Any], base_dir: Path | None = None) -> P
     if statuses is not None:
         kw["tdx_accepted_tcb_status"] = statuses
     kw["tdx_require_collateral"] = tdx.boolean("require_collateral", False)
-    for key, attr in (
-        ("tcb_info_file", "tdx_tcb_info"),
-        ("qe_identity_file", "tdx_qe_identity"),
-        ("collateral_signing_chain_file", "tdx_collateral_chain_pem"),
-    ):
-        name = tdx.get(key)
-        if name is None:
-            continue
-        if not isinstance(name, str):
-            tdx.problem(key, "must be a file name")
-            continue
-        path = Path(name) if base_dir is None else base_dir / name
-        try:
-            kw[attr] = path.read_bytes()
-        except OSError as exc:
-            tdx.problem(key, f"cannot read {path}: {exc.strerror}")
-    if kw["tdx_require_collateral"] and "tdx_tcb_info" not in kw and "tcb_info_file" in tdx.table:
-        pass  # already reported as unreadable
-    elif kw["tdx_require_collateral"] and "tcb_info_file" not in tdx.table:
-        tdx.problem("require_collateral", "is true but no tcb_info_file is given")
+    docs = {
+        key: _read_files(tdx, key, base_dir)
+        for key in ("tcb_info_file", "qe_identity_file", "collateral_signing_chain_file")
+    }
     tdx.unknown()
+    col = _Reader(_table(top, "collateral"), "collateral", problems)
+    collateral = Collateral(
+        tdx_tcb_infos=docs["tcb_info_file"],
+        tdx_qe_identities=docs["qe_identity_file"],
+        intel_signing_chains=docs["collateral_signing_chain_file"],
+        sources=("policy",) if any(docs.values()) else (),
+    )
+    cdir = col.get("dir")
+    if cdir is not None:
+        try:
+            path = Path(str(cdir)) if base_dir is None else base_dir / str(cdir)
+            collateral = collateral.merged(load_collateral_dir(path, source=f"policy {cdir}"))
+        except (OSError, LimitError) as exc:
+            col.problem("dir", f"cannot read collateral: {exc}")
+    col.unknown()
+    kw["collateral"] = collateral
 
     gpu = _Reader(_table(top, "gpu"), "gpu", problems)
     kw["require_gpu"] = gpu.boolean("required", False)
@@ -301,12 +365,29 @@ def policy_from_dict(data: Mapping[str, Any], base_dir: Path | None = None) -> P
     kw["gpu_allowed_measurements"] = gpu_meas
     kw["gpu_allowed_driver_versions"] = gpu.strings("allowed_driver_versions")
     kw["gpu_allowed_vbios_versions"] = gpu.strings("allowed_vbios_versions")
+    kw["gpu_rims"] = _read_files(gpu, "rim_files", base_dir)
     if (
-        gpu_meas or kw["gpu_allowed_driver_versions"] or kw["gpu_allowed_vbios_versions"]
+        gpu_meas
+        or kw["gpu_allowed_driver_versions"]
+        or kw["gpu_allowed_vbios_versions"]
+        or kw["gpu_rims"]
     ) and not kw["require_gpu"]:
         gpu.problem("required", "GPU values are pinned, so required must be true")
     gpu.unknown()
-    top.get("sev_snp"), top.get("tdx"), top.get("gpu")
+    models = _Reader(_table(top, "models"), "models", problems)
+    kw["allowed_model_digests"] = {
+        name: digests
+        for name in sorted(models.table)
+        if (digests := models.strings(name, _hexlen(32))) is not None
+    }
+    checks = _Reader(_table(top, "checks"), "checks", problems)
+    enforce = checks.strings("enforce") or frozenset()
+    for cid in sorted(enforce - CHECK_IDS - {"*"}):
+        checks.problem("enforce", f"{cid!r} is not a check ({', '.join(sorted(CHECK_IDS))})")
+    kw["enforce"] = enforce
+    checks.unknown()
+    for key in ("sev_snp", "tdx", "gpu", "models", "collateral", "checks"):
+        top.get(key)
     top.unknown()
     if problems:
         raise PolicyFileError(problems)

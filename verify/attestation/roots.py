@@ -2,7 +2,9 @@
 
 Names are what policies list in `accepted_roots`: "amd-milan", "amd-genoa", "amd-turin",
 "intel-sgx", "nvidia-device", and "simulated" (present only when a simulated root certificate is
-explicitly added with `with_simulated`; never loaded by default).
+explicitly added with `with_simulated`; never loaded by default). The AMD Genoa and Turin roots ship
+their ASK and ASVK (the VLEK issuer). "nvidia-rim" is the root NVIDIA signs reference integrity
+manifests under; it is used only for the RIM files a policy names.
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ _PACKAGED = {
     "amd-turin": "amd_turin_ask_ark.pem",
     "intel-sgx": "intel_sgx_root_ca.pem",
     "nvidia-device": "nvidia_device_identity_ca.pem",
+    "nvidia-rim": "nvidia_rim_root.pem",
 }
+# Further intermediates a root ships (AMD's ASVK, which issues VLEKs), read when present.
+_EXTRA = {"amd-genoa": "amd_genoa_asvk.pem", "amd-turin": "amd_turin_asvk.pem"}
+RIM_ROOT = "nvidia-rim"
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,11 @@ class RootStore:
 
     @classmethod
     def default(cls) -> RootStore:
-        pkg = resources.files("verify") / "roots"
-        return cls._from_files({n: pkg.joinpath(f).read_bytes() for n, f in _PACKAGED.items()})
+        pkg = resources.files("ccgw.verify") / "roots"
+        files = {n: pkg.joinpath(f).read_bytes() for n, f in _PACKAGED.items()}
+        for n, f in _EXTRA.items():
+            files[n] = pkg.joinpath(f).read_bytes() + files[n]
+        return cls._from_files(files)
 
     @classmethod
     def from_dir(cls, directory: Path) -> RootStore:
@@ -53,6 +62,9 @@ class RootStore:
             for n, f in _PACKAGED.items()
             if (directory / f).exists()
         }
+        for n, f in _EXTRA.items():
+            if n in found and (directory / f).exists():
+                found[n] = (directory / f).read_bytes() + found[n]
         if not found:
             raise MalformedError(f"no root certificates found in {directory}")
         return cls._from_files(found)
@@ -72,10 +84,15 @@ class RootStore:
         sim = Root(name=SIMULATED, cert=certs[-1], intermediates=tuple(certs[:-1]), simulated=True)
         return RootStore({**self.roots, SIMULATED: sim})
 
+    def rim_root(self) -> x509.Certificate | None:
+        """The NVIDIA RIM signing root, which policies naming RIM files rely on."""
+        root = self.roots.get(RIM_ROOT)
+        return root.cert if root is not None else None
+
     def for_platform(self, accepted: frozenset[str], platform: str) -> list[Root]:
         """The roots a policy accepts for one evidence family ("sev-snp", "tdx", "nvidia").
         The simulated root produces SEV-SNP-format evidence, so it is an SNP candidate only."""
-        prefix = {"sev-snp": "amd-", "tdx": "intel-", "nvidia": "nvidia-"}[platform]
+        prefix = {"sev-snp": "amd-", "tdx": "intel-", "nvidia": "nvidia-device"}[platform]
         return [
             r
             for n, r in sorted(self.roots.items())

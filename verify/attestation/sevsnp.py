@@ -7,13 +7,15 @@ vectors at 0x1F8/0x200.
 
 verify_report, in order:
  1. parse;
- 2. chain: VCEK → ASK → ARK (or VLEK → ASVK → ARK) to a pinned root the policy accepts, at `now`;
+ 2. chain: VCEK → ASK → ARK (or VLEK → ASVK → ARK) to a pinned root the policy accepts, at `now`
+    (hand-coded path validation: AMD signs with RSA-PSS; every issuer must be a CA); the ASK and
+    ASVK ship with the packaged roots, so a bundle may carry the VCEK/VLEK alone;
  3. product: the report's CPUID (v3+) names the same product as the root (a Genoa report under a
     Milan chain is refused), and Turin's TCB layout is used only under the Turin root;
- 4. signature: ECDSA P-384/SHA-384 over 0x000–0x29F, r and s little-endian (72 bytes each at
-    0x2A0), with the key the report's SIGNER_INFO names (VCEK or VLEK; "none" is refused);
- 5. certificate claims: the VCEK/VLEK's TCB extensions equal REPORTED_TCB (the key is derived from
-    that TCB), and a VCEK's hwID equals CHIP_ID (unless the guest masked its chip id).
+ 4. certificate claims: the VCEK/VLEK's TCB extensions equal REPORTED_TCB (the key is derived from
+    that TCB), and a VCEK's hwID equals CHIP_ID (unless the guest masked its chip id);
+ 5. signature: ECDSA P-384/SHA-384 over 0x000–0x29F, r and s little-endian (72 bytes each at
+    0x2A0), with the key the report's SIGNER_INFO names (VCEK or VLEK; "none" is refused).
 """
 
 from __future__ import annotations
@@ -407,7 +409,7 @@ def _root_product(root: Root) -> str | None:
 
 def _check_signer_cert(report: SnpReport, cert: x509.Certificate) -> None:
     if report.signing_key not in ("vcek", "vlek"):
-        raise SignatureError(f"SEV-SNP report is signed with key {report.signing_key!r}")
+        raise ChainError(f"SEV-SNP report is signed with key {report.signing_key!r}")
     cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     want = f"SEV-{report.signing_key.upper()}"
     if cns and cns[0] != want:
@@ -423,14 +425,25 @@ class VerifiedSnp:
     vcek: x509.Certificate  # the VCEK or VLEK that signed the report
     root: Root
     product: str | None  # "milan" | "genoa" | "turin"; None under the simulated root
+    chain: tuple[x509.Certificate, ...] = ()  # the verified path, VCEK/VLEK first, root last
+
+
+def _complete(certs: list[x509.Certificate], root: Root) -> list[x509.Certificate]:
+    """The bundle's chain, or the signer followed by the root's shipped intermediate that issued it
+    (the ASK for a VCEK, the ASVK for a VLEK)."""
+    if len(certs) > 1:
+        return certs
+    issuer = next((c for c in root.intermediates if c.subject == certs[0].issuer), None)
+    return [*certs, issuer] if issuer is not None else certs
 
 
 def verify_report(
     report_bytes: bytes, cert_ders: list[bytes], roots: list[Root], now: datetime
 ) -> VerifiedSnp:
-    """Parse, check the chain (VCEK first; ASK/ARK may be omitted when the root ships them), the
-    product, the report signature and the certificate's claims. Returns the verified report (with
-    TCB values in the layout of the product the chain proves) and the root it chains to."""
+    """Parse; check the chain (VCEK/VLEK first; the ASK/ASVK and ARK may be omitted when the root
+    ships them), the product, the certificate's claims and the report signature, in that order
+    (MalformedError, then ChainError, then SignatureError). Returns the verified report (with TCB
+    values in the layout of the product the chain proves), the root and the path."""
     report = parse_report(report_bytes)
     if not cert_ders:
         raise MalformedError("SEV-SNP evidence carries no VCEK/VLEK certificate")
@@ -441,7 +454,7 @@ def verify_report(
         raise ChainError("SEV-SNP: the policy accepts no root for this platform")
     failures: list[str] = []
     for root in roots:
-        chain = certs if len(certs) > 1 else [*certs, *root.intermediates]
+        chain = _complete(certs, root)
         try:
             verify_chain(chain, [root.cert], now, "SEV-SNP")
         except VerifyError as exc:
@@ -454,8 +467,9 @@ def verify_report(
                 f"but its certificates chain to the {product.title()} root"
             )
         if product == "turin" and report.product is None:
-            raise MalformedError("SEV-SNP report under the Turin root must be version 3 or later")
-        verify_signature(report, signer)
+            raise ChainError("SEV-SNP report under the Turin root must be version 3 or later")
         check_cert_claims(report, signer, turin=product == "turin")
-        return VerifiedSnp(report=report, vcek=signer, root=root, product=product)
+        verify_signature(report, signer)
+        path = tuple(chain) if chain[-1] == root.cert else (*chain, root.cert)
+        return VerifiedSnp(report=report, vcek=signer, root=root, product=product, chain=path)
     raise ChainError("SEV-SNP chain verifies to no accepted root: " + " | ".join(failures))

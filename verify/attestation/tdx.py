@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from ccgw.verify import limits
 from ccgw.verify.attestation import der
 from ccgw.verify.attestation.roots import Root
-from ccgw.verify.attestation.x509chain import load_pem_chain, verify_chain
+from ccgw.verify.attestation.x509chain import issuer_path, load_pem_chain, verify_chain_webpki
 from ccgw.verify.errors import ChainError, MalformedError, SignatureError, VerifyError
 
 HEADER_BYTES = 48
@@ -361,22 +361,25 @@ class VerifiedTdx:
     pck: x509.Certificate
     pck_info: PckInfo
     root: Root
+    chain: tuple[x509.Certificate, ...] = ()  # the verified path, PCK first, root last
 
 
 def verify_quote(quote_bytes: bytes, roots: list[Root], now: datetime) -> VerifiedTdx:
+    """Steps 1–6 of the module doc; failures are MalformedError (structure), then ChainError
+    (PCK chain and its SGX extension), then SignatureError (QE report, binding, quote)."""
     q = parse_quote(quote_bytes)  # 1
     if q.qe_vendor_id != INTEL_QE_VENDOR_ID:
         raise MalformedError(f"TDX QE vendor {q.qe_vendor_id.hex()} is not Intel's")
-    if not roots:
-        raise ChainError("TDX: the policy accepts no root for this platform")
-    chain = load_pem_chain(q.pck_chain_pem, "TDX PCK")  # 2
+    chain = load_pem_chain(q.pck_chain_pem, "TDX PCK")
     if not chain:
         raise MalformedError("TDX quote carries no PCK certificate")
+    if not roots:
+        raise ChainError("TDX: the policy accepts no root for this platform")
     failures: list[str] = []
     root: Root | None = None
-    for candidate in roots:
+    for candidate in roots:  # 2
         try:
-            verify_chain(chain, [candidate.cert], now, "TDX PCK")
+            verify_chain_webpki(chain[0], chain[1:], [candidate.cert], now, "TDX PCK")
         except VerifyError as exc:
             failures.append(f"{candidate.name}: {exc}")
             continue
@@ -385,6 +388,10 @@ def verify_quote(quote_bytes: bytes, roots: list[Root], now: datetime) -> Verifi
     if root is None:
         raise ChainError("TDX PCK chain verifies to no accepted root: " + " | ".join(failures))
     pck = chain[0]
+    try:
+        info = pck_info(pck)  # 6, read now: a PCK without it is no PCK
+    except MalformedError as exc:
+        raise ChainError(f"TDX PCK certificate: {exc}") from exc
     pck_key = pck.public_key()
     if not isinstance(pck_key, ec.EllipticCurvePublicKey) or pck_key.curve.name != "secp256r1":
         raise SignatureError("TDX PCK key is not ECDSA P-256")
@@ -394,4 +401,5 @@ def verify_quote(quote_bytes: bytes, roots: list[Root], now: datetime) -> Verifi
         raise SignatureError("TDX QE report does not bind the attestation key")
     att_key = _p256(q.attestation_key, "attestation key")  # 5
     _verify_p256(att_key, q.signature, q.signed, "quote signature (attestation key)")
-    return VerifiedTdx(quote=q, pck=pck, pck_info=pck_info(pck), root=root)  # 6
+    path = issuer_path(chain, root.cert)
+    return VerifiedTdx(quote=q, pck=pck, pck_info=info, root=root, chain=path)

@@ -1,3 +1,4 @@
+from ccgw.protos.ccgw.v1 import collateral_pb2 as _collateral_pb2
 from ccgw.protos.ccgw.v1 import common_pb2 as _common_pb2
 from ccgw.protos.ccgw.v1 import worker_pb2 as _worker_pb2
 from google.protobuf.internal import containers as _containers
@@ -55,10 +56,12 @@ class WorkerInfo(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., evidence: _Optional[_Union[_common_pb2.EvidenceBundle, _Mapping]] = ..., evidence_sha256: _Optional[str] = ..., in_flight: _Optional[int] = ..., capacity: _Optional[int] = ..., region: _Optional[str] = ..., admitted_at_ms: _Optional[int] = ..., state: _Optional[_Union[WorkerState, str]] = ..., attested_at_ms: _Optional[int] = ..., input_per_1k_micro: _Optional[int] = ..., output_per_1k_micro: _Optional[int] = ...) -> None: ...
 
 class ListWorkersResponse(_message.Message):
-    __slots__ = ("workers",)
+    __slots__ = ("workers", "collateral")
     WORKERS_FIELD_NUMBER: _ClassVar[int]
+    COLLATERAL_FIELD_NUMBER: _ClassVar[int]
     workers: _containers.RepeatedCompositeFieldContainer[WorkerInfo]
-    def __init__(self, workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ...) -> None: ...
+    collateral: _collateral_pb2.Collateral
+    def __init__(self, workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., collateral: _Optional[_Union[_collateral_pb2.Collateral, _Mapping]] = ...) -> None: ...
 
 class ChallengeWorkerRequest(_message.Message):
     __slots__ = ("worker_id", "nonce")
@@ -69,10 +72,12 @@ class ChallengeWorkerRequest(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., nonce: _Optional[bytes] = ...) -> None: ...
 
 class ChallengeWorkerResponse(_message.Message):
-    __slots__ = ("evidence",)
+    __slots__ = ("evidence", "collateral")
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    COLLATERAL_FIELD_NUMBER: _ClassVar[int]
     evidence: _common_pb2.EvidenceBundle
-    def __init__(self, evidence: _Optional[_Union[_common_pb2.EvidenceBundle, _Mapping]] = ...) -> None: ...
+    collateral: _collateral_pb2.Collateral
+    def __init__(self, evidence: _Optional[_Union[_common_pb2.EvidenceBundle, _Mapping]] = ..., collateral: _Optional[_Union[_collateral_pb2.Collateral, _Mapping]] = ...) -> None: ...
 
 class ReceiptEnvelope(_message.Message):
     __slots__ = ("jws", "log_index")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -61,3 +62,32 @@ def test_gpu_parser(edits: list[tuple[int, int]], cut: int | None) -> None:
 def test_random_bytes(data: bytes) -> None:
     for parse in (sevsnp.parse_report, tdx.parse_quote, nvidia.parse_report):
         never_crashes(parse, data)
+
+
+def test_gpu_opaque_fields_of_other_types_and_lengths_parse_but_read_fields_may_not_repeat() -> (
+    None
+):
+    import os as _os
+
+    from cryptography.hazmat.primitives.asymmetric import ec as _ec
+
+    from ccgw.verify.attestation import nvidia
+    from ccgw.verify.errors import MalformedError as _Malformed
+    from tests.support.evidence_builders import spdm_report
+
+    key = _ec.generate_private_key(_ec.SECP384R1())
+    nonce = _os.urandom(32)
+    ok = spdm_report(nonce, {1: b"\x01" * 48}, key, {3: b"550\x00", 99: b"x" * 300, 7: b""})
+    r = nvidia.parse_report(ok)
+    assert r.driver_version == "550" and r.opaque[99] == b"x" * 300 and r.opaque[7] == b""
+    # an unknown field may repeat (kept, never read); a field that is read may not
+    import struct as _struct
+
+    op = _struct.pack("<HH", 3, 4) + b"550\x00" + _struct.pack("<HH", 3, 4) + b"999\x00"
+    with pytest.raises(_Malformed, match="field 3 repeats"):
+        nvidia._parse_opaque(op)
+    twice = _struct.pack("<HH", 99, 1) + b"a" + _struct.pack("<HH", 99, 1) + b"b"
+    assert len(nvidia._parse_opaque(twice)) == 2
+    spdm12 = b"\x12" + ok[1:]
+    with pytest.raises(_Malformed, match="SPDM version 0x12 is not supported"):
+        nvidia.parse_report(spdm12)

@@ -89,7 +89,6 @@ allowed_measurements = { "0" = ["00"] }
         "sev_snp.allow_smt: must be true or false",
         "tdx.rtmr4: unknown key",
         "tdx.accepted_tcb_status: 'Fine' is not an Intel TCB status",
-        "tdx.require_collateral: is true but no tcb_info_file is given",
         "gpu.allowed_measurements: index '0' is not 1..254",
     ]
     for e in expected:

@@ -296,7 +296,16 @@ def test_tiny_model_command_writes_the_full_hf_layout(tmp_path: Path) -> None:
 
     cli = tmp_path / "cli"
     subprocess.run(
-        [sys.executable, "-m", "ccgw.enclave.engine.tiny", str(cli), "--family", "qwen2", "--seed", "1"],
+        [
+            sys.executable,
+            "-m",
+            "ccgw.enclave.engine.tiny",
+            str(cli),
+            "--family",
+            "qwen2",
+            "--seed",
+            "1",
+        ],
         check=True,
         capture_output=True,
     )
