@@ -32,6 +32,9 @@ CHUNK_PAD_BYTES: Final = 64
 CHUNK_PLAINTEXT_BYTES_MAX: Final = 64 * KIB
 CHUNK_CIPHERTEXT_BYTES_MAX: Final = CHUNK_PLAINTEXT_BYTES_MAX + 16
 ANSWER_CHUNKS_MAX: Final = 1 << 20
+# A refusal's reason, sealed to the client (verify.chunks.seal_refusal): text and sealed bytes.
+REFUSAL_TEXT_BYTES_MAX: Final = 512
+REFUSAL_SEALED_BYTES_MAX: Final = 640
 
 # Evidence.
 EVIDENCE_BUNDLE_BYTES_MAX: Final = 256 * KIB
