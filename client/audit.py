@@ -1,4 +1,4 @@
-"""The auditor: recompute everything from the gateway's public log, trusting none of it (ADR 11).
+"""The auditor: recompute everything from the gateway's public log, trusting none of it (ADR 12).
 
 It replays every entry through the ledger rules (verify.ledger_rules) — receipts verified against
 the key their evidence attests, deposits and price schedules against the log key, withdrawals

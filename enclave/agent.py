@@ -1,9 +1,16 @@
 """The worker agent: dials out to a gateway, registers with evidence, answers challenges, runs
-jobs concurrently and streams sealed chunks and receipts back; reconnects with capped backoff."""
+jobs concurrently and streams sealed chunks and receipts back; reconnects with capped backoff.
+
+Draining (`drain()`, e.g. on SIGTERM, or the gateway's Drain): tell the gateway (it routes no new
+job here), refuse new jobs (UNAVAILABLE to the client, which retries elsewhere), let the jobs in
+flight finish within a grace period (the rest are cancelled), end the link and stop `run()`. A
+gateway message that does not parse ends the session (and the agent reconnects); it never crashes
+the worker."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 
@@ -46,14 +53,16 @@ class WorkerAgent:
         self._runner = JobRunner(self.keys, self._engines, self._limits, clock)
         self._telemetry = Telemetry(config.device)
         self._tasks: dict[bytes, asyncio.Task[None]] = {}
+        self._outbox: asyncio.Queue[wpb.WorkerMessage | None] | None = None
+        self.draining = False  # set by drain(): new jobs are refused, then the agent stops
+        self._drain_task: asyncio.Task[bool] | None = None
+        self._link_closed: asyncio.Event | None = None  # set when the current link has ended
         self.worker_id: str | None = None
         # Our own token's subject: the account receipts name for the reward (not a trust decision).
         self._provider = str(
             jwt.decode(config.provider_token, options={"verify_signature": False}).get("sub", "")
         )
         self.admitted = asyncio.Event()
-        self.draining = False  # set by drain(): new jobs are refused, then the agent stops
-        self._outbox: asyncio.Queue[wpb.WorkerMessage | None] | None = None
 
     def _bundle(self, nonce: bytes) -> cpb.EvidenceBundle:
         return collect_bundle(
@@ -96,6 +105,29 @@ class WorkerAgent:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._limits.reconnect_backoff_max_s)
 
+    async def drain(self, grace_s: float, *, announce: bool = True) -> bool:
+        """Refuse new jobs (and tell the gateway), let in-flight ones finish within `grace_s` (the
+        rest are cancelled), then let the gateway close the link (it does once no job of ours is
+        left, including any it dispatched before it heard of the drain), or close it ourselves
+        after `drain_close_wait_s`, so that `run()` returns. True when none was cancelled."""
+        self.draining = True
+        outbox, closed = self._outbox, self._link_closed
+        if announce and outbox is not None:
+            with contextlib.suppress(asyncio.QueueFull):
+                outbox.put_nowait(wpb.WorkerMessage(draining=wpb.WorkerDraining()))
+        pending = list(self._tasks.values())
+        left: set[asyncio.Task[None]] = set()
+        if pending:
+            _, left = await asyncio.wait(pending, timeout=grace_s)
+            for t in left:
+                t.cancel()
+        log.info("drained", finished=len(pending) - len(left), cancelled=len(left))
+        if outbox is not None and closed is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closed.wait(), self._limits.drain_close_wait_s)
+            await outbox.put(None)  # the receipts queued before it still go out
+        return not left
+
     def _channel(self) -> grpc.aio.Channel:
         options = [("grpc.max_receive_message_length", limits.SEALED_REQUEST_BYTES_MAX + 65536)]
         if self._config.tls_ca_pem is not None:
@@ -107,6 +139,8 @@ class WorkerAgent:
         outbox: asyncio.Queue[wpb.WorkerMessage | None] = asyncio.Queue(
             self._limits.outbox_messages_max
         )
+        self._outbox = outbox
+        self._link_closed = asyncio.Event()
         hello = wpb.WorkerHello(
             models=sorted(self._engines),
             software_version=SOFTWARE_VERSION,
@@ -126,9 +160,11 @@ class WorkerAgent:
         admission_digest: str | None = None
         ctx: JobContext | None = None
         heartbeats = asyncio.create_task(self._heartbeats(outbox))
-        self._outbox = outbox
         try:
             async for gm in call:
+                if not isinstance(gm, wpb.GatewayMessage):  # bytes that did not parse
+                    log.warning("gateway_message_unparsable")
+                    return
                 kind = gm.WhichOneof("msg")
                 if kind == "challenge":
                     bundle = await asyncio.to_thread(self._bundle, bytes(gm.challenge.nonce))
@@ -149,9 +185,17 @@ class WorkerAgent:
                     task = self._tasks.get(bytes(gm.cancel.job_id))
                     if task is not None:
                         task.cancel()
+                elif kind == "drain" and self._drain_task is None:  # the operator drains us
+                    self._drain_task = asyncio.create_task(
+                        self.drain(self._limits.drain_timeout_s, announce=False)
+                    )
         finally:
             heartbeats.cancel()
-            await outbox.put(None)
+            self._outbox = None
+            if self._link_closed is not None:
+                self._link_closed.set()
+            with contextlib.suppress(asyncio.QueueFull):
+                outbox.put_nowait(None)
 
     def _start_job(
         self,
@@ -163,11 +207,11 @@ class WorkerAgent:
             job_id = bytes(cpb.RoutingHeader.FromString(sealed.header).job_id)
         except Exception:  # noqa: BLE001 - unparsable header: the runner reports it below
             job_id = b""
-        if self.draining:  # ENGINE_ERROR is UNAVAILABLE to the client: it retries another worker
-            outbox.put_nowait(_failed(job_id, wpb.ENGINE_ERROR, "worker is shutting down"))
-            return
         if job_id in self._tasks:
             outbox.put_nowait(_failed(job_id, wpb.REPLAYED, "job id already running here"))
+            return
+        if self.draining:  # ENGINE_ERROR is UNAVAILABLE to the client: it retries another worker
+            outbox.put_nowait(_failed(job_id, wpb.ENGINE_ERROR, "worker is shutting down"))
             return
         if len(self._tasks) >= self._limits.jobs_in_flight_max:
             outbox.put_nowait(_failed(job_id, wpb.OVERLOADED, "worker is at capacity"))
@@ -198,21 +242,6 @@ class WorkerAgent:
         except Exception:
             log.exception("job_internal_error", job_id=job_id.hex())
             await outbox.put(_failed(job_id, wpb.ENGINE_ERROR, "internal error"))
-
-    async def drain(self, grace_s: float) -> bool:
-        """SIGTERM: refuse new jobs, let in-flight ones finish within `grace_s` (the rest are
-        cancelled), then end the link so that `run()` returns. True when none was cancelled."""
-        self.draining = True
-        pending = list(self._tasks.values())
-        left: set[asyncio.Task[None]] = set()
-        if pending:
-            _, left = await asyncio.wait(pending, timeout=grace_s)
-            for t in left:
-                t.cancel()
-        log.info("drained", finished=len(pending) - len(left), cancelled=len(left))
-        if self._outbox is not None:
-            await self._outbox.put(None)  # the receipts queued before it still go out
-        return not left
 
     async def _heartbeats(self, outbox: asyncio.Queue[wpb.WorkerMessage | None]) -> None:
         while True:

@@ -12,6 +12,10 @@ class WorkerLimits:
     request_window_s: int = 300  # a request's issued_at must be within ± this of the worker clock
     replay_cache_entries_max: int = 100_000  # job ids remembered (they expire after the window)
     prompt_tokens_max: int = 1_536
+    # A prompt longer than this many characters per allowed input token is refused before it is
+    # tokenized (tokenizing is CPU work on the worker: a 1 MiB prompt must cost nothing).
+    prompt_chars_per_token_max: int = 16
+    open_inline_bytes_max: int = 65_536  # larger sealed requests are decrypted off the event loop
     new_tokens_max: int = 512
     outbox_messages_max: int = 1_024
     heartbeat_interval_s: float = 10.0
@@ -19,6 +23,8 @@ class WorkerLimits:
     reconnect_backoff_max_s: float = 30.0
     reconnect_attempts_max: int = 0  # 0 = keep trying
     chunk_tokens_max: int = 16  # coalesce at most this many tokens into one answer chunk
+    drain_timeout_s: float = 60.0  # when draining, jobs in flight get this long to finish
+    drain_close_wait_s: float = 5.0  # ... then the gateway this long to close the link
 
 
 @dataclass(frozen=True)

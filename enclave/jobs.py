@@ -2,13 +2,20 @@
 
 Before any decryption: the header parses, names this worker, this key and a served model, its
 token limits fit, the ciphertext has the exact size its bucket implies, the request is inside the
-time window and its job id has not been seen. Then: open, generate, seal every piece as an
-authenticated chunk, mark the last, and sign a receipt over what was received and sent. Nothing
-here logs or keeps a prompt or an answer.
+time window and its job id has not been seen. Then: open (off the event loop when large), bound
+the prompt's size before any tokenizing (a prompt longer than `prompt_chars_per_token_max`
+characters per allowed token is refused at once), generate, seal every piece as an authenticated
+chunk, mark the last, and sign a receipt over what was received and sent.
+
+Refusals before the request opens say only what the gateway can see anyway (the header). Once it
+has opened, a refusal's reason may describe the prompt (its token count): it goes to the client
+sealed under its response key (verify.chunks.seal_refusal); the gateway sees only the code.
+Nothing here logs or keeps a prompt or an answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections import OrderedDict
@@ -24,12 +31,14 @@ from ccgw.enclave.errors import Replayed, RequestRejected, TooLarge
 from ccgw.enclave.keys import Keyring
 from ccgw.protos.ccgw.v1 import common_pb2 as cpb
 from ccgw.protos.ccgw.v1 import worker_pb2 as wpb
-from ccgw.verify.chunks import ANSWER_SALT_BYTES, ChunkSealer
+from ccgw.verify.chunks import ANSWER_SALT_BYTES, ChunkSealer, seal_refusal
 from ccgw.verify.errors import LimitError, VerifyError
-from ccgw.verify.hpke import check_sealed_size, parse_header, request_sha256
+from ccgw.verify.hpke import OpenedRequest, check_sealed_size, parse_header, request_sha256
 from ccgw.verify.receipts import RECEIPT_VERSION, Receipt
 
 log = structlog.get_logger("enclave.jobs")
+# What a refusal says in clear, per code (the reason itself travels sealed to the client).
+SEALED_REFUSAL_TEXT = "refused; the reason is sealed to the client"
 
 
 class ReplayGuard:
@@ -96,43 +105,79 @@ class JobRunner:
         self.replay.check_and_add(bytes(header.job_id), header.issued_at_ms)
         return header
 
-    async def run(
-        self, sealed: cpb.SealedRequest, ctx: JobContext
-    ) -> AsyncIterator[wpb.WorkerMessage]:
-        header = self.check(sealed, ctx)
-        job_id = bytes(header.job_id)
+    async def _open(self, sealed: cpb.SealedRequest, header: cpb.RoutingHeader) -> OpenedRequest:
         try:
-            opened = self._keys.open_request(sealed, header)
+            if len(sealed.ciphertext) > self._limits.open_inline_bytes_max:
+                return await asyncio.to_thread(self._keys.open_request, sealed, header)
+            return self._keys.open_request(sealed, header)
         except VerifyError as exc:
             raise RequestRejected(f"request does not open: {exc.__class__.__name__}") from exc
-        inner = opened.inner
-        engine = self._engines[header.model]
+
+    def _request(self, inner: cpb.InnerRequest, header: cpb.RoutingHeader) -> GenerationRequest:
+        """The engine's request, once its prompt is known to be small enough to tokenize."""
+        max_input = min(header.max_input_tokens, self._limits.prompt_tokens_max)
+        kind = inner.WhichOneof("input")
+        messages = tuple((m.role, m.content) for m in inner.chat.messages)
+        if kind == "prompt":
+            chars = len(inner.prompt)
+        elif kind == "embed":
+            chars = max((len(t) for t in inner.embed.texts), default=0)  # each text on its own
+        else:
+            chars = sum(len(r) + len(c) for r, c in messages)
+        chars_max = max_input * self._limits.prompt_chars_per_token_max
+        if chars > chars_max:
+            raise TooLarge(
+                f"prompt has {chars} characters; at most {chars_max} for {max_input} tokens"
+            )
         s = inner.sampling
-        req = GenerationRequest(
-            prompt=inner.prompt if inner.WhichOneof("input") == "prompt" else None,
-            messages=tuple((m.role, m.content) for m in inner.chat.messages)
-            if inner.WhichOneof("input") == "chat"
-            else None,
+        return GenerationRequest(
+            prompt=inner.prompt if kind == "prompt" else None,
+            messages=messages if kind == "chat" else None,
             max_new_tokens=header.max_new_tokens,
-            max_input_tokens=min(header.max_input_tokens, self._limits.prompt_tokens_max),
+            max_input_tokens=max_input,
             temperature=s.temperature,
             top_p=s.top_p if s.top_p > 0 else 1.0,
             top_k=s.top_k,
             seed=s.seed if s.HasField("seed") else None,
             stop=tuple(s.stop),
         )
+
+    async def run(
+        self, sealed: cpb.SealedRequest, ctx: JobContext
+    ) -> AsyncIterator[wpb.WorkerMessage]:
+        header = self.check(sealed, ctx)
+        inner = (await self._open(sealed, header)).inner
+        job_id = bytes(header.job_id)
+        try:
+            req = self._request(inner, header)
+            async for msg in self._generate(sealed, header, inner, req, ctx):
+                yield msg
+        except RequestRejected as exc:
+            log.info("job_refused", job_id=job_id.hex(), code=exc.code)
+            yield sealed_refusal(job_id, bytes(inner.response_key), exc)
+
+    async def _generate(
+        self,
+        sealed: cpb.SealedRequest,
+        header: cpb.RoutingHeader,
+        inner: cpb.InnerRequest,
+        req: GenerationRequest,
+        ctx: JobContext,
+    ) -> AsyncIterator[wpb.WorkerMessage]:
+        job_id = bytes(header.job_id)
+        engine = self._engines[header.model]
         salt = os.urandom(ANSWER_SALT_BYTES)
         sealer = ChunkSealer(bytes(inner.response_key), salt, job_id)
         started_ms = int(self._clock() * 1000)
-        yield wpb.WorkerMessage(started=wpb.JobStarted(job_id=job_id, answer_salt=salt))
 
-        def chunk(piece: cpb.AnswerPiece, final: bool) -> wpb.WorkerMessage:
+        def update(piece: cpb.AnswerPiece, final: bool) -> wpb.WorkerMessage:
+            """One chunk per message; the first also carries the start (the answer salt)."""
             index, ct = sealer.seal(piece.SerializeToString(), final)
-            return wpb.WorkerMessage(
-                chunk=wpb.JobChunk(
-                    job_id=job_id, chunk=wpb.SealedChunk(index=index, ciphertext=ct, final=final)
-                )
-            )
+            u = wpb.JobUpdate(job_id=job_id)
+            u.chunks.add(index=index, ciphertext=ct, final=final)
+            if index == 0:
+                u.answer_salt = salt
+            return wpb.WorkerMessage(update=u)
 
         pending_text, pending_tokens = [], 0
         finished: Finished | None = None
@@ -147,13 +192,13 @@ class JobRunner:
                     pending_text.append(ev.text)
                     pending_tokens += ev.tokens
                     if pending_tokens >= self._limits.chunk_tokens_max:
-                        yield chunk(
+                        yield update(
                             cpb.AnswerPiece(text="".join(pending_text), tokens=pending_tokens),
                             False,
                         )
                         pending_text, pending_tokens = [], 0
                 elif isinstance(ev, Vectors):
-                    yield chunk(cpb.AnswerPiece(embeddings=ev.pieces()), False)
+                    yield update(cpb.AnswerPiece(embeddings=ev.pieces()), False)
                 else:
                     finished = ev
         finally:
@@ -163,7 +208,7 @@ class JobRunner:
         if finished is None:
             raise RequestRejected("engine ended without finishing")
         usage = cpb.Usage(input_tokens=finished.input_tokens, output_tokens=finished.output_tokens)
-        yield chunk(
+        last = update(
             cpb.AnswerPiece(
                 text="".join(pending_text),
                 tokens=pending_tokens,
@@ -172,26 +217,11 @@ class JobRunner:
             ),
             True,
         )
-        receipt = Receipt(
-            v=RECEIPT_VERSION,
-            job_id=job_id.hex(),
-            worker_id=ctx.worker_id,
-            key_id=self._keys.key_id,
-            account=header.account,
-            provider=ctx.provider,
-            model=header.model,
-            model_digest=engine.model_sha256.hex(),
-            request_sha256=request_sha256(sealed),
-            answer_sha256=sealer.digest.hexdigest(),
-            answer_chunks=sealer.digest.count,
-            input_tokens=finished.input_tokens,
-            output_tokens=finished.output_tokens,
-            started_at_ms=started_ms,
-            finished_at_ms=int(self._clock() * 1000),
-            evidence_sha256=ctx.evidence_sha256,
-            finish_reason=finished.finish_reason,
+        # The final chunk and the receipt over the whole answer travel in one message.
+        last.update.receipt_jws = self._sign(
+            sealed, header, ctx, engine.model_sha256, sealer, finished, started_ms
         )
-        yield wpb.WorkerMessage(receipt=wpb.JobReceipt(job_id=job_id, jws=self._keys.sign(receipt)))
+        yield last
         log.info(
             "job_done",
             job_id=job_id.hex(),
@@ -200,3 +230,49 @@ class JobRunner:
             input_tokens=finished.input_tokens,
             output_tokens=finished.output_tokens,
         )
+
+    def _sign(
+        self,
+        sealed: cpb.SealedRequest,
+        header: cpb.RoutingHeader,
+        ctx: JobContext,
+        model_sha256: bytes,
+        sealer: ChunkSealer,
+        finished: Finished,
+        started_ms: int,
+    ) -> str:
+        return self._keys.sign(
+            Receipt(
+                v=RECEIPT_VERSION,
+                job_id=bytes(header.job_id).hex(),
+                worker_id=ctx.worker_id,
+                key_id=self._keys.key_id,
+                account=header.account,
+                provider=ctx.provider,
+                model=header.model,
+                model_digest=model_sha256.hex(),
+                request_sha256=request_sha256(sealed),
+                answer_sha256=sealer.digest.hexdigest(),
+                answer_chunks=sealer.digest.count,
+                input_tokens=finished.input_tokens,
+                output_tokens=finished.output_tokens,
+                started_at_ms=started_ms,
+                finished_at_ms=int(self._clock() * 1000),
+                evidence_sha256=ctx.evidence_sha256,
+                finish_reason=finished.finish_reason,
+            )
+        )
+
+
+def sealed_refusal(job_id: bytes, response_key: bytes, exc: RequestRejected) -> wpb.WorkerMessage:
+    """A JobFailed whose reason only the client can read; the gateway sees the code."""
+    salt = os.urandom(ANSWER_SALT_BYTES)
+    return wpb.WorkerMessage(
+        failed=wpb.JobFailed(
+            job_id=job_id,
+            code=wpb.FailureCode.Value(exc.code),  # type: ignore[arg-type]
+            message=SEALED_REFUSAL_TEXT,
+            detail_salt=salt,
+            sealed_detail=seal_refusal(response_key, salt, job_id, exc.code, str(exc)),
+        )
+    )

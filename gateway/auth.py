@@ -3,12 +3,18 @@
 Tokens are JWTs signed with EdDSA (Ed25519) by the operator's auth key; every replica verifies
 with the public key. Refused: any algorithm but EdDSA (`alg: none`, HS256 with a public key as
 secret, RS/ES), a missing or wrong audience, a missing or past `exp`, an unknown role.
+
+A token is verified once: the verified principal is cached by the token's SHA-256 (bounded, least
+recently used dropped) until the token expires or `cache_s` passes, whichever comes first, so a
+client's every call after the first costs a hash and a dict lookup instead of a signature check.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import jwt
@@ -19,6 +25,7 @@ from ccgw.gateway.errors import PermissionDenied, Unauthenticated
 
 ROLES = frozenset({"client", "provider", "admin"})
 TOKEN_BYTES_MAX = 4096
+ACCOUNT_CHARS_MAX = 128  # a token's subject (the account it pays from or is credited to)
 
 
 @dataclass(frozen=True)
@@ -28,7 +35,15 @@ class Principal:
 
 
 class Authenticator:
-    def __init__(self, public_keys_pem: Iterable[bytes], audience: str) -> None:
+    def __init__(
+        self,
+        public_keys_pem: Iterable[bytes],
+        audience: str,
+        *,
+        cache_s: float = 300.0,
+        cache_entries_max: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         keys = []
         for pem in public_keys_pem:
             k = serialization.load_pem_public_key(pem)
@@ -39,6 +54,8 @@ class Authenticator:
             raise ValueError("at least one auth public key is required")
         self._keys = keys
         self._audience = audience
+        self._cache_s, self._cache_max, self._clock = cache_s, cache_entries_max, clock
+        self._cache: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
 
     def authenticate(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Principal:
         token = None
@@ -49,6 +66,22 @@ class Authenticator:
             raise Unauthenticated("missing 'authorization: Bearer <token>' metadata")
         if len(token) > TOKEN_BYTES_MAX:
             raise Unauthenticated("token too large")
+        digest = hashlib.sha256(token.encode()).digest()
+        now = self._clock()
+        hit = self._cache.get(digest)
+        if hit is not None:
+            if now < hit[1]:
+                self._cache.move_to_end(digest)
+                return hit[0]
+            del self._cache[digest]
+        principal, exp = self._verify(token)
+        if self._cache_max > 0:
+            self._cache[digest] = (principal, min(exp, now + self._cache_s))
+            while len(self._cache) > self._cache_max:
+                self._cache.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -69,9 +102,14 @@ class Authenticator:
             except jwt.InvalidTokenError as exc:
                 raise Unauthenticated(f"token refused: {exc}") from exc
             role = claims.get("role")
-            if role not in ROLES or not isinstance(claims["sub"], str) or not claims["sub"]:
+            sub = claims["sub"]
+            if (
+                role not in ROLES
+                or not isinstance(sub, str)
+                or not 0 < len(sub) <= ACCOUNT_CHARS_MAX
+            ):
                 raise Unauthenticated("token has no valid role or subject")
-            return Principal(account=claims["sub"], role=role)
+            return Principal(account=sub, role=role), float(claims["exp"])
         raise Unauthenticated("token signature does not verify")
 
     @staticmethod

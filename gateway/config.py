@@ -18,7 +18,8 @@ class GatewayLimits:
     jobs_in_flight_max: int = 1_000  # whole gateway
     jobs_in_flight_per_worker_max: int = 64
     worker_outbox_messages_max: int = 256  # queued messages to one worker
-    job_events_max: int = 4_096  # buffered events of one job not yet sent to its client
+    job_events_max: int = 256  # buffered events of one job not yet sent to its client
+    job_buffered_bytes_max: int = 1_048_576  # ... and their bytes; beyond either, the job is shed
     hello_timeout_s: float = 10.0
     evidence_timeout_s: float = 30.0
     job_deadline_s: float = 300.0  # whole job, dispatch to receipt
@@ -34,7 +35,26 @@ class GatewayLimits:
     checkpoint_interval_s: float = 10.0  # ... or at most this long after the last
     prompt_tokens_max: int = 32_768
     new_tokens_max: int = 8_192
-    shutdown_grace_s: float = 5.0
+    shutdown_grace_s: float = 5.0  # NOT_SERVING, then jobs in flight get this long to finish
+    # Admission of workers: evidence verification is CPU work, so a flood of registrations waits
+    # in a bounded line and is refused (RESOURCE_EXHAUSTED) beyond it.
+    admissions_pending_max: int = 16
+    workers_per_provider_max: int = 256
+    attestation_max_age_s: float = 900.0  # route only to workers verified for a nonce this recently
+    # Per-account quotas (RESOURCE_EXHAUSTED beyond them); buckets refill continuously.
+    account_jobs_per_s: float = 200.0
+    account_jobs_burst: int = 400
+    account_jobs_in_flight_max: int = 256
+    account_challenges_per_s: float = 2.0  # ChallengeWorker makes a worker collect evidence
+    account_challenges_burst: int = 10
+    accounts_tracked_max: int = 100_000  # rate-limit buckets kept (least recently used dropped)
+    # Verified bearer tokens are cached by their bytes until they expire or for this long.
+    token_cache_s: float = 300.0
+    token_cache_entries_max: int = 10_000
+    # Logging of unexpected errors: at most this many lines per interval (the rest are counted).
+    error_logs_per_interval_max: int = 10
+    error_log_interval_s: float = 10.0
+    metrics_refresh_s: float = 5.0  # log size and ledger totals read from the store this often
     collateral_refresh_s: float = 60.0  # rescan of the collateral directory at most this often
 
 
@@ -63,4 +83,6 @@ class GatewayConfig:
     log_origin: str = "ccgw.local/log"
     log_key_name: str = "ccgw-log"
     log_key_pem: bytes | None = None  # None: a fresh key per process (demo/tests only)
+    reflection: bool = True  # gRPC server reflection (service discovery for grpcurl & co.)
+    metrics_listen: str | None = None  # host:port of the Prometheus /metrics endpoint; None = off
     limits: GatewayLimits = GatewayLimits()

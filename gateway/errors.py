@@ -6,6 +6,7 @@
     ├── BadRequest             malformed input                            INVALID_ARGUMENT
     ├── TooLarge               a size/token limit                         RESOURCE_EXHAUSTED
     ├── Overloaded             no capacity, queue full                    RESOURCE_EXHAUSTED
+    │   └── QuotaExceeded      an account's rate or concurrency quota     RESOURCE_EXHAUSTED
     ├── NotFound               unknown worker/job/receipt                 NOT_FOUND
     ├── Conflict               job id already in flight or settled        ALREADY_EXISTS
     ├── InsufficientFunds      balance below the job's maximum cost       FAILED_PRECONDITION
@@ -15,12 +16,15 @@
     └── ReceiptRejected        a worker receipt that fails verification   DATA_LOSS
 
 verify.errors.VerifyError reaching a handler is the caller's bad input (INVALID_ARGUMENT, or
-RESOURCE_EXHAUSTED for LimitError). Anything else is INTERNAL with no detail.
+RESOURCE_EXHAUSTED for LimitError). Anything else is INTERNAL with no detail: it is the only kind
+logged with a traceback, and at most `error_logs_per_interval_max` times per interval (RateLimitedLog),
+so nobody can flood the logs by sending what the gateway expects to refuse.
 """
 
 from __future__ import annotations
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from ccgw.verify import errors as verrors
 
@@ -46,6 +50,10 @@ class TooLarge(GatewayError):
 
 
 class Overloaded(GatewayError):
+    pass
+
+
+class QuotaExceeded(Overloaded):
     pass
 
 
@@ -93,6 +101,7 @@ _STATUS: dict[type[Exception], grpc.StatusCode] = {
     ReceiptRejected: grpc.StatusCode.DATA_LOSS,
     verrors.LimitError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     verrors.VerifyError: grpc.StatusCode.INVALID_ARGUMENT,
+    DecodeError: grpc.StatusCode.INVALID_ARGUMENT,
 }
 
 _WORKER_FAILURES: dict[str, grpc.StatusCode] = {

@@ -1,4 +1,9 @@
-"""Assemble and run a gateway: store, registry, verifier, router, servicers, health, shutdown."""
+"""Assemble and run a gateway: store, registry, verifier, router, servicers, health, reflection,
+metrics, shutdown.
+
+Shutdown order: every service reports NOT_SERVING (load balancers stop sending), the router takes
+no new job and the jobs in flight get `shutdown_grace_s` to finish, then the server stops.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from ccgw.gateway.auth import Authenticator
 from ccgw.gateway.checkpointer import Checkpointer
@@ -18,15 +24,17 @@ from ccgw.gateway.collateral_cache import CollateralCache
 from ccgw.gateway.config import GatewayConfig
 from ccgw.gateway.jobs import JobRouter
 from ccgw.gateway.log_service import LogServicer
+from ccgw.gateway.metrics import GatewayMetrics, serve_metrics
 from ccgw.gateway.registry import Registry
+from ccgw.gateway.rpc import add_service, internal_errors
 from ccgw.gateway.service import GatewayServicer, WorkerLinkServicer
 from ccgw.gateway.store.base import Store
 from ccgw.gateway.store.factory import open_store
 from ccgw.gateway.worker_link import WorkerLink
 from ccgw.protos.ccgw.v1 import common_pb2 as cpb
-from ccgw.protos.ccgw.v1 import gateway_pb2_grpc as ggrpc
-from ccgw.protos.ccgw.v1 import log_pb2_grpc as lgrpc
-from ccgw.protos.ccgw.v1 import worker_pb2_grpc as wgrpc
+from ccgw.protos.ccgw.v1 import gateway_pb2 as gpb
+from ccgw.protos.ccgw.v1 import log_pb2 as lpb
+from ccgw.protos.ccgw.v1 import worker_pb2 as wpb
 from ccgw.verify import limits
 from ccgw.verify import log_entries as le
 from ccgw.verify.attestation.bundle import VerifiedWorker, verify_bundle
@@ -36,6 +44,7 @@ from ccgw.verify.attestation.roots import RootStore
 log = structlog.get_logger("gateway.server")
 
 MESSAGE_BYTES_MAX = limits.SEALED_REQUEST_BYTES_MAX + 64 * limits.KIB
+STOP_SETTLE_S = 2.0  # after the server stopped: time for cancelled jobs to release their holds
 
 
 def _utcnow() -> dt.datetime:
@@ -57,6 +66,13 @@ def load_policy(config: GatewayConfig) -> tuple[Policy, RootStore]:
     return policy, roots
 
 
+SERVICES = (
+    gpb.DESCRIPTOR.services_by_name["Gateway"],
+    wpb.DESCRIPTOR.services_by_name["WorkerLink"],
+    lpb.DESCRIPTOR.services_by_name["TransparencyLog"],
+)
+
+
 @dataclass
 class RunningGateway:
     server: grpc.aio.Server
@@ -66,16 +82,35 @@ class RunningGateway:
     router: JobRouter
     link: WorkerLink
     checkpointer: Checkpointer
+    health: health.aio.HealthServicer  # type: ignore[name-defined]
+    metrics: GatewayMetrics
+    metrics_server: asyncio.Server | None = None
     tasks: tuple[asyncio.Task[None], ...] = ()
 
     async def deposit(self, account: str, amount_micro: int, reference: str) -> None:
         """Credit an account with a deposit signed by this gateway's operator (log) key."""
         await self.store.append(le.deposit(self.checkpointer.key, account, amount_micro, reference))
 
+    @property
+    def metrics_port(self) -> int | None:
+        if self.metrics_server is None:
+            return None
+        return int(self.metrics_server.sockets[0].getsockname()[1])
+
     async def stop(self, grace_s: float | None = None) -> None:
+        """NOT_SERVING first, then let jobs in flight finish (up to grace_s), then stop."""
+        await self.health.enter_graceful_shutdown()
+        left = await self.router.drain(grace_s or 0.0)
+        if left:
+            log.warning("shutdown_with_jobs_in_flight", jobs=left)
         for t in self.tasks:
             t.cancel()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         await self.server.stop(grace_s)
+        # The jobs cancelled by the stop end (and release their holds) before the store closes.
+        await self.router.drain(STOP_SETTLE_S)
+        await self.router.released()
         await self.store.close()
 
 
@@ -113,7 +148,9 @@ async def start_gateway(
     released = await store.release_orphaned_holds()
     if released:
         log.warning("orphaned_holds_released", count=released)
-    registry = Registry(config.limits.workers_max)
+    lim = config.limits
+    internal_errors.configure(lim.error_logs_per_interval_max, lim.error_log_interval_s)
+    registry = Registry(lim.workers_max, lim.workers_per_provider_max)
 
     collateral = CollateralCache(config.collateral_dir, config.limits.collateral_refresh_s)
 
@@ -122,37 +159,48 @@ async def start_gateway(
             bundle, policy, roots, _utcnow(), expected_nonce=nonce, collateral=collateral.current()
         )
 
-    auth = Authenticator(config.auth_public_keys_pem, config.auth_audience)
-    link = WorkerLink(config, registry, verifier, _utcnow, store)
+    auth = Authenticator(
+        config.auth_public_keys_pem,
+        config.auth_audience,
+        cache_s=lim.token_cache_s,
+        cache_entries_max=lim.token_cache_entries_max,
+    )
     checkpointer = Checkpointer(config, store, log_key)
     router = JobRouter(config, registry, store, checkpointer)
+    metrics = GatewayMetrics(registry, router.in_flight, router.held_micro)
+    router.metrics = metrics
+    link = WorkerLink(config, registry, verifier, _utcnow, store, metrics)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
             ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
         ]
     )
-    ggrpc.add_GatewayServicer_to_server(
-        GatewayServicer(config, auth, registry, router, link, store, collateral), server
+    gateway_svc, link_svc, log_svc = SERVICES
+    add_service(
+        server,
+        GatewayServicer(config, auth, registry, router, link, store, collateral),
+        gateway_svc,
     )
-    wgrpc.add_WorkerLinkServicer_to_server(WorkerLinkServicer(auth, link), server)
-    lgrpc.add_TransparencyLogServicer_to_server(LogServicer(config, store, checkpointer), server)
+    add_service(server, WorkerLinkServicer(auth, link), link_svc)
+    add_service(server, LogServicer(config, store, checkpointer), log_svc)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if config.reflection:
+        names = [s.full_name for s in SERVICES] + [health.SERVICE_NAME, reflection.SERVICE_NAME]
+        reflection.enable_server_reflection(names, server)
     if config.tls_cert_pem is not None and config.tls_key_pem is not None:
         creds = grpc.ssl_server_credentials([(config.tls_key_pem, config.tls_cert_pem)])
         port = server.add_secure_port(config.listen, creds)
     else:
         port = server.add_insecure_port(config.listen)
     await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    log.info(
-        "gateway_started",
-        port=port,
-        tls=config.tls_cert_pem is not None,
-        workers_max=config.limits.workers_max,
+    for name in ("", *(s.full_name for s in SERVICES)):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    metrics_server = (
+        await serve_metrics(metrics, config.metrics_listen) if config.metrics_listen else None
     )
-    return RunningGateway(
+    gw = RunningGateway(
         server=server,
         port=port,
         store=store,
@@ -160,5 +208,24 @@ async def start_gateway(
         router=router,
         link=link,
         checkpointer=checkpointer,
-        tasks=(asyncio.create_task(checkpointer.run()),),
+        health=health_servicer,
+        metrics=metrics,
+        metrics_server=metrics_server,
+        tasks=(
+            asyncio.create_task(checkpointer.run()),
+            asyncio.create_task(
+                metrics.refresh_forever(
+                    store, store.current_schedule().fee_account, lim.metrics_refresh_s
+                )
+            ),
+        ),
     )
+    log.info(
+        "gateway_started",
+        port=port,
+        tls=config.tls_cert_pem is not None,
+        workers_max=lim.workers_max,
+        reflection=config.reflection,
+        metrics_port=gw.metrics_port,
+    )
+    return gw

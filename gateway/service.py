@@ -1,7 +1,8 @@
 """gRPC servicers: thin adapters from RPCs to the registry, router, worker link and store.
 
-Errors are mapped to status codes in one place (gateway.errors.status_for), applied by the
-decorators in gateway.rpc; no handler builds a status itself.
+Every request field is checked here, at the edge (INVALID_ARGUMENT), before it reaches the
+registry or the store. Errors are mapped to status codes in one place (gateway.errors.status_for),
+applied by the decorators in gateway.rpc; no handler builds a status itself.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import structlog
 from ccgw.gateway.auth import Authenticator, Principal
 from ccgw.gateway.collateral_cache import CollateralCache
 from ccgw.gateway.config import GatewayConfig
-from ccgw.gateway.errors import NotFound
+from ccgw.gateway.errors import BadRequest, NotFound
 from ccgw.gateway.jobs import JobRouter
+from ccgw.gateway.quotas import RateLimiter
 from ccgw.gateway.registry import Registry
+from ccgw.gateway.routing import rank
 from ccgw.gateway.rpc import streaming, unary
 from ccgw.gateway.store.base import Store
 from ccgw.gateway.worker_link import WorkerLink
@@ -26,6 +29,17 @@ from ccgw.protos.ccgw.v1 import gateway_pb2 as gpb
 from ccgw.protos.ccgw.v1 import gateway_pb2_grpc as ggrpc
 from ccgw.protos.ccgw.v1 import worker_pb2 as wpb
 from ccgw.protos.ccgw.v1 import worker_pb2_grpc as wgrpc
+from ccgw.verify import limits
+
+WORKER_ID_CHARS_MAX = 64
+REGION_CHARS_MAX = 64
+_STATES = {"ready": gpb.READY, "draining": gpb.DRAINING}
+
+
+def _check_worker_id(worker_id: str) -> None:
+    if not 0 < len(worker_id) <= WORKER_ID_CHARS_MAX:
+        raise BadRequest(f"worker_id must be 1..{WORKER_ID_CHARS_MAX} characters")
+
 
 log = structlog.get_logger("gateway.service")
 
@@ -44,6 +58,13 @@ class GatewayServicer(ggrpc.GatewayServicer):
         self._config, self._auth, self._registry = config, auth, registry
         self._router, self._link, self._store = router, link, store
         self._collateral = collateral or CollateralCache(None)
+        lim = config.limits
+        self._challenges = RateLimiter(
+            lim.account_challenges_per_s,
+            lim.account_challenges_burst,
+            lim.accounts_tracked_max,
+            "challenge",
+        )
 
     def _principal(self, context: grpc.aio.ServicerContext[Any, Any], *roles: str) -> Principal:
         p = self._auth.authenticate(context.invocation_metadata())
@@ -54,8 +75,22 @@ class GatewayServicer(ggrpc.GatewayServicer):
     async def ListWorkers(
         self, request: gpb.ListWorkersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gpb.ListWorkersResponse:
-        self._principal(context, "client", "admin")
-        sessions = self._registry.serving(request.model)[: self._config.limits.list_workers_max]
+        p = self._principal(context, "client", "admin")
+        if len(request.model.encode()) > limits.MODEL_NAME_BYTES_MAX:
+            raise BadRequest(f"model names are at most {limits.MODEL_NAME_BYTES_MAX} bytes")
+        if len(request.region) > REGION_CHARS_MAX:
+            raise BadRequest(f"region is at most {REGION_CHARS_MAX} characters")
+        sessions = self._registry.sessions()
+        ranked = rank(sessions, request.model, self._config, request.region)
+        if p.role == "admin":  # operators also see the workers clients are not offered
+            offered = set(map(id, ranked))
+            ranked += [
+                s
+                for s in sessions
+                if id(s) not in offered
+                and (not request.model or request.model in s.verified.models)
+            ]
+        price = self._store.current_schedule().price(request.model)
         return gpb.ListWorkersResponse(
             workers=[
                 gpb.WorkerInfo(
@@ -67,8 +102,12 @@ class GatewayServicer(ggrpc.GatewayServicer):
                     capacity=s.capacity,
                     region=s.region,
                     admitted_at_ms=s.admitted_at_ms,
+                    state=_STATES[s.state],
+                    attested_at_ms=s.attested_at_ms,
+                    input_per_1k_micro=price.input_per_1k_micro,
+                    output_per_1k_micro=price.output_per_1k_micro,
                 )
-                for s in sessions
+                for s in ranked[: self._config.limits.list_workers_max]
             ],
             collateral=self._collateral.proto(),
         )
@@ -77,7 +116,11 @@ class GatewayServicer(ggrpc.GatewayServicer):
     async def ChallengeWorker(
         self, request: gpb.ChallengeWorkerRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gpb.ChallengeWorkerResponse:
-        self._principal(context, "client", "admin")
+        p = self._principal(context, "client", "admin")
+        _check_worker_id(request.worker_id)
+        if len(request.nonce) != limits.NONCE_BYTES:
+            raise BadRequest(f"nonce must be {limits.NONCE_BYTES} bytes")
+        self._challenges.take(p.account)
         session = self._registry.get(request.worker_id)
         bundle = await self._link.challenge(
             session, bytes(request.nonce), self._config.limits.client_challenge_timeout_s
@@ -97,6 +140,8 @@ class GatewayServicer(ggrpc.GatewayServicer):
         self, request: gpb.GetReceiptRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> gpb.GetReceiptResponse:
         self._principal(context, "client", "provider", "admin")
+        if len(request.job_id) != limits.JOB_ID_BYTES:
+            raise BadRequest(f"job_id must be {limits.JOB_ID_BYTES} bytes")
         found = await self._store.receipt(bytes(request.job_id))
         if found is None:
             raise NotFound("no receipt for this job id")
@@ -109,6 +154,15 @@ class GatewayServicer(ggrpc.GatewayServicer):
         p = self._principal(context, "client", "provider", "admin")
         available, held = await self._store.balance(p.account)
         return gpb.GetBalanceResponse(account=p.account, balance_micro=available, held_micro=held)
+
+    @unary
+    async def DrainWorker(
+        self, request: gpb.DrainWorkerRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gpb.DrainWorkerResponse:
+        self._principal(context, "admin")
+        _check_worker_id(request.worker_id)
+        in_flight = self._link.drain(self._registry.get(request.worker_id))
+        return gpb.DrainWorkerResponse(in_flight=in_flight)
 
 
 class WorkerLinkServicer(wgrpc.WorkerLinkServicer):

@@ -8,8 +8,14 @@
           or re-marked as final fails authentication, and a stream that ends without a final chunk
           is truncated.
 - Plaintexts are framed and padded to a multiple of limits.CHUNK_PAD_BYTES.
-- The running answer digest covers (index, final, ciphertext) of every chunk; the receipt names it
-  and the gateway recomputes it over the bytes it relayed.
+- The running answer digest starts with the answer salt and covers (index, final, ciphertext) of
+  every chunk; the receipt names it and the gateway recomputes it over the bytes it relayed. The
+  salt is what the client needs (with its response key) to open the answer, so a receipt can only
+  be settled for the salt the gateway relayed to the client's stream.
+- A refusal the worker sends after opening a request (its reason may describe the prompt, e.g. its
+  token count) travels sealed too: key = HKDF(response_key, salt=detail_salt,
+  info=encode("ccgw/v1/refusal-key", job_id)), one message, padded like a chunk. The gateway sees
+  only the failure code.
 """
 
 from __future__ import annotations
@@ -49,10 +55,12 @@ def _aad(job_id: bytes, index: int, final: bool) -> bytes:
 
 
 class AnswerDigest:
-    """Running SHA-256 over sealed chunks, in order."""
+    """Running SHA-256 over the answer salt, then the sealed chunks in order."""
 
-    def __init__(self) -> None:
-        self._h = hashlib.sha256(fields("ccgw/v1/answer"))
+    def __init__(self, answer_salt: bytes) -> None:
+        if len(answer_salt) != ANSWER_SALT_BYTES:
+            raise StreamError(f"answer salt must be {ANSWER_SALT_BYTES} bytes")
+        self._h = hashlib.sha256(fields("ccgw/v1/answer", answer_salt))
         self.count = 0
         self.finished = False
 
@@ -75,7 +83,7 @@ class ChunkSealer:
     def __init__(self, response_key: bytes, answer_salt: bytes, job_id: bytes) -> None:
         self._aead = ChaCha20Poly1305(chunk_key(response_key, answer_salt, job_id))
         self._job_id = job_id
-        self.digest = AnswerDigest()
+        self.digest = AnswerDigest(answer_salt)
 
     def seal(self, plaintext: bytes, final: bool) -> tuple[int, bytes]:
         if len(plaintext) > limits.CHUNK_PLAINTEXT_BYTES_MAX - limits.CHUNK_PAD_BYTES:
@@ -95,7 +103,7 @@ class ChunkOpener:
     def __init__(self, response_key: bytes, answer_salt: bytes, job_id: bytes) -> None:
         self._aead = ChaCha20Poly1305(chunk_key(response_key, answer_salt, job_id))
         self._job_id = job_id
-        self.digest = AnswerDigest()
+        self.digest = AnswerDigest(answer_salt)
 
     def open(self, index: int, ciphertext: bytes, final: bool) -> bytes:
         if len(ciphertext) > limits.CHUNK_CIPHERTEXT_BYTES_MAX:
@@ -123,3 +131,44 @@ class ChunkOpener:
 def _chunk_buckets(n: int) -> tuple[int, ...]:
     size = ((4 + n + limits.CHUNK_PAD_BYTES - 1) // limits.CHUNK_PAD_BYTES) * limits.CHUNK_PAD_BYTES
     return (size,)
+
+
+_REFUSAL_NONCE = bytes(12)  # the key is fresh per detail_salt and seals exactly one message
+
+
+def _refusal_aead(response_key: bytes, detail_salt: bytes, job_id: bytes) -> ChaCha20Poly1305:
+    if len(response_key) != 32 or len(detail_salt) != ANSWER_SALT_BYTES:
+        raise StreamError("response key and refusal salt must be 32 bytes each")
+    key = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=detail_salt,
+        info=fields("ccgw/v1/refusal-key", job_id),
+    ).derive(response_key)
+    return ChaCha20Poly1305(key)
+
+
+def seal_refusal(
+    response_key: bytes, detail_salt: bytes, job_id: bytes, code: str, text: str
+) -> bytes:
+    """Worker side: the reason for a refusal, readable only by the client (code bound in AAD)."""
+    data = text.encode()[: limits.REFUSAL_TEXT_BYTES_MAX]
+    padded = pad(data, _chunk_buckets(len(data)))
+    aad = fields("ccgw/v1/refusal", job_id, code.encode())
+    return _refusal_aead(response_key, detail_salt, job_id).encrypt(_REFUSAL_NONCE, padded, aad)
+
+
+def open_refusal(
+    response_key: bytes, detail_salt: bytes, job_id: bytes, code: str, sealed: bytes
+) -> str:
+    """Client side: the worker's reason, or DecryptError/LimitError/MalformedError."""
+    if len(sealed) > limits.REFUSAL_SEALED_BYTES_MAX:
+        raise LimitError("sealed refusal too large")
+    aad = fields("ccgw/v1/refusal", job_id, code.encode())
+    try:
+        padded = _refusal_aead(response_key, detail_salt, job_id).decrypt(
+            _REFUSAL_NONCE, sealed, aad
+        )
+    except InvalidTag as exc:
+        raise DecryptError("sealed refusal fails authentication") from exc
+    return unpad(padded).decode("utf-8", errors="replace")

@@ -32,6 +32,9 @@ CHUNK_PAD_BYTES: Final = 64
 CHUNK_PLAINTEXT_BYTES_MAX: Final = 64 * KIB
 CHUNK_CIPHERTEXT_BYTES_MAX: Final = CHUNK_PLAINTEXT_BYTES_MAX + 16
 ANSWER_CHUNKS_MAX: Final = 1 << 20
+# A refusal's reason, sealed to the client (verify.chunks.seal_refusal): text and sealed bytes.
+REFUSAL_TEXT_BYTES_MAX: Final = 512
+REFUSAL_SEALED_BYTES_MAX: Final = 640
 
 # Evidence.
 EVIDENCE_BUNDLE_BYTES_MAX: Final = 256 * KIB
@@ -56,7 +59,7 @@ JOB_ID_BYTES: Final = 16
 # Merkle proofs (hashes per proof).
 PROOF_HASHES_MAX: Final = 64
 
-# Log entries and the ledger they commit to (ADR 11).
+# Log entries and the ledger they commit to (ADR 12).
 LOG_ENTRY_BODY_BYTES_MAX: Final = 16 * KIB
 LOG_ENTRY_KIND_BYTES_MAX: Final = 32
 ACCOUNT_NAME_BYTES_MAX: Final = 128

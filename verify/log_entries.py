@@ -1,4 +1,4 @@
-"""The log's entries: typed, signed where a party authorises money, one leaf encoding (ADR 11).
+"""The log's entries: typed, signed where a party authorises money, one leaf encoding (ADR 12).
 
     leaf data = encoding.fields("ccgw/v1/log-entry", kind, body)    hashed as an RFC 9162 leaf
     body      = canonical JSON of the kind's fields: sorted keys, no spaces, ASCII only, integers

@@ -1,5 +1,5 @@
 """The one price type: a schedule of per-model prices (µtokens per 1,000 input and output tokens)
-and the network's fee share, in force from a log index on (ADR 11). The gateway holds and posts
+and the network's fee share, in force from a log index on (ADR 12). The gateway holds and posts
 with it, settlement statements total with it, the auditor recomputes with it.
 
 cost_micro = ceil(input_tokens * in_per_1k / 1000) + ceil(output_tokens * out_per_1k / 1000)

@@ -1,13 +1,19 @@
-"""Worker-signed receipts: compact JWS, EdDSA (Ed25519) only.
+"""Worker-signed receipts: compact JWS, EdDSA (Ed25519) only, in ONE canonical form.
 
 Verification steps, in order (each failure is a ReceiptError naming the step):
- 1. size within limits.RECEIPT_JWS_BYTES_MAX; three base64url parts;
- 2. protected header is JSON with exactly alg="EdDSA", typ=RECEIPT_TYP, kid=<expected key id>;
-    `alg: none`, HS*/RS*/ES* and every other algorithm are refused before any key is touched;
- 3. the signature verifies with the worker's attested Ed25519 key;
- 4. the claims parse into a Receipt with every field present and of the right type;
+ 1. size within limits.RECEIPT_JWS_BYTES_MAX; three parts, each canonical unpadded base64url
+    (no `=`, no other alphabet, no stray trailing bits: decoding and re-encoding gives the same
+    text), so one receipt has exactly one spelling and the log's leaf for it is unique;
+ 2. protected header is a JSON object (no duplicate names) with exactly alg="EdDSA",
+    typ=RECEIPT_TYP, kid=<expected key id>; `alg: none`, HS*/RS*/ES* and every other algorithm are
+    refused before any key is touched;
+ 3. the 64-byte signature verifies with the worker's attested Ed25519 key over `header.payload`;
+ 4. the claims parse (no duplicate names) into a Receipt with every field present and typed;
  5. (match_job) the claims equal what the verifier itself saw: job id, request digest, answer
-    digest and chunk count, model, worker, evidence digest, token limits.
+    digest (which covers the answer salt) and chunk count, model, worker, evidence digest, limits.
+
+Receipts are built and checked with `cryptography` directly (no JOSE library): it is the per-job
+hot path of the gateway, the client and the auditor.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import asdict, dataclass, fields
+import re
+from dataclasses import dataclass, fields
 from typing import Any
 
-import jwt
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ccgw.protos.ccgw.v1 import common_pb2 as pb
@@ -28,7 +35,9 @@ from ccgw.verify.chunks import AnswerDigest
 from ccgw.verify.errors import ReceiptError
 
 RECEIPT_TYP = "ccgw-receipt+jws"
-RECEIPT_VERSION = 1
+# 2: the answer digest covers the answer salt (what the client needs to open the answer).
+RECEIPT_VERSION = 2
+ED25519_SIGNATURE_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,7 @@ class Receipt:
     model: str
     model_digest: str  # hex
     request_sha256: str  # hex
-    answer_sha256: str  # hex
+    answer_sha256: str  # hex: verify.chunks.AnswerDigest (answer salt, then every sealed chunk)
     answer_chunks: int
     input_tokens: int
     output_tokens: int
@@ -52,43 +61,75 @@ class Receipt:
     finish_reason: str
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        claims = {name: getattr(self, name) for name in _FIELD_NAMES}
+        return json.dumps(claims, sort_keys=True, separators=(",", ":")).encode()
 
 
 _FIELD_TYPES = {f.name: f.type for f in fields(Receipt)}
+_FIELD_NAMES = tuple(sorted(_FIELD_TYPES))
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(part: str) -> bytes:
+    """Canonical unpadded base64url only: anything else (padding, whitespace, other alphabets,
+    non-zero trailing bits) is refused, so every byte string has exactly one accepted spelling."""
+    if not _B64URL.fullmatch(part) or len(part) % 4 == 1:
+        raise ReceiptError("receipt is not canonical unpadded base64url")
+    try:
+        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ReceiptError("receipt is not base64url") from exc
+    if b64url(raw) != part:
+        raise ReceiptError("receipt is not canonical base64url (stray trailing bits)")
+    return raw
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ReceiptError("receipt JSON repeats a member name")
+    return out
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(raw, object_pairs_hook=_no_duplicates)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ReceiptError(f"receipt {what} is not JSON") from exc
+    if not isinstance(obj, dict):
+        raise ReceiptError(f"receipt {what} is not a JSON object")
+    return obj
 
 
 def sign_receipt(receipt: Receipt, key: Ed25519PrivateKey, kid: str) -> str:
-    return jwt.api_jws.encode(
-        receipt.to_json(), key, algorithm="EdDSA", headers={"typ": RECEIPT_TYP, "kid": kid}
-    )
+    header = json.dumps(
+        {"alg": "EdDSA", "kid": kid, "typ": RECEIPT_TYP}, sort_keys=True, separators=(",", ":")
+    ).encode()
+    signing_input = b64url(header) + "." + b64url(receipt.to_json())
+    return signing_input + "." + b64url(key.sign(signing_input.encode("ascii")))
 
 
-def _b64decode(part: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise ReceiptError("receipt is not base64url") from exc
-
-
-def unverified_header(jws: str) -> dict[str, Any]:
+def _split(jws: str) -> tuple[str, str, str]:
     if len(jws) > limits.RECEIPT_JWS_BYTES_MAX:
         raise ReceiptError(f"receipt exceeds {limits.RECEIPT_JWS_BYTES_MAX} bytes")
     parts = jws.split(".")
     if len(parts) != 3:
         raise ReceiptError("receipt is not a compact JWS (three parts)")
-    try:
-        header = json.loads(_b64decode(parts[0]))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ReceiptError("receipt header is not JSON") from exc
-    if not isinstance(header, dict):
-        raise ReceiptError("receipt header is not a JSON object")
-    return header
+    return parts[0], parts[1], parts[2]
+
+
+def unverified_header(jws: str) -> dict[str, Any]:
+    return _json_object(b64url_decode(_split(jws)[0]), "header")
 
 
 def verify_receipt(jws: str, public_key_raw: bytes, expected_kid: str) -> Receipt:
     """Steps 1-4: return the verified Receipt or raise ReceiptError."""
-    header = unverified_header(jws)
+    h_part, p_part, s_part = _split(jws)
+    header = _json_object(b64url_decode(h_part), "header")
     if header.get("alg") != "EdDSA":
         raise ReceiptError(f"receipt algorithm {header.get('alg')!r} refused; only EdDSA")
     if header.get("typ") != RECEIPT_TYP:
@@ -97,20 +138,20 @@ def verify_receipt(jws: str, public_key_raw: bytes, expected_kid: str) -> Receip
         raise ReceiptError("receipt kid does not name the worker's attested key")
     if set(header) - {"alg", "typ", "kid"}:
         raise ReceiptError("receipt header has unexpected parameters")
+    payload, signature = b64url_decode(p_part), b64url_decode(s_part)
+    if len(signature) != ED25519_SIGNATURE_BYTES:
+        raise ReceiptError("receipt signature does not verify with the worker's key")
     try:
         key = Ed25519PublicKey.from_public_bytes(public_key_raw)
-        payload = jwt.api_jws.decode(jws, key, algorithms=["EdDSA"])
-    except (jwt.InvalidTokenError, ValueError) as exc:
+        key.verify(signature, f"{h_part}.{p_part}".encode("ascii"))
+    except (InvalidSignature, ValueError) as exc:
         raise ReceiptError("receipt signature does not verify with the worker's key") from exc
     return parse_claims(payload)
 
 
 def parse_claims(payload: bytes) -> Receipt:
-    try:
-        claims = json.loads(payload)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ReceiptError("receipt claims are not JSON") from exc
-    if not isinstance(claims, dict) or set(claims) != set(_FIELD_TYPES):
+    claims = _json_object(payload, "claims")
+    if set(claims) != set(_FIELD_TYPES):
         raise ReceiptError("receipt claims are missing fields or carry unknown ones")
     for name, typ in _FIELD_TYPES.items():
         value = claims[name]

@@ -1,4 +1,4 @@
-"""Operator and account-holder ledger commands (ADR 11). Every `--db` is an SQLite path or a
+"""Operator and account-holder ledger commands (ADR 12). Every `--db` is an SQLite path or a
 postgresql:// DSN, opened through the one store factory; only `init-db` creates a database.
 
   init-db         create a new database owned by the log key

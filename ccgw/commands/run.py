@@ -20,6 +20,7 @@ from ccgw.commands._common import (
     until_signal,
     warn,
 )
+from ccgw.runtime import tune_gc_for_serving
 
 
 def register(sub: Subparsers) -> None:
@@ -60,6 +61,10 @@ def register(sub: Subparsers) -> None:
     )
     g.add_argument("--log-origin", default="ccgw.local/log", help="origin line of checkpoints")
     g.add_argument("--policy", type=Path, default=None, help="attestation policy file (TOML/JSON)")
+    g.add_argument(
+        "--metrics-listen", default=None, help="host:port for Prometheus /metrics (off if unset)"
+    )
+    g.add_argument("--no-reflection", action="store_true", help="turn gRPC server reflection off")
     g.add_argument(
         "--collateral-dir",
         type=Path,
@@ -135,6 +140,8 @@ def _gateway(args: argparse.Namespace) -> int:
         log_origin=args.log_origin,
         policy_path=args.policy,
         collateral_dir=args.collateral_dir,
+        metrics_listen=args.metrics_listen,
+        reflection=not args.no_reflection,
     )
 
     async def serve() -> None:
@@ -147,6 +154,7 @@ def _gateway(args: argparse.Namespace) -> int:
                 f"cannot listen on {args.listen} (is the address this machine's and the port "
                 "free?)"
             ) from None
+        tune_gc_for_serving()
         print(f"gateway listening on port {gw.port}", flush=True)
         await until_signal()
         await gw.stop(config.limits.shutdown_grace_s)
@@ -235,6 +243,7 @@ def _worker(args: argparse.Namespace) -> int:
 async def _serve_worker(agent: Any, grace_s: float) -> int:
     """Run until the agent stops or SIGTERM/SIGINT; then drain: exit 0 when all jobs finished."""
     run = asyncio.create_task(agent.run())
+    tune_gc_for_serving()
     stop = asyncio.create_task(until_signal())
     await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)
     if run.done():

@@ -1,4 +1,4 @@
-"""The storage contract of a gateway (ADR 11): the append-only log of typed entries, the ledger view
+"""The storage contract of a gateway (ADR 12): the append-only log of typed entries, the ledger view
 derived from it, and the gateway-side hold reservations.
 
 Rules every implementation keeps, each call one transaction:

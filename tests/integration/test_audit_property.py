@@ -4,7 +4,7 @@ withdrawals and price changes audits clean; then ONE random mutation of a stored
 flagged by the next audit, by name.
 
 Mutated: the log (log_entries), the ledger view (postings), the running balances (accounts), the
-checkpoints and the evidence bundles. Not mutated: holds (reservations, not money: ADR 11), and the
+checkpoints and the evidence bundles. Not mutated: holds (reservations, not money: ADR 12), and the
 view's index tables and Merkle nodes (rebuilt from the log by rebuild_view; a corrupted one shows
 when it is used: a refused append, or a proof that does not verify)."""
 

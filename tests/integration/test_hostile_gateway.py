@@ -42,6 +42,29 @@ def tamper_outbound(c: Cluster, mutate: Callable[[cpb.SealedRequest], None]) -> 
         session.send = send  # type: ignore[method-assign]
 
 
+def explode(events: list[gpb.InferEvent]) -> list[gpb.InferEvent]:
+    """The same events one per message (JobUpdate -> started, chunk..., receipt), which the
+    client accepts too: edits can then drop or move single chunks."""
+    out = []
+    for e in events:
+        if e.WhichOneof("event") != "update":
+            out.append(e)
+            continue
+        u = e.update
+        if u.answer_salt:
+            out.append(
+                gpb.InferEvent(started=wpb.JobStarted(job_id=u.job_id, answer_salt=u.answer_salt))
+            )
+        out.extend(gpb.InferEvent(chunk=c) for c in u.chunks)
+        if u.receipt_jws:
+            out.append(
+                gpb.InferEvent(
+                    receipt=gpb.ReceiptEnvelope(jws=u.receipt_jws, log_index=u.log_index)
+                )
+            )
+    return out
+
+
 def tamper_events(
     c: Cluster,
     edit: Callable[[list[gpb.InferEvent]], list[gpb.InferEvent]],
@@ -51,7 +74,7 @@ def tamper_events(
     original = router.run
 
     async def run(account: str, sealed: cpb.SealedRequest) -> AsyncIterator[gpb.InferEvent]:
-        events = [e async for e in original(account, sealed)]
+        events = explode([e async for e in original(account, sealed)])
         for e in edit(events):
             yield e
 
@@ -180,7 +203,7 @@ async def test_answer_opens_only_with_the_clients_response_key(tmp_path: Path) -
         client = c.client()
         worker = (await client.workers("echo"))[0]
         sealed, inner = client.seal(worker, "echo", prompt=PROMPT)
-        events = [e async for e in c.gateway_router().run("client:alice", sealed)]
+        events = explode([e async for e in c.gateway_router().run("client:alice", sealed)])
         salt = events[0].started.answer_salt
         job_id = cpb.RoutingHeader.FromString(sealed.header).job_id
         first = events[1].chunk

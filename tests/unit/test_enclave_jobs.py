@@ -87,10 +87,16 @@ def test_replay_guard_refuses_repeats_and_stays_bounded() -> None:
 
 
 async def test_run_streams_sealed_chunks_then_a_signed_receipt() -> None:
-    msgs = [m async for m in runner().run(sealed(), CTX)]
-    kinds = [m.WhichOneof("msg") for m in msgs]
-    assert kinds[0] == "started" and kinds[-1] == "receipt"
-    assert [m.chunk.chunk.final for m in msgs if m.WhichOneof("msg") == "chunk"][-1] is True
+    r = JobRunner(KEYS, {"echo": EchoEngine()}, WorkerLimits(chunk_tokens_max=1))
+    msgs = [m async for m in r.run(sealed(), CTX)]
+    assert {m.WhichOneof("msg") for m in msgs} == {"update"}
+    updates = [m.update for m in msgs]
+    # The start rides on the first chunk; the receipt on the final one (fewer messages per job).
+    assert len(updates[0].answer_salt) == 32 and not any(u.answer_salt for u in updates[1:])
+    chunks = [c for u in updates for c in u.chunks]
+    assert [c.index for c in chunks] == list(range(len(chunks))) and len(chunks) == 4
+    assert [c.final for c in chunks] == [False, False, False, True]
+    assert updates[-1].receipt_jws and not any(u.receipt_jws for u in updates[:-1])
 
 
 def test_heartbeat_says_cpu_only_without_nvml_and_reports_gpus_with_it() -> None:

@@ -15,7 +15,7 @@ from ccgw.verify import limits
 from ccgw.verify.chunks import ChunkOpener, ChunkSealer
 from ccgw.verify.errors import DecryptError, MalformedError, ReceiptError, StreamError
 from ccgw.verify.hpke import pad, parse_header, seal_request, unpad
-from ccgw.verify.receipts import Receipt, sign_receipt, verify_receipt
+from ccgw.verify.receipts import RECEIPT_VERSION, Receipt, sign_receipt, verify_receipt
 
 KEYS = Keyring()
 
@@ -97,7 +97,7 @@ def test_chunk_from_another_job_or_salt_fails() -> None:
 
 def receipt(**kw: object) -> Receipt:
     base: dict[str, object] = dict(
-        v=1,
+        v=RECEIPT_VERSION,
         job_id="00",
         worker_id="w",
         key_id="k",

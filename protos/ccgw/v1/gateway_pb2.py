@@ -27,35 +27,41 @@ from ccgw.protos.ccgw.v1 import common_pb2 as protos_dot_ccgw_dot_v1_dot_common_
 from ccgw.protos.ccgw.v1 import worker_pb2 as protos_dot_ccgw_dot_v1_dot_worker__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cprotos/ccgw/v1/gateway.proto\x12\x07\x63\x63gw.v1\x1a\x1fprotos/ccgw/v1/collateral.proto\x1a\x1bprotos/ccgw/v1/common.proto\x1a\x1bprotos/ccgw/v1/worker.proto\"#\n\x12ListWorkersRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xc0\x01\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06models\x18\x02 \x03(\t\x12)\n\x08\x65vidence\x18\x03 \x01(\x0b\x32\x17.ccgw.v1.EvidenceBundle\x12\x17\n\x0f\x65vidence_sha256\x18\x04 \x01(\t\x12\x11\n\tin_flight\x18\x05 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x06 \x01(\r\x12\x0e\n\x06region\x18\x07 \x01(\t\x12\x16\n\x0e\x61\x64mitted_at_ms\x18\x08 \x01(\x04\"d\n\x13ListWorkersResponse\x12$\n\x07workers\x18\x01 \x03(\x0b\x32\x13.ccgw.v1.WorkerInfo\x12\'\n\ncollateral\x18\x02 \x01(\x0b\x32\x13.ccgw.v1.Collateral\":\n\x16\x43hallengeWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\"m\n\x17\x43hallengeWorkerResponse\x12)\n\x08\x65vidence\x18\x01 \x01(\x0b\x32\x17.ccgw.v1.EvidenceBundle\x12\'\n\ncollateral\x18\x02 \x01(\x0b\x32\x13.ccgw.v1.Collateral\"1\n\x0fReceiptEnvelope\x12\x0b\n\x03jws\x18\x01 \x01(\t\x12\x11\n\tlog_index\x18\x02 \x01(\x03\"\x91\x01\n\nInferEvent\x12&\n\x07started\x18\x01 \x01(\x0b\x32\x13.ccgw.v1.JobStartedH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.ccgw.v1.SealedChunkH\x00\x12+\n\x07receipt\x18\x03 \x01(\x0b\x32\x18.ccgw.v1.ReceiptEnvelopeH\x00\x42\x07\n\x05\x65vent\"#\n\x11GetReceiptRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\"?\n\x12GetReceiptResponse\x12)\n\x07receipt\x18\x01 \x01(\x0b\x32\x18.ccgw.v1.ReceiptEnvelope\"\x13\n\x11GetBalanceRequest\"P\n\x12GetBalanceResponse\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x15\n\rbalance_micro\x18\x02 \x01(\x03\x12\x12\n\nheld_micro\x18\x03 \x01(\x03\x32\xef\x02\n\x07Gateway\x12H\n\x0bListWorkers\x12\x1b.ccgw.v1.ListWorkersRequest\x1a\x1c.ccgw.v1.ListWorkersResponse\x12T\n\x0f\x43hallengeWorker\x12\x1f.ccgw.v1.ChallengeWorkerRequest\x1a .ccgw.v1.ChallengeWorkerResponse\x12\x36\n\x05Infer\x12\x16.ccgw.v1.SealedRequest\x1a\x13.ccgw.v1.InferEvent0\x01\x12\x45\n\nGetReceipt\x12\x1a.ccgw.v1.GetReceiptRequest\x1a\x1b.ccgw.v1.GetReceiptResponse\x12\x45\n\nGetBalance\x12\x1a.ccgw.v1.GetBalanceRequest\x1a\x1b.ccgw.v1.GetBalanceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cprotos/ccgw/v1/gateway.proto\x12\x07\x63\x63gw.v1\x1a\x1fprotos/ccgw/v1/collateral.proto\x1a\x1bprotos/ccgw/v1/common.proto\x1a\x1bprotos/ccgw/v1/worker.proto\"3\n\x12ListWorkersRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\"\xb6\x02\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06models\x18\x02 \x03(\t\x12)\n\x08\x65vidence\x18\x03 \x01(\x0b\x32\x17.ccgw.v1.EvidenceBundle\x12\x17\n\x0f\x65vidence_sha256\x18\x04 \x01(\t\x12\x11\n\tin_flight\x18\x05 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x06 \x01(\r\x12\x0e\n\x06region\x18\x07 \x01(\t\x12\x16\n\x0e\x61\x64mitted_at_ms\x18\x08 \x01(\x04\x12#\n\x05state\x18\t \x01(\x0e\x32\x14.ccgw.v1.WorkerState\x12\x16\n\x0e\x61ttested_at_ms\x18\n \x01(\x04\x12\x1a\n\x12input_per_1k_micro\x18\x0b \x01(\x04\x12\x1b\n\x13output_per_1k_micro\x18\x0c \x01(\x04\"d\n\x13ListWorkersResponse\x12$\n\x07workers\x18\x01 \x03(\x0b\x32\x13.ccgw.v1.WorkerInfo\x12\'\n\ncollateral\x18\x02 \x01(\x0b\x32\x13.ccgw.v1.Collateral\":\n\x16\x43hallengeWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\"m\n\x17\x43hallengeWorkerResponse\x12)\n\x08\x65vidence\x18\x01 \x01(\x0b\x32\x17.ccgw.v1.EvidenceBundle\x12\'\n\ncollateral\x18\x02 \x01(\x0b\x32\x13.ccgw.v1.Collateral\"1\n\x0fReceiptEnvelope\x12\x0b\n\x03jws\x18\x01 \x01(\t\x12\x11\n\tlog_index\x18\x02 \x01(\x03\"\xdd\x01\n\nInferEvent\x12&\n\x07started\x18\x01 \x01(\x0b\x32\x13.ccgw.v1.JobStartedH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.ccgw.v1.SealedChunkH\x00\x12+\n\x07receipt\x18\x03 \x01(\x0b\x32\x18.ccgw.v1.ReceiptEnvelopeH\x00\x12$\n\x06\x66\x61iled\x18\x04 \x01(\x0b\x32\x12.ccgw.v1.JobFailedH\x00\x12$\n\x06update\x18\x05 \x01(\x0b\x32\x12.ccgw.v1.JobUpdateH\x00\x42\x07\n\x05\x65vent\"#\n\x11GetReceiptRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\"?\n\x12GetReceiptResponse\x12)\n\x07receipt\x18\x01 \x01(\x0b\x32\x18.ccgw.v1.ReceiptEnvelope\"\x13\n\x11GetBalanceRequest\"P\n\x12GetBalanceResponse\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x15\n\rbalance_micro\x18\x02 \x01(\x03\x12\x12\n\nheld_micro\x18\x03 \x01(\x03\"\'\n\x12\x44rainWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"(\n\x13\x44rainWorkerResponse\x12\x11\n\tin_flight\x18\x01 \x01(\r*D\n\x0bWorkerState\x12\x1c\n\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\t\n\x05READY\x10\x01\x12\x0c\n\x08\x44RAINING\x10\x02\x32\xb9\x03\n\x07Gateway\x12H\n\x0bListWorkers\x12\x1b.ccgw.v1.ListWorkersRequest\x1a\x1c.ccgw.v1.ListWorkersResponse\x12T\n\x0f\x43hallengeWorker\x12\x1f.ccgw.v1.ChallengeWorkerRequest\x1a .ccgw.v1.ChallengeWorkerResponse\x12\x36\n\x05Infer\x12\x16.ccgw.v1.SealedRequest\x1a\x13.ccgw.v1.InferEvent0\x01\x12\x45\n\nGetReceipt\x12\x1a.ccgw.v1.GetReceiptRequest\x1a\x1b.ccgw.v1.GetReceiptResponse\x12\x45\n\nGetBalance\x12\x1a.ccgw.v1.GetBalanceRequest\x1a\x1b.ccgw.v1.GetBalanceResponse\x12H\n\x0b\x44rainWorker\x12\x1b.ccgw.v1.DrainWorkerRequest\x1a\x1c.ccgw.v1.DrainWorkerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.ccgw.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_WORKERSTATE']._serialized_start=1334
+  _globals['_WORKERSTATE']._serialized_end=1402
   _globals['_LISTWORKERSREQUEST']._serialized_start=132
-  _globals['_LISTWORKERSREQUEST']._serialized_end=167
-  _globals['_WORKERINFO']._serialized_start=170
-  _globals['_WORKERINFO']._serialized_end=362
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=364
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=464
-  _globals['_CHALLENGEWORKERREQUEST']._serialized_start=466
-  _globals['_CHALLENGEWORKERREQUEST']._serialized_end=524
-  _globals['_CHALLENGEWORKERRESPONSE']._serialized_start=526
-  _globals['_CHALLENGEWORKERRESPONSE']._serialized_end=635
-  _globals['_RECEIPTENVELOPE']._serialized_start=637
-  _globals['_RECEIPTENVELOPE']._serialized_end=686
-  _globals['_INFEREVENT']._serialized_start=689
-  _globals['_INFEREVENT']._serialized_end=834
-  _globals['_GETRECEIPTREQUEST']._serialized_start=836
-  _globals['_GETRECEIPTREQUEST']._serialized_end=871
-  _globals['_GETRECEIPTRESPONSE']._serialized_start=873
-  _globals['_GETRECEIPTRESPONSE']._serialized_end=936
-  _globals['_GETBALANCEREQUEST']._serialized_start=938
-  _globals['_GETBALANCEREQUEST']._serialized_end=957
-  _globals['_GETBALANCERESPONSE']._serialized_start=959
-  _globals['_GETBALANCERESPONSE']._serialized_end=1039
-  _globals['_GATEWAY']._serialized_start=1042
-  _globals['_GATEWAY']._serialized_end=1409
+  _globals['_LISTWORKERSREQUEST']._serialized_end=183
+  _globals['_WORKERINFO']._serialized_start=186
+  _globals['_WORKERINFO']._serialized_end=496
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=498
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=598
+  _globals['_CHALLENGEWORKERREQUEST']._serialized_start=600
+  _globals['_CHALLENGEWORKERREQUEST']._serialized_end=658
+  _globals['_CHALLENGEWORKERRESPONSE']._serialized_start=660
+  _globals['_CHALLENGEWORKERRESPONSE']._serialized_end=769
+  _globals['_RECEIPTENVELOPE']._serialized_start=771
+  _globals['_RECEIPTENVELOPE']._serialized_end=820
+  _globals['_INFEREVENT']._serialized_start=823
+  _globals['_INFEREVENT']._serialized_end=1044
+  _globals['_GETRECEIPTREQUEST']._serialized_start=1046
+  _globals['_GETRECEIPTREQUEST']._serialized_end=1081
+  _globals['_GETRECEIPTRESPONSE']._serialized_start=1083
+  _globals['_GETRECEIPTRESPONSE']._serialized_end=1146
+  _globals['_GETBALANCEREQUEST']._serialized_start=1148
+  _globals['_GETBALANCEREQUEST']._serialized_end=1167
+  _globals['_GETBALANCERESPONSE']._serialized_start=1169
+  _globals['_GETBALANCERESPONSE']._serialized_end=1249
+  _globals['_DRAINWORKERREQUEST']._serialized_start=1251
+  _globals['_DRAINWORKERREQUEST']._serialized_end=1290
+  _globals['_DRAINWORKERRESPONSE']._serialized_start=1292
+  _globals['_DRAINWORKERRESPONSE']._serialized_end=1332
+  _globals['_GATEWAY']._serialized_start=1405
+  _globals['_GATEWAY']._serialized_end=1846
 # @@protoc_insertion_point(module_scope)

@@ -2,6 +2,7 @@ from ccgw.protos.ccgw.v1 import collateral_pb2 as _collateral_pb2
 from ccgw.protos.ccgw.v1 import common_pb2 as _common_pb2
 from ccgw.protos.ccgw.v1 import worker_pb2 as _worker_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -9,14 +10,25 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class WorkerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WORKER_STATE_UNSPECIFIED: _ClassVar[WorkerState]
+    READY: _ClassVar[WorkerState]
+    DRAINING: _ClassVar[WorkerState]
+WORKER_STATE_UNSPECIFIED: WorkerState
+READY: WorkerState
+DRAINING: WorkerState
+
 class ListWorkersRequest(_message.Message):
-    __slots__ = ("model",)
+    __slots__ = ("model", "region")
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
     model: str
-    def __init__(self, model: _Optional[str] = ...) -> None: ...
+    region: str
+    def __init__(self, model: _Optional[str] = ..., region: _Optional[str] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "models", "evidence", "evidence_sha256", "in_flight", "capacity", "region", "admitted_at_ms")
+    __slots__ = ("worker_id", "models", "evidence", "evidence_sha256", "in_flight", "capacity", "region", "admitted_at_ms", "state", "attested_at_ms", "input_per_1k_micro", "output_per_1k_micro")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +37,10 @@ class WorkerInfo(_message.Message):
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     ADMITTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ATTESTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_PER_1K_MICRO_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_PER_1K_MICRO_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     models: _containers.RepeatedScalarFieldContainer[str]
     evidence: _common_pb2.EvidenceBundle
@@ -33,7 +49,11 @@ class WorkerInfo(_message.Message):
     capacity: int
     region: str
     admitted_at_ms: int
-    def __init__(self, worker_id: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., evidence: _Optional[_Union[_common_pb2.EvidenceBundle, _Mapping]] = ..., evidence_sha256: _Optional[str] = ..., in_flight: _Optional[int] = ..., capacity: _Optional[int] = ..., region: _Optional[str] = ..., admitted_at_ms: _Optional[int] = ...) -> None: ...
+    state: WorkerState
+    attested_at_ms: int
+    input_per_1k_micro: int
+    output_per_1k_micro: int
+    def __init__(self, worker_id: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., evidence: _Optional[_Union[_common_pb2.EvidenceBundle, _Mapping]] = ..., evidence_sha256: _Optional[str] = ..., in_flight: _Optional[int] = ..., capacity: _Optional[int] = ..., region: _Optional[str] = ..., admitted_at_ms: _Optional[int] = ..., state: _Optional[_Union[WorkerState, str]] = ..., attested_at_ms: _Optional[int] = ..., input_per_1k_micro: _Optional[int] = ..., output_per_1k_micro: _Optional[int] = ...) -> None: ...
 
 class ListWorkersResponse(_message.Message):
     __slots__ = ("workers", "collateral")
@@ -68,14 +88,18 @@ class ReceiptEnvelope(_message.Message):
     def __init__(self, jws: _Optional[str] = ..., log_index: _Optional[int] = ...) -> None: ...
 
 class InferEvent(_message.Message):
-    __slots__ = ("started", "chunk", "receipt")
+    __slots__ = ("started", "chunk", "receipt", "failed", "update")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
     started: _worker_pb2.JobStarted
     chunk: _worker_pb2.SealedChunk
     receipt: ReceiptEnvelope
-    def __init__(self, started: _Optional[_Union[_worker_pb2.JobStarted, _Mapping]] = ..., chunk: _Optional[_Union[_worker_pb2.SealedChunk, _Mapping]] = ..., receipt: _Optional[_Union[ReceiptEnvelope, _Mapping]] = ...) -> None: ...
+    failed: _worker_pb2.JobFailed
+    update: _worker_pb2.JobUpdate
+    def __init__(self, started: _Optional[_Union[_worker_pb2.JobStarted, _Mapping]] = ..., chunk: _Optional[_Union[_worker_pb2.SealedChunk, _Mapping]] = ..., receipt: _Optional[_Union[ReceiptEnvelope, _Mapping]] = ..., failed: _Optional[_Union[_worker_pb2.JobFailed, _Mapping]] = ..., update: _Optional[_Union[_worker_pb2.JobUpdate, _Mapping]] = ...) -> None: ...
 
 class GetReceiptRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -102,3 +126,15 @@ class GetBalanceResponse(_message.Message):
     balance_micro: int
     held_micro: int
     def __init__(self, account: _Optional[str] = ..., balance_micro: _Optional[int] = ..., held_micro: _Optional[int] = ...) -> None: ...
+
+class DrainWorkerRequest(_message.Message):
+    __slots__ = ("worker_id",)
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    def __init__(self, worker_id: _Optional[str] = ...) -> None: ...
+
+class DrainWorkerResponse(_message.Message):
+    __slots__ = ("in_flight",)
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    in_flight: int
+    def __init__(self, in_flight: _Optional[int] = ...) -> None: ...

@@ -60,6 +60,11 @@ class GatewayStub:
                 request_serializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.GetBalanceRequest.SerializeToString,
                 response_deserializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.GetBalanceResponse.FromString,
                 _registered_method=True)
+        self.DrainWorker = channel.unary_unary(
+                '/ccgw.v1.Gateway/DrainWorker',
+                request_serializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.DrainWorkerRequest.SerializeToString,
+                response_deserializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.DrainWorkerResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -100,6 +105,13 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainWorker(self, request, context):
+        """Admin: route no new job to a worker, let its jobs finish, then close its stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +139,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.GetBalance,
                     request_deserializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.GetBalanceRequest.FromString,
                     response_serializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.GetBalanceResponse.SerializeToString,
+            ),
+            'DrainWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainWorker,
+                    request_deserializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.DrainWorkerRequest.FromString,
+                    response_serializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.DrainWorkerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +281,33 @@ class Gateway:
             '/ccgw.v1.Gateway/GetBalance',
             protos_dot_ccgw_dot_v1_dot_gateway__pb2.GetBalanceRequest.SerializeToString,
             protos_dot_ccgw_dot_v1_dot_gateway__pb2.GetBalanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ccgw.v1.Gateway/DrainWorker',
+            protos_dot_ccgw_dot_v1_dot_gateway__pb2.DrainWorkerRequest.SerializeToString,
+            protos_dot_ccgw_dot_v1_dot_gateway__pb2.DrainWorkerResponse.FromString,
             options,
             channel_credentials,
             insecure,

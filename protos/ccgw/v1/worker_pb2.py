@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from ccgw.protos.ccgw.v1 import common_pb2 as protos_dot_ccgw_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprotos/ccgw/v1/worker.proto\x12\x07\x63\x63gw.v1\x1a\x1bprotos/ccgw/v1/common.proto\"d\n\x0bWorkerHello\x12\x0e\n\x06models\x18\x01 \x03(\t\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\x1b\n\x13max_concurrent_jobs\x18\x03 \x01(\r\x12\x0e\n\x06region\x18\x04 \x01(\t\"m\n\x0cGpuTelemetry\x12\r\n\x05index\x18\x01 \x01(\r\x12\x17\n\x0futilization_pct\x18\x02 \x01(\r\x12\x19\n\x11memory_used_bytes\x18\x03 \x01(\x04\x12\x1a\n\x12memory_total_bytes\x18\x04 \x01(\x04\"z\n\tHeartbeat\x12\x11\n\tin_flight\x18\x01 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\r\x12\x13\n\x0bgpu_present\x18\x03 \x01(\x08\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12#\n\x04gpus\x18\x05 \x03(\x0b\x32\x15.ccgw.v1.GpuTelemetry\"1\n\nJobStarted\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\x12\x13\n\x0b\x61nswer_salt\x18\x02 \x01(\x0c\"?\n\x0bSealedChunk\x12\r\n\x05index\x18\x01 \x01(\r\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\"?\n\x08JobChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\x12#\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.ccgw.v1.SealedChunk\")\n\nJobReceipt\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\x12\x0b\n\x03jws\x18\x02 \x01(\t\"P\n\tJobFailed\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\x12\"\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x14.ccgw.v1.FailureCode\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xad\x02\n\rWorkerMessage\x12%\n\x05hello\x18\x01 \x01(\x0b\x32\x14.ccgw.v1.WorkerHelloH\x00\x12+\n\x08\x65vidence\x18\x02 \x01(\x0b\x32\x17.ccgw.v1.EvidenceBundleH\x00\x12&\n\x07started\x18\x03 \x01(\x0b\x32\x13.ccgw.v1.JobStartedH\x00\x12\"\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x11.ccgw.v1.JobChunkH\x00\x12&\n\x07receipt\x18\x05 \x01(\x0b\x32\x13.ccgw.v1.JobReceiptH\x00\x12$\n\x06\x66\x61iled\x18\x06 \x01(\x0b\x32\x12.ccgw.v1.JobFailedH\x00\x12\'\n\theartbeat\x18\x07 \x01(\x0b\x32\x12.ccgw.v1.HeartbeatH\x00\x42\x05\n\x03msg\"\x1a\n\tChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\"6\n\x08\x41\x64mitted\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65vidence_sha256\x18\x02 \x01(\t\".\n\x03Job\x12\'\n\x07request\x18\x01 \x01(\x0b\x32\x16.ccgw.v1.SealedRequest\"\x1b\n\tCancelJob\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\"\xaa\x01\n\x0eGatewayMessage\x12\'\n\tchallenge\x18\x01 \x01(\x0b\x32\x12.ccgw.v1.ChallengeH\x00\x12%\n\x08\x61\x64mitted\x18\x02 \x01(\x0b\x32\x11.ccgw.v1.AdmittedH\x00\x12\x1b\n\x03job\x18\x03 \x01(\x0b\x32\x0c.ccgw.v1.JobH\x00\x12$\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x12.ccgw.v1.CancelJobH\x00\x42\x05\n\x03msg*\x8e\x01\n\x0b\x46\x61ilureCode\x12\x1c\n\x18\x46\x41ILURE_CODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fINVALID_REQUEST\x10\x01\x12\r\n\tTOO_LARGE\x10\x02\x12\x0c\n\x08REPLAYED\x10\x03\x12\x0e\n\nOVERLOADED\x10\x04\x12\x10\n\x0c\x45NGINE_ERROR\x10\x05\x12\r\n\tCANCELLED\x10\x06\x32L\n\nWorkerLink\x12>\n\x07\x43onnect\x12\x16.ccgw.v1.WorkerMessage\x1a\x17.ccgw.v1.GatewayMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprotos/ccgw/v1/worker.proto\x12\x07\x63\x63gw.v1\x1a\x1bprotos/ccgw/v1/common.proto\"d\n\x0bWorkerHello\x12\x0e\n\x06models\x18\x01 \x03(\t\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\x1b\n\x13max_concurrent_jobs\x18\x03 \x01(\r\x12\x0e\n\x06region\x18\x04 \x01(\t\"m\n\x0cGpuTelemetry\x12\r\n\x05index\x18\x01 \x01(\r\x12\x17\n\x0futilization_pct\x18\x02 \x01(\r\x12\x19\n\x11memory_used_bytes\x18\x03 \x01(\x04\x12\x1a\n\x12memory_total_bytes\x18\x04 \x01(\x04\"z\n\tHeartbeat\x12\x11\n\tin_flight\x18\x01 \x01(\r\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\r\x12\x13\n\x0bgpu_present\x18\x03 \x01(\x08\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12#\n\x04gpus\x18\x05 \x03(\x0b\x32\x15.ccgw.v1.GpuTelemetry\"1\n\nJobStarted\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\x12\x13\n\x0b\x61nswer_salt\x18\x02 \x01(\x0c\"?\n\x0bSealedChunk\x12\r\n\x05index\x18\x01 \x01(\r\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\"?\n\x08JobChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\x12#\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.ccgw.v1.SealedChunk\")\n\nJobReceipt\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\x12\x0b\n\x03jws\x18\x02 \x01(\t\"~\n\tJobUpdate\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\x12\x13\n\x0b\x61nswer_salt\x18\x02 \x01(\x0c\x12$\n\x06\x63hunks\x18\x03 \x03(\x0b\x32\x14.ccgw.v1.SealedChunk\x12\x13\n\x0breceipt_jws\x18\x04 \x01(\t\x12\x11\n\tlog_index\x18\x05 \x01(\x03\"|\n\tJobFailed\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\x12\"\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x14.ccgw.v1.FailureCode\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65tail_salt\x18\x04 \x01(\x0c\x12\x15\n\rsealed_detail\x18\x05 \x01(\x0c\"\x10\n\x0eWorkerDraining\"\x80\x03\n\rWorkerMessage\x12%\n\x05hello\x18\x01 \x01(\x0b\x32\x14.ccgw.v1.WorkerHelloH\x00\x12+\n\x08\x65vidence\x18\x02 \x01(\x0b\x32\x17.ccgw.v1.EvidenceBundleH\x00\x12&\n\x07started\x18\x03 \x01(\x0b\x32\x13.ccgw.v1.JobStartedH\x00\x12\"\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x11.ccgw.v1.JobChunkH\x00\x12&\n\x07receipt\x18\x05 \x01(\x0b\x32\x13.ccgw.v1.JobReceiptH\x00\x12$\n\x06\x66\x61iled\x18\x06 \x01(\x0b\x32\x12.ccgw.v1.JobFailedH\x00\x12\'\n\theartbeat\x18\x07 \x01(\x0b\x32\x12.ccgw.v1.HeartbeatH\x00\x12+\n\x08\x64raining\x18\x08 \x01(\x0b\x32\x17.ccgw.v1.WorkerDrainingH\x00\x12$\n\x06update\x18\t \x01(\x0b\x32\x12.ccgw.v1.JobUpdateH\x00\x42\x05\n\x03msg\"\x1a\n\tChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\"6\n\x08\x41\x64mitted\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65vidence_sha256\x18\x02 \x01(\t\".\n\x03Job\x12\'\n\x07request\x18\x01 \x01(\x0b\x32\x16.ccgw.v1.SealedRequest\"\x1b\n\tCancelJob\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\"\x07\n\x05\x44rain\"\xcb\x01\n\x0eGatewayMessage\x12\'\n\tchallenge\x18\x01 \x01(\x0b\x32\x12.ccgw.v1.ChallengeH\x00\x12%\n\x08\x61\x64mitted\x18\x02 \x01(\x0b\x32\x11.ccgw.v1.AdmittedH\x00\x12\x1b\n\x03job\x18\x03 \x01(\x0b\x32\x0c.ccgw.v1.JobH\x00\x12$\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x12.ccgw.v1.CancelJobH\x00\x12\x1f\n\x05\x64rain\x18\x05 \x01(\x0b\x32\x0e.ccgw.v1.DrainH\x00\x42\x05\n\x03msg*\x8e\x01\n\x0b\x46\x61ilureCode\x12\x1c\n\x18\x46\x41ILURE_CODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fINVALID_REQUEST\x10\x01\x12\r\n\tTOO_LARGE\x10\x02\x12\x0c\n\x08REPLAYED\x10\x03\x12\x0e\n\nOVERLOADED\x10\x04\x12\x10\n\x0c\x45NGINE_ERROR\x10\x05\x12\r\n\tCANCELLED\x10\x06\x32L\n\nWorkerLink\x12>\n\x07\x43onnect\x12\x16.ccgw.v1.WorkerMessage\x1a\x17.ccgw.v1.GatewayMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.ccgw.v1.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FAILURECODE']._serialized_start=1351
-  _globals['_FAILURECODE']._serialized_end=1493
+  _globals['_FAILURECODE']._serialized_start=1666
+  _globals['_FAILURECODE']._serialized_end=1808
   _globals['_WORKERHELLO']._serialized_start=69
   _globals['_WORKERHELLO']._serialized_end=169
   _globals['_GPUTELEMETRY']._serialized_start=171
@@ -48,20 +48,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBCHUNK']._serialized_end=585
   _globals['_JOBRECEIPT']._serialized_start=587
   _globals['_JOBRECEIPT']._serialized_end=628
-  _globals['_JOBFAILED']._serialized_start=630
-  _globals['_JOBFAILED']._serialized_end=710
-  _globals['_WORKERMESSAGE']._serialized_start=713
-  _globals['_WORKERMESSAGE']._serialized_end=1014
-  _globals['_CHALLENGE']._serialized_start=1016
-  _globals['_CHALLENGE']._serialized_end=1042
-  _globals['_ADMITTED']._serialized_start=1044
-  _globals['_ADMITTED']._serialized_end=1098
-  _globals['_JOB']._serialized_start=1100
-  _globals['_JOB']._serialized_end=1146
-  _globals['_CANCELJOB']._serialized_start=1148
-  _globals['_CANCELJOB']._serialized_end=1175
-  _globals['_GATEWAYMESSAGE']._serialized_start=1178
-  _globals['_GATEWAYMESSAGE']._serialized_end=1348
-  _globals['_WORKERLINK']._serialized_start=1495
-  _globals['_WORKERLINK']._serialized_end=1571
+  _globals['_JOBUPDATE']._serialized_start=630
+  _globals['_JOBUPDATE']._serialized_end=756
+  _globals['_JOBFAILED']._serialized_start=758
+  _globals['_JOBFAILED']._serialized_end=882
+  _globals['_WORKERDRAINING']._serialized_start=884
+  _globals['_WORKERDRAINING']._serialized_end=900
+  _globals['_WORKERMESSAGE']._serialized_start=903
+  _globals['_WORKERMESSAGE']._serialized_end=1287
+  _globals['_CHALLENGE']._serialized_start=1289
+  _globals['_CHALLENGE']._serialized_end=1315
+  _globals['_ADMITTED']._serialized_start=1317
+  _globals['_ADMITTED']._serialized_end=1371
+  _globals['_JOB']._serialized_start=1373
+  _globals['_JOB']._serialized_end=1419
+  _globals['_CANCELJOB']._serialized_start=1421
+  _globals['_CANCELJOB']._serialized_end=1448
+  _globals['_DRAIN']._serialized_start=1450
+  _globals['_DRAIN']._serialized_end=1457
+  _globals['_GATEWAYMESSAGE']._serialized_start=1460
+  _globals['_GATEWAYMESSAGE']._serialized_end=1663
+  _globals['_WORKERLINK']._serialized_start=1810
+  _globals['_WORKERLINK']._serialized_end=1886
 # @@protoc_insertion_point(module_scope)

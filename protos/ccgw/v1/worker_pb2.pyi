@@ -97,18 +97,40 @@ class JobReceipt(_message.Message):
     jws: str
     def __init__(self, job_id: _Optional[bytes] = ..., jws: _Optional[str] = ...) -> None: ...
 
+class JobUpdate(_message.Message):
+    __slots__ = ("job_id", "answer_salt", "chunks", "receipt_jws", "log_index")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_SALT_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_JWS_FIELD_NUMBER: _ClassVar[int]
+    LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    job_id: bytes
+    answer_salt: bytes
+    chunks: _containers.RepeatedCompositeFieldContainer[SealedChunk]
+    receipt_jws: str
+    log_index: int
+    def __init__(self, job_id: _Optional[bytes] = ..., answer_salt: _Optional[bytes] = ..., chunks: _Optional[_Iterable[_Union[SealedChunk, _Mapping]]] = ..., receipt_jws: _Optional[str] = ..., log_index: _Optional[int] = ...) -> None: ...
+
 class JobFailed(_message.Message):
-    __slots__ = ("job_id", "code", "message")
+    __slots__ = ("job_id", "code", "message", "detail_salt", "sealed_detail")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_SALT_FIELD_NUMBER: _ClassVar[int]
+    SEALED_DETAIL_FIELD_NUMBER: _ClassVar[int]
     job_id: bytes
     code: FailureCode
     message: str
-    def __init__(self, job_id: _Optional[bytes] = ..., code: _Optional[_Union[FailureCode, str]] = ..., message: _Optional[str] = ...) -> None: ...
+    detail_salt: bytes
+    sealed_detail: bytes
+    def __init__(self, job_id: _Optional[bytes] = ..., code: _Optional[_Union[FailureCode, str]] = ..., message: _Optional[str] = ..., detail_salt: _Optional[bytes] = ..., sealed_detail: _Optional[bytes] = ...) -> None: ...
+
+class WorkerDraining(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class WorkerMessage(_message.Message):
-    __slots__ = ("hello", "evidence", "started", "chunk", "receipt", "failed", "heartbeat")
+    __slots__ = ("hello", "evidence", "started", "chunk", "receipt", "failed", "heartbeat", "draining", "update")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +138,8 @@ class WorkerMessage(_message.Message):
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
     hello: WorkerHello
     evidence: _common_pb2.EvidenceBundle
     started: JobStarted
@@ -123,7 +147,9 @@ class WorkerMessage(_message.Message):
     receipt: JobReceipt
     failed: JobFailed
     heartbeat: Heartbeat
-    def __init__(self, hello: _Optional[_Union[WorkerHello, _Mapping]] = ..., evidence: _Optional[_Union[_common_pb2.EvidenceBundle, _Mapping]] = ..., started: _Optional[_Union[JobStarted, _Mapping]] = ..., chunk: _Optional[_Union[JobChunk, _Mapping]] = ..., receipt: _Optional[_Union[JobReceipt, _Mapping]] = ..., failed: _Optional[_Union[JobFailed, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+    draining: WorkerDraining
+    update: JobUpdate
+    def __init__(self, hello: _Optional[_Union[WorkerHello, _Mapping]] = ..., evidence: _Optional[_Union[_common_pb2.EvidenceBundle, _Mapping]] = ..., started: _Optional[_Union[JobStarted, _Mapping]] = ..., chunk: _Optional[_Union[JobChunk, _Mapping]] = ..., receipt: _Optional[_Union[JobReceipt, _Mapping]] = ..., failed: _Optional[_Union[JobFailed, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., draining: _Optional[_Union[WorkerDraining, _Mapping]] = ..., update: _Optional[_Union[JobUpdate, _Mapping]] = ...) -> None: ...
 
 class Challenge(_message.Message):
     __slots__ = ("nonce",)
@@ -151,14 +177,20 @@ class CancelJob(_message.Message):
     job_id: bytes
     def __init__(self, job_id: _Optional[bytes] = ...) -> None: ...
 
+class Drain(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class GatewayMessage(_message.Message):
-    __slots__ = ("challenge", "admitted", "job", "cancel")
+    __slots__ = ("challenge", "admitted", "job", "cancel", "drain")
     CHALLENGE_FIELD_NUMBER: _ClassVar[int]
     ADMITTED_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_FIELD_NUMBER: _ClassVar[int]
     challenge: Challenge
     admitted: Admitted
     job: Job
     cancel: CancelJob
-    def __init__(self, challenge: _Optional[_Union[Challenge, _Mapping]] = ..., admitted: _Optional[_Union[Admitted, _Mapping]] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., cancel: _Optional[_Union[CancelJob, _Mapping]] = ...) -> None: ...
+    drain: Drain
+    def __init__(self, challenge: _Optional[_Union[Challenge, _Mapping]] = ..., admitted: _Optional[_Union[Admitted, _Mapping]] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., cancel: _Optional[_Union[CancelJob, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ...) -> None: ...
