@@ -41,6 +41,7 @@ from ccgw.gateway.store.sqlstore import SqlStore
 from ccgw.protos.ccgw.v1 import log_pb2 as lpb
 from ccgw.verify import log_entries as le
 from ccgw.verify.prices import DEFAULT_SCHEDULE
+from ccgw.verify.receipts import RECEIPT_VERSION
 
 OPERATOR = Ed25519PrivateKey.generate()
 CLIENTS = [f"client:c{i}" for i in range(100)]
@@ -61,7 +62,7 @@ def receipt_jws(job: bytes, client: str, provider: str) -> str:
     """A receipt of realistic size; its signature is random (the store trusts the gateway to have
     verified receipts; what is measured is what happens after)."""
     claims = {
-        "v": 1,
+        "v": RECEIPT_VERSION,
         "job_id": job.hex(),
         "worker_id": "w-0123456789abcdef",
         "key_id": "k" * 64,

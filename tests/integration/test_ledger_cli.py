@@ -75,8 +75,8 @@ async def test_sdk_checks_its_accounts_withdrawal_key(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from ccgw.client.audit import LogIdentity
+    from ccgw.client.errors import AnswerRejected
     from ccgw.verify import log_entries as le
-    from ccgw.verify.errors import LogError
     from tests.support.cluster import cluster
 
     async with cluster(tmp_path) as c:
@@ -84,12 +84,12 @@ async def test_sdk_checks_its_accounts_withdrawal_key(tmp_path: Path) -> None:
         alice, bob = c.client("client:alice"), c.client("client:bob")
         mine, newer, gateways = (Ed25519PrivateKey.generate() for _ in range(3))
         raw = [k.public_key().public_bytes_raw() for k in (mine, newer)]
-        with pytest.raises(LogError):  # nothing registered yet
+        with pytest.raises(AnswerRejected):  # nothing registered yet
             await alice.account_key(ident, raw)
         await c.gateway.store.append(le.account_key(mine, "client:alice"))
         await c.gateway.store.append(le.account_key(newer, "client:alice", previous=mine))
         assert await alice.account_key(ident, raw) == raw[1]
         # the gateway registers a key of its own for bob before bob does: bob's SDK sees it
         await c.gateway.store.append(le.account_key(gateways, "client:bob"))
-        with pytest.raises(LogError, match="does not know"):
+        with pytest.raises(AnswerRejected, match="does not know"):
             await bob.account_key(ident, [mine.public_key().public_bytes_raw()])

@@ -18,7 +18,7 @@ from ccgw.verify import log_entries as le
 from ccgw.verify.attestation.policy import Policy
 from ccgw.verify.attestation.roots import RootStore
 from ccgw.verify.prices import DEFAULT_SCHEDULE, Price, PriceSchedule
-from ccgw.verify.receipts import Receipt, sign_receipt
+from ccgw.verify.receipts import RECEIPT_VERSION, Receipt, sign_receipt
 from tests.support import pg
 
 OPERATOR = Ed25519PrivateKey.generate()
@@ -44,7 +44,7 @@ def receipt(
     model_digest: str = "00" * 32,
 ) -> str:
     r = Receipt(
-        v=1,
+        v=RECEIPT_VERSION,
         job_id=job(i).hex(),
         worker_id="w",
         key_id=kid,
@@ -100,7 +100,7 @@ class SimWorker:
 
     def receipt(self, i: int, client: str, provider: str, tokens: tuple[int, int]) -> str:
         r = Receipt(
-            v=1,
+            v=RECEIPT_VERSION,
             job_id=job(i).hex(),
             worker_id="w-sim",
             key_id=self.keys.key_id,
