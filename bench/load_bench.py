@@ -66,30 +66,60 @@ class BenchEngine:
 async def role_gateway(d: Path, sync: str) -> None:
     from ccgw.gateway.config import GatewayConfig, GatewayLimits
     from ccgw.gateway.server import start_gateway
-    from ccgw.gateway.store.sqlite import SqliteStore
     from ccgw.logs import configure
 
     # The canonical job line is part of the cost measured (CCGW_BENCH_LOG_LEVEL to compare).
     configure(os.environ.get("CCGW_BENCH_LOG_LEVEL", "INFO"), json=True)
+    log_key = d / "log.key"
     config = GatewayConfig(
         listen="127.0.0.1:0",
         db_path=d / "gw.sqlite3",
         auth_public_keys_pem=((d / "auth.pub").read_bytes(),),
         allow_simulated_tee=True,
         simulated_root_pem=(d / "sim" / "root.pem").read_bytes(),
+        log_key_pem=log_key.read_bytes() if log_key.exists() else None,
         limits=GatewayLimits(**_unlimited_quotas(GatewayLimits)),
     )
-    store = SqliteStore(config.db_path, config.network_account)
-    if sync != "FULL":  # a bench variant that isolates the cost of fsync; never the default
-        store._conn.execute("PRAGMA synchronous=NORMAL")
-    if sync == "INLINE":  # ... and of the thread hop: transactions run on the event loop
-        store._run = _inline_tx(store)  # type: ignore[method-assign]
+    store = _open_store(config, sync)
     gw = await start_gateway(config, store=store)
     if os.environ.get("CCGW_BENCH_DEFAULT_GC") is None:
         tune_gc_for_serving()  # what `ccgw gateway` does
     print(json.dumps({"port": gw.port}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     await gw.stop(1.0)
+
+
+def _open_store(config: Any, sync: str) -> Any:
+    """The gateway's store; `sync` variants isolate the cost of fsync (NORMAL) and of the thread
+    hop (INLINE: transactions on the event loop) — never the default."""
+    try:
+        from ccgw.gateway.store.factory import open_store
+    except ImportError:  # code from before the log of entries (--before)
+        from ccgw.gateway.store.sqlite import SqliteStore  # type: ignore[attr-defined]
+
+        store = SqliteStore(config.db_path, config.network_account)
+        if sync != "FULL":
+            store._conn.execute("PRAGMA synchronous=NORMAL")
+        if sync == "INLINE":
+            store._run = _inline_tx(store)
+        return store
+    store = open_store(config.db_path)
+    if sync != "FULL":
+        store.backend._w.execute("PRAGMA synchronous=NORMAL")
+    if sync == "INLINE":
+        backend = store.backend
+
+        async def write(fn: Any) -> Any:
+            (out,) = backend.run_batch([fn])
+            if out.error is not None:
+                raise out.error
+            return out.value
+
+        async def read(fn: Any) -> Any:
+            return backend.read_now(fn)
+
+        backend.write, backend.read = write, read
+    return store
 
 
 def _unlimited_quotas(limits: Any) -> dict[str, float]:
@@ -345,16 +375,47 @@ def prepare(d: Path) -> None:
 
 
 def prepare_ledger(d: Path) -> None:
-    from ccgw.gateway.store.sqlite import SqliteStore
+    """A new ledger with every bench account funded (run by the code under test: --before
+    prepares its own database format)."""
+    try:
+        from ccgw.gateway.store.factory import open_store
+    except ImportError:  # code from before the log of entries (--before)
+        from ccgw.gateway.store.sqlite import SqliteStore  # type: ignore[attr-defined]
 
-    store = SqliteStore(d / "gw.sqlite3")
+        old = SqliteStore(d / "gw.sqlite3")
 
-    async def deposit() -> None:
-        for i in range(ACCOUNTS_MAX):
-            await store.deposit(f"client:b{i}", 10**15, f"bench-deposit-{i}")
+        async def deposit() -> None:
+            for i in range(ACCOUNTS_MAX):
+                await old.deposit(f"client:b{i}", 10**15, f"bench-deposit-{i}")
+            await old.close()
+
+        asyncio.run(deposit())
+        return
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ccgw.verify import log_entries as le
+
+    key = Ed25519PrivateKey.generate()
+    (d / "log.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    pub = key.public_key().public_bytes_raw()
+
+    async def fund() -> None:
+        store = open_store(d / "gw.sqlite3", operator=pub, create=True)
+        deposits = [
+            le.deposit(key, f"client:b{i}", 10**15, f"bench-deposit-{i}")
+            for i in range(ACCOUNTS_MAX)
+        ]
+        await store.import_entries(deposits)
         await store.close()
 
-    asyncio.run(deposit())
+    asyncio.run(fund())
 
 
 class System:
@@ -458,6 +519,10 @@ def main() -> None:
         "commit), ccgw-before (needs --before)",
     )
     a = ap.parse_args()
+    if a.role == "ledger":
+        prepare_ledger(a.dir)
+        print(json.dumps({"ledger": "ready"}), flush=True)
+        return None
     roles = {
         "gateway": lambda: role_gateway(a.dir, a.sync),
         "worker": lambda: role_worker(a.dir, a.address),
@@ -524,7 +589,7 @@ def start_system(name: str, d: Path, client_procs: int, before: Path | None) -> 
         for f in d.iterdir():
             if f.is_file() or f.name == "sim":
                 (gdir / f.name).symlink_to(f)
-        prepare_ledger(gdir)
+        Proc("--role", "ledger", "--dir", str(gdir), root=root).read()
         sync = {"ccgw-nosync": "NORMAL", "ccgw-inline": "INLINE"}.get(name, "FULL")
         gw = Proc("--role", "gateway", "--dir", str(gdir), "--sync", sync, root=root)
         addr = f"127.0.0.1:{gw.read()['port']}"

@@ -19,7 +19,7 @@ from ccgw.enclave.engine import load_engine
 from ccgw.gateway.auth import issue_token
 from ccgw.gateway.config import GatewayConfig
 from ccgw.gateway.server import start_gateway
-from ccgw.keys import public_pem
+from ccgw.keys import load_private, public_pem, write_keypair
 from ccgw.protos.ccgw.v1 import common_pb2 as cpb
 from ccgw.simtee import SimulatedSnpTee, SimulatedVendor
 from ccgw.verify.attestation.policy import Policy
@@ -31,6 +31,14 @@ MODEL = "tiny-llama"
 
 def _say(text: str = "") -> None:
     print(text, flush=True)
+
+
+def _log_key(work: Path) -> bytes:
+    """The demo's log (operator) key, kept next to its database: the database belongs to it."""
+    if not (work / "log.key").exists():
+        write_keypair(work / "log")
+    load_private(work / "log.key")
+    return (work / "log.key").read_bytes()
 
 
 async def run_demo(
@@ -53,13 +61,15 @@ async def run_demo(
         config = GatewayConfig(
             listen="127.0.0.1:0",
             db_path=work / "gateway.sqlite3",
+            db_create=True,
+            log_key_pem=_log_key(work),
             auth_public_keys_pem=(public_pem(auth),),
             allow_simulated_tee=True,
             simulated_root_pem=vendor.root_pem(),
         )
         gw = await start_gateway(config)
         address = f"127.0.0.1:{gw.port}"
-        await gw.store.deposit("client:demo", 10_000_000, f"demo-deposit-{work.name}")
+        await gw.deposit("client:demo", 10_000_000, f"demo-deposit-{work.name}")
         agent = WorkerAgent(
             WorkerConfig(
                 gateway=address,

@@ -42,7 +42,7 @@ from ccgw.protos.ccgw.v1 import gateway_pb2_grpc as ggrpc
 from ccgw.protos.ccgw.v1 import log_pb2 as lpb
 from ccgw.protos.ccgw.v1 import log_pb2_grpc as lgrpc
 from ccgw.protos.ccgw.v1 import worker_pb2 as wpb
-from ccgw.verify import checkpoint, limits, merkle
+from ccgw.verify import checkpoint, limits, log_entries, merkle
 from ccgw.verify.attestation.bundle import VerifiedWorker, verify_bundle
 from ccgw.verify.attestation.policy import Policy
 from ccgw.verify.attestation.report import AttestationReport
@@ -53,6 +53,7 @@ from ccgw.verify.checkpoint import Checkpoint
 from ccgw.verify.chunks import ChunkOpener, open_refusal
 from ccgw.verify.errors import LogError, VerifyError
 from ccgw.verify.hpke import request_sha256, seal_request
+from ccgw.verify.log_entries import Entry
 from ccgw.verify.receipts import Receipt, verify_job_receipt
 
 MESSAGE_BYTES_MAX = limits.SEALED_REQUEST_BYTES_MAX + 64 * limits.KIB
@@ -265,35 +266,83 @@ class Client:
         except VerifyError as exc:
             raise AnswerRejected(f"worker {worker_id} evidence refused: {exc}") from exc
 
+    async def _signed(self, log_id: LogIdentity) -> Checkpoint:
+        resp = await self._call(
+            self._log.GetCheckpoint, lpb.GetCheckpointRequest(), lpb.GetCheckpointResponse
+        )
+        try:
+            return checkpoint.verify(resp.checkpoint, log_id.name, log_id.public_raw, log_id.origin)
+        except VerifyError as exc:
+            raise AnswerRejected(f"the log's checkpoint is refused: {exc}") from exc
+
+    @staticmethod
+    def _included(resp: lpb.GetInclusionProofResponse, cp: Checkpoint) -> object:
+        """The typed body of the entry the proof is for, once the proof leads to cp's root."""
+        entry = Entry(resp.entry.kind, bytes(resp.entry.body))
+        try:
+            if resp.tree_size != cp.size or resp.entry.index != resp.leaf_index:
+                raise LogError("the log serves a proof for another tree size or entry")
+            merkle.verify_inclusion(
+                entry.leaf_hash(), resp.leaf_index, cp.size, list(resp.hashes), cp.root
+            )
+            return log_entries.parse(entry)
+        except VerifyError as exc:
+            raise AnswerRejected(f"inclusion proof refused: {exc}") from exc
+
+    async def _proven(
+        self, log_id: LogIdentity, method: Any, request: Callable[[int], object]
+    ) -> tuple[object, Checkpoint]:
+        """(typed entry body, checkpoint): the entry's proof under a checkpoint signed by the log
+        key the client knows. Asking for the latest size first makes the gateway sign a tree that
+        covers the entry."""
+        resp = await self._call(method, request(0), lpb.GetInclusionProofResponse)
+        cp = await self._signed(log_id)
+        if resp.tree_size != cp.size:
+            resp = await self._call(method, request(cp.size), lpb.GetInclusionProofResponse)
+        return self._included(resp, cp), cp
+
     async def inclusion(self, answer: Answer, log_id: LogIdentity) -> Checkpoint:
         """Check that the answer's receipt is in the gateway's log under a checkpoint signed by the
         log key the client knows. Returns the checkpoint; raises AnswerRejected otherwise."""
         if answer.receipt is None:
             raise InvalidInput("the answer has no verified receipt to look up")
-        cp_resp = await self._call(
-            self._log.GetCheckpoint, lpb.GetCheckpointRequest(), lpb.GetCheckpointResponse
-        )
-        try:
-            cp = checkpoint.verify(
-                cp_resp.checkpoint, log_id.name, log_id.public_raw, log_id.origin
-            )
-        except VerifyError as exc:
-            raise AnswerRejected(f"the log's checkpoint is refused: {exc}") from exc
-        resp = await self._call(
+        job = bytes.fromhex(answer.receipt.job_id)
+        body, cp = await self._proven(
+            log_id,
             self._log.GetInclusionProof,
-            lpb.GetInclusionProofRequest(
-                job_id=bytes.fromhex(answer.receipt.job_id), tree_size=cp.size
-            ),
-            lpb.GetInclusionProofResponse,
+            lambda size: lpb.GetInclusionProofRequest(job_id=job, tree_size=size),
         )
-        try:
-            if resp.receipt_jws != answer.receipt_jws or resp.tree_size != cp.size:
-                raise LogError("the log serves another receipt for this job, or another tree size")
-            leaf = merkle.leaf_hash(merkle.receipt_leaf(resp.receipt_jws, resp.evidence_sha256))
-            merkle.verify_inclusion(leaf, resp.leaf_index, cp.size, list(resp.hashes), cp.root)
-        except VerifyError as exc:
-            raise AnswerRejected(f"inclusion proof refused: {exc}") from exc
+        if not isinstance(body, log_entries.ReceiptBody) or body.receipt_jws != answer.receipt_jws:
+            raise AnswerRejected("the log serves another entry for this job")
         return cp
+
+    async def account_key(self, log_id: LogIdentity, known_keys: Sequence[bytes]) -> bytes:
+        """Check that every withdrawal key the log binds to this client's account is one of its
+        own (`known_keys`, raw Ed25519 public keys), under a signed checkpoint; returns the key in
+        force. Raises AnswerRejected when the log binds a key the holder does not know."""
+        resp = await self._call(
+            self._log.GetAccountKeys,
+            lpb.GetAccountKeysRequest(account=self.account),
+            lpb.GetAccountKeysResponse,
+        )
+        indexes = list(resp.log_indexes)
+        if not indexes or len(indexes) > limits.ACCOUNT_KEY_CHANGES_MAX:
+            raise AnswerRejected(f"the log binds {len(indexes)} keys to {self.account}")
+        key = b""
+        for i in indexes:
+
+            def request(size: int, index: int = i) -> object:
+                return lpb.GetEntryProofRequest(index=index, tree_size=size)
+
+            body, _ = await self._proven(log_id, self._log.GetEntryProof, request)
+            if not isinstance(body, log_entries.AccountKeyBody) or body.account != self.account:
+                raise AnswerRejected(f"entry {i} is not a key of {self.account}")
+            if body.public_key not in known_keys or body.previous_key != key:
+                raise AnswerRejected(
+                    f"entry {i} binds {self.account} to a key its holder does not know"
+                )
+            key = body.public_key
+        return key
 
     async def balance(self) -> tuple[int, int]:
         resp = await self._call(

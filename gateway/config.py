@@ -6,16 +6,10 @@ holds what one gateway decides for itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-
-@dataclass(frozen=True)
-class Prices:
-    """Micro-tokens per 1,000 tokens."""
-
-    input_per_1k_micro: int = 1_000
-    output_per_1k_micro: int = 2_000
+from ccgw.verify.prices import DEFAULT_SCHEDULE, PriceSchedule
 
 
 @dataclass(frozen=True)
@@ -34,8 +28,9 @@ class GatewayLimits:
     rechallenge_interval_s: float = 300.0
     client_challenge_timeout_s: float = 30.0
     list_workers_max: int = 256
-    log_entries_page_max: int = 256  # GetEntries / GetLedger page size
-    log_tree_size_for_proofs_max: int = 10_000_000  # proofs are computed over stored leaf hashes
+    log_entries_page_max: int = 256  # GetEntries / GetLedger / GetAccounts page size
+    db_pool_connections_max: int = 8  # PostgreSQL connections (and store threads) per gateway
+    db_write_batch_max: int = 64  # writes group-committed in one database transaction
     checkpoint_every_entries: int = 64  # sign a checkpoint at most this many entries after the last
     checkpoint_interval_s: float = 10.0  # ... or at most this long after the last
     prompt_tokens_max: int = 32_768
@@ -69,6 +64,7 @@ class GatewayConfig:
     db_path: Path = Path("ccgw-gateway.sqlite3")
     db_dsn: str | None = None  # postgresql://... : shared by several replicas (instead of SQLite)
     db_schema: str = "ccgw"  # PostgreSQL schema holding this gateway's tables
+    db_create: bool = False  # create the database if it does not exist (else refuse to start)
     # JWT verification keys (Ed25519 public keys, PEM); tokens are EdDSA only.
     auth_public_keys_pem: tuple[bytes, ...] = ()
     auth_audience: str = "ccgw"
@@ -80,10 +76,9 @@ class GatewayConfig:
     # TLS for the listener (PEM). Without it the gateway listens in plaintext: loopback/dev only.
     tls_cert_pem: bytes | None = None
     tls_key_pem: bytes | None = None
-    prices: dict[str, Prices] = field(default_factory=dict)  # per model; missing = default_price
-    default_price: Prices = Prices()
-    fee_bps: int = 500  # network fee, basis points of the job cost
-    network_account: str = "network:fee"
+    # Logged (signed with the log key) when the log has no price schedule yet; after that the
+    # schedule in the log is the only one (change it with `ccgw prices`).
+    initial_prices: PriceSchedule = DEFAULT_SCHEDULE
     # The log's identity: checkpoints are signed by this Ed25519 key under this name and origin.
     log_origin: str = "ccgw.local/log"
     log_key_name: str = "ccgw-log"
@@ -91,6 +86,3 @@ class GatewayConfig:
     reflection: bool = True  # gRPC server reflection (service discovery for grpcurl & co.)
     metrics_listen: str | None = None  # host:port of the Prometheus /metrics endpoint; None = off
     limits: GatewayLimits = GatewayLimits()
-
-    def price(self, model: str) -> Prices:
-        return self.prices.get(model, self.default_price)

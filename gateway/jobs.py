@@ -53,7 +53,6 @@ from ccgw.verify import limits
 from ccgw.verify.chunks import ANSWER_SALT_BYTES, AnswerDigest
 from ccgw.verify.errors import ReceiptError, StreamError
 from ccgw.verify.hpke import check_sealed_size, parse_header, request_sha256
-from ccgw.verify.ledger_rules import cost_micro, fee_micro
 from ccgw.verify.receipts import verify_job_receipt
 
 log = structlog.get_logger("gateway.jobs")
@@ -126,12 +125,8 @@ class JobRouter:
         return sum(self._in_flight.values())
 
     def max_cost(self, header: cpb.RoutingHeader) -> int:
-        p = self._config.price(header.model)
-        return cost_micro(
-            header.max_input_tokens,
-            header.max_new_tokens,
-            p.input_per_1k_micro,
-            p.output_per_1k_micro,
+        return self._store.current_schedule().cost_micro(
+            header.model, header.max_input_tokens, header.max_new_tokens
         )
 
     def _admit(
@@ -392,30 +387,19 @@ class JobRouter:
         except ReceiptError as exc:
             log.warning("receipt_rejected", job_id=rec.job_id, reason=str(exc))
             raise ReceiptRejected(f"worker receipt refused: {exc}") from exc
-        p = self._config.price(header.model)
-        cost = cost_micro(
-            receipt.input_tokens, receipt.output_tokens, p.input_per_1k_micro, p.output_per_1k_micro
-        )
+        # The reward follows from the receipt and the price schedule in force at its log index.
         result = await self._store.settle(
-            header.job_id,
-            receipt_jws=jws,
-            provider_account=session.provider_account,
-            client_account=header.account,
-            cost_micro=cost,
-            fee_micro=fee_micro(cost, self._config.fee_bps),
-            evidence_sha256=v.evidence_sha256,
+            header.job_id, receipt_jws=jws, evidence_sha256=v.evidence_sha256
         )
         rec.input_tokens, rec.output_tokens = receipt.input_tokens, receipt.output_tokens
-        rec.cost_micro, rec.log_index = cost, result.log_index
+        rec.cost_micro, rec.log_index = result.cost_micro, result.log_index
         rec.already_settled = result.already_settled
         if self.metrics is not None:
             self.metrics.settle_seconds.observe(time.monotonic() - t0)
             if not result.already_settled:
-                self.metrics.settled_cost.inc(cost)
-        if (result.log_index + 1) % self._limits.checkpoint_every_entries == 0:
-            # Once per `checkpoint_every_entries` jobs (not a store round trip per job): a job
-            # that completes a batch returns once the checkpoint covering it is signed.
-            await self._checkpointer.maybe_sign()
+                self.metrics.settled_cost.inc(result.cost_micro)
+        # Decided from memory (no store round trip) unless a checkpoint is due.
+        await self._checkpointer.maybe_sign(result.log_index + 1)
         return result.log_index
 
     async def drain(self, grace_s: float) -> int:

@@ -4,8 +4,8 @@ the ranking the gateway offers plus the admission checks in gateway.jobs).
 A worker is eligible when it serves the model, is not draining or closed, and its evidence was
 verified for a gateway nonce within `attestation_max_age_s`. Eligible workers are ordered by:
 room left (a full worker last), the region hint (same region first), load (jobs in flight over
-capacity), price (per model, from the gateway's price table), then admission order (the sort is
-stable over the registry's order).
+capacity), then admission order (the sort is stable over the registry's order). Prices come from
+the one logged schedule (ADR 12) and are the same for every worker of a model.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ def rank(
 ) -> list[WorkerSession]:
     now_s = clock()
     max_age_s = config.limits.attestation_max_age_s
-    price = config.price(model) if model else config.default_price
-    unit_price = price.input_per_1k_micro + price.output_per_1k_micro
+    # Prices are one logged schedule per model (ADR 12): the same for every worker of a model,
+    # so they do not order workers.
 
-    def key(s: WorkerSession) -> tuple[bool, bool, float, int]:
-        return (len(s.jobs) >= s.capacity, bool(region) and s.region != region, load(s), unit_price)
+    def key(s: WorkerSession) -> tuple[bool, bool, float]:
+        return (len(s.jobs) >= s.capacity, bool(region) and s.region != region, load(s))
 
     return sorted((s for s in sessions if eligible(s, model, max_age_s, now_s)), key=key)

@@ -29,13 +29,14 @@ from ccgw.gateway.registry import Registry
 from ccgw.gateway.rpc import add_service, internal_errors
 from ccgw.gateway.service import GatewayServicer, WorkerLinkServicer
 from ccgw.gateway.store.base import Store
-from ccgw.gateway.store.sqlite import SqliteStore
+from ccgw.gateway.store.factory import open_store
 from ccgw.gateway.worker_link import WorkerLink
 from ccgw.protos.ccgw.v1 import common_pb2 as cpb
 from ccgw.protos.ccgw.v1 import gateway_pb2 as gpb
 from ccgw.protos.ccgw.v1 import log_pb2 as lpb
 from ccgw.protos.ccgw.v1 import worker_pb2 as wpb
 from ccgw.verify import limits
+from ccgw.verify import log_entries as le
 from ccgw.verify.attestation.bundle import VerifiedWorker, verify_bundle
 from ccgw.verify.attestation.policy import Policy, load_policy_file
 from ccgw.verify.attestation.roots import RootStore
@@ -86,6 +87,10 @@ class RunningGateway:
     metrics_server: asyncio.Server | None = None
     tasks: tuple[asyncio.Task[None], ...] = ()
 
+    async def deposit(self, account: str, amount_micro: int, reference: str) -> None:
+        """Credit an account with a deposit signed by this gateway's operator (log) key."""
+        await self.store.append(le.deposit(self.checkpointer.key, account, amount_micro, reference))
+
     @property
     def metrics_port(self) -> int | None:
         if self.metrics_server is None:
@@ -119,16 +124,27 @@ async def start_gateway(
     base_policy, base_roots = load_policy(config)
     policy = policy or base_policy
     roots = roots or base_roots
-    if store is None and config.db_dsn:
-        from ccgw.gateway.store.postgres import PostgresStore  # the `postgres` extra
-
-        store = PostgresStore(
-            config.db_dsn,
+    log_key = (
+        load_pem_private_key(config.log_key_pem, None)
+        if config.log_key_pem
+        else Ed25519PrivateKey.generate()
+    )
+    if not isinstance(log_key, Ed25519PrivateKey):
+        raise ValueError("the log key must be Ed25519")
+    if store is None:
+        store = await asyncio.to_thread(
+            open_store,
+            config.db_dsn or config.db_path,
             schema=config.db_schema,
-            network_account=config.network_account,
+            operator=log_key.public_key().public_bytes_raw(),
+            create=config.db_create,
+            pool_connections_max=config.limits.db_pool_connections_max,
             stale_hold_s=config.limits.job_deadline_s,
+            write_batch_max=config.limits.db_write_batch_max,
         )
-    store = store or SqliteStore(config.db_path, config.network_account)
+    initial = config.initial_prices
+    if await store.ensure_schedule(lambda i: le.price_schedule(log_key, initial.with_from_index(i))):
+        log.info("price_schedule_logged", schedule=le.schedule_json(config.initial_prices))
     released = await store.release_orphaned_holds()
     if released:
         log.warning("orphaned_holds_released", count=released)
@@ -149,13 +165,6 @@ async def start_gateway(
         cache_s=lim.token_cache_s,
         cache_entries_max=lim.token_cache_entries_max,
     )
-    log_key = (
-        load_pem_private_key(config.log_key_pem, None)
-        if config.log_key_pem
-        else Ed25519PrivateKey.generate()
-    )
-    if not isinstance(log_key, Ed25519PrivateKey):
-        raise ValueError("the log key must be Ed25519")
     checkpointer = Checkpointer(config, store, log_key)
     router = JobRouter(config, registry, store, checkpointer)
     metrics = GatewayMetrics(registry, router.in_flight, router.held_micro)
@@ -205,7 +214,9 @@ async def start_gateway(
         tasks=(
             asyncio.create_task(checkpointer.run()),
             asyncio.create_task(
-                metrics.refresh_forever(store, config.network_account, lim.metrics_refresh_s)
+                metrics.refresh_forever(
+                    store, store.current_schedule().fee_account, lim.metrics_refresh_s
+                )
             ),
         ),
     )

@@ -90,7 +90,7 @@ class GatewayServicer(ggrpc.GatewayServicer):
                 if id(s) not in offered
                 and (not request.model or request.model in s.verified.models)
             ]
-        price = self._config.price(request.model)
+        price = self._store.current_schedule().price(request.model)
         return gpb.ListWorkersResponse(
             workers=[
                 gpb.WorkerInfo(

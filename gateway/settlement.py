@@ -1,22 +1,19 @@
-"""Export a signed settlement statement for an epoch of the log (admin)."""
+"""Export a signed settlement statement for an epoch of the log (admin): per-provider totals of the
+receipt entries in [from_size, to_size), priced by the schedules in the log."""
 
 from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ccgw.gateway.config import GatewayConfig
 from ccgw.gateway.errors import BadRequest
 from ccgw.gateway.store.base import Store
 from ccgw.verify import settlement
 
+PAGE_ENTRIES = 1_000
+
 
 async def export(
-    store: Store,
-    config: GatewayConfig,
-    key: Ed25519PrivateKey,
-    from_size: int,
-    to_size: int,
-    model: str = "",
+    store: Store, key: Ed25519PrivateKey, origin: str, from_size: int, to_size: int
 ) -> str:
     latest = await store.latest_checkpoint()
     if latest is None or latest[0] != to_size:
@@ -25,14 +22,16 @@ async def export(
         )
     if not 0 <= from_size <= to_size:
         raise BadRequest("need 0 <= from <= to")
-    entries = await store.entries(from_size, to_size)
-    p = config.price(model)
+    entries = []
+    for start in range(from_size, to_size, PAGE_ENTRIES):
+        rows = await store.entries(start, min(start + PAGE_ENTRIES, to_size))
+        entries += [(e.index, e.entry) for e in rows]
     stmt = settlement.statement(
-        origin=config.log_origin,
+        origin=origin,
         from_size=from_size,
         to_size=to_size,
         checkpoint_text=latest[1],
-        receipt_jws=[e.receipt_jws for e in entries],
-        prices=settlement.Prices(p.input_per_1k_micro, p.output_per_1k_micro, config.fee_bps),
+        entries=entries,
+        schedules=await store.schedules(),
     )
     return settlement.sign(stmt, key)

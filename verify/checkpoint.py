@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ccgw.verify.errors import LogError
+from ccgw.verify.errors import LogError, MalformedError
 
 CHECKPOINT_BYTES_MAX = 4096
 _SIG_PREFIX = "\u2014 "  # em dash and space
@@ -47,26 +47,35 @@ def sign(cp: Checkpoint, key: Ed25519PrivateKey, name: str) -> str:
     return f"{body}\n{_SIG_PREFIX}{name} {base64.b64encode(kid + sig).decode()}\n"
 
 
-def verify(text: str, name: str, public_raw: bytes, origin: str | None = None) -> Checkpoint:
-    if len(text) > CHECKPOINT_BYTES_MAX:
-        raise LogError("checkpoint too large")
+def parse(text: str) -> tuple[Checkpoint, str, str]:
+    """(checkpoint, signed body, signature block) of a note; MalformedError if it does not parse.
+    Nothing is trusted yet: verify() checks the signature."""
+    if not isinstance(text, str) or len(text) > CHECKPOINT_BYTES_MAX:
+        raise MalformedError("checkpoint is not text or too large")
     body, sep, sigs = text.partition("\n\n")
     if not sep:
-        raise LogError("checkpoint has no signature block")
+        raise MalformedError("checkpoint has no signature block")
     body += "\n"
     lines = body.split("\n")
     if len(lines) < 4:
-        raise LogError("checkpoint body has fewer than three lines")
+        raise MalformedError("checkpoint body has fewer than three lines")
     try:
         size = int(lines[1])
         root = base64.b64decode(lines[2], validate=True)
     except (ValueError, binascii.Error) as exc:
-        raise LogError("checkpoint size or root does not parse") from exc
-    if size < 0 or len(root) != 32 or lines[1] != str(size):
-        raise LogError("checkpoint size or root out of range")
-    cp = Checkpoint(origin=lines[0], size=size, root=root)
+        raise MalformedError("checkpoint size or root does not parse") from exc
+    if not 0 <= size < 1 << 63 or len(root) != 32 or lines[1] != str(size):
+        raise MalformedError("checkpoint size or root out of range")
+    return Checkpoint(origin=lines[0], size=size, root=root), body, sigs
+
+
+def verify(text: str, name: str, public_raw: bytes, origin: str | None = None) -> Checkpoint:
+    try:
+        cp, body, sigs = parse(text)
+    except MalformedError as exc:
+        raise LogError(str(exc)) from exc
     if origin is not None and cp.origin != origin:
-        raise LogError(f"checkpoint origin {cp.origin!r} is not {origin!r}")
+        raise LogError(f"checkpoint origin {cp.origin[:80]!r} is not {origin!r}")
     want_kid = key_id(name, public_raw)
     key = Ed25519PublicKey.from_public_bytes(public_raw)
     for line in sigs.split("\n"):

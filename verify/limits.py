@@ -59,6 +59,19 @@ JOB_ID_BYTES: Final = 16
 # Merkle proofs (hashes per proof).
 PROOF_HASHES_MAX: Final = 64
 
+# Log entries and the ledger they commit to (ADR 12).
+LOG_ENTRY_BODY_BYTES_MAX: Final = 16 * KIB
+LOG_ENTRY_KIND_BYTES_MAX: Final = 32
+ACCOUNT_NAME_BYTES_MAX: Final = 128
+REFERENCE_BYTES_MAX: Final = 128  # deposit / withdrawal references
+AMOUNT_MICRO_MAX: Final = 2**53  # one deposit, withdrawal or reward
+BALANCE_MICRO_MAX: Final = 2**62  # any balance, so sums stay within a signed 64-bit column
+PRICE_PER_1K_MICRO_MAX: Final = 2**32
+PRICED_MODELS_MAX: Final = 256  # models named in one price schedule
+TRANSFER_LEGS_MAX: Final = 8  # postings caused by one log entry
+ACCOUNT_KEY_CHANGES_MAX: Final = 64  # account-key entries per account
+U63_MAX: Final = 2**63 - 1  # largest value any wire integer may carry
+
 # Releases (verify/release): signed manifests and revocations, as every party parses them.
 RELEASE_DOCUMENT_BYTES_MAX: Final = 64 * KIB  # one signed manifest or revocation, as JSON
 RELEASE_TEXT_BYTES_MAX: Final = 256  # version, reason, names, versions: one bounded string each

@@ -9,7 +9,8 @@ at the largest power of two smaller than n. Verification follows RFC 9162 §2.1.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from ccgw.verify import limits
 from ccgw.verify.errors import LogError
@@ -147,9 +148,121 @@ def verify_consistency(
         )
 
 
-def receipt_leaf(receipt_jws: str, evidence_sha256: str) -> bytes:
-    """The data of one log leaf: the receipt and the digest of the evidence its key was admitted
-    under (the bundle itself is retrievable by that digest)."""
-    from ccgw.verify.encoding import fields
+# -- a log too large to hold in memory: perfect subtrees addressed by (level, index) ------------
+#
+# Node (level L, index j) is the hash of the perfect subtree over leaves [j * 2**L, (j+1) * 2**L);
+# level 0 holds the leaf hashes. A store keeps every node once it is complete (about 2n nodes for
+# n leaves); any tree hash RFC 9162 needs for a tree of size n is then a fold of at most log2(n)
+# stored nodes, so roots and proofs cost O(log n) reads, never a pass over the leaves.
 
-    return fields("ccgw/v1/log-leaf", receipt_jws.encode(), evidence_sha256.encode())
+NodeKey = tuple[int, int]
+
+
+def _check_size(n: int) -> None:
+    if not 0 <= n < 1 << 63:
+        raise LogError(f"tree size {n} out of range")
+
+
+def perfect_nodes(lo: int, hi: int) -> list[NodeKey]:
+    """The stored nodes whose right fold is MTH(D[lo:hi]), largest first. Valid for the ranges
+    RFC 9162 recursion produces (lo is a multiple of the largest power of two below hi - lo)."""
+    out: list[NodeKey] = []
+    while lo < hi:
+        level = (hi - lo).bit_length() - 1
+        while lo % (1 << level):
+            level -= 1
+        out.append((level, lo >> level))
+        lo += 1 << level
+    return out
+
+
+def range_hash(lo: int, hi: int, nodes: Mapping[NodeKey, bytes]) -> bytes:
+    keys = perfect_nodes(lo, hi)
+    if not keys:
+        return hashlib.sha256(b"").digest()
+    h = nodes[keys[-1]]
+    for k in reversed(keys[:-1]):
+        h = node_hash(nodes[k], h)
+    return h
+
+
+def inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
+    """The leaf ranges whose tree hashes form PATH(index, D[0:size]), in proof order."""
+    _check_size(size)
+    if not 0 <= index < size:
+        raise LogError(f"leaf {index} is not in a tree of size {size}")
+    out: list[tuple[int, int]] = []
+    lo, hi = 0, size
+    while hi - lo > 1:
+        k = _split(hi - lo)
+        if index < lo + k:
+            out.append((lo + k, hi))
+            hi = lo + k
+        else:
+            out.append((lo, lo + k))
+            lo += k
+    return out[::-1]
+
+
+def consistency_ranges(first: int, size: int) -> list[tuple[int, int]]:
+    """The leaf ranges whose tree hashes form PROOF(first, D[0:size]), in proof order."""
+    _check_size(size)
+    if not 0 < first <= size:
+        raise LogError(f"no consistency proof from size {first} to {size}")
+    out: list[tuple[int, int]] = []
+    lo, hi, m, complete = 0, size, first, True
+    while m != hi - lo:
+        k = _split(hi - lo)
+        if m <= k:
+            out.append((lo + k, hi))
+            hi = lo + k
+        else:
+            out.append((lo, lo + k))
+            lo, m, complete = lo + k, m - k, False
+    if not complete:
+        out.append((lo, hi))
+    return out[::-1]
+
+
+def nodes_for(ranges: Sequence[tuple[int, int]]) -> set[NodeKey]:
+    return {k for lo, hi in ranges for k in perfect_nodes(lo, hi)}
+
+
+@dataclass
+class Frontier:
+    """The right edge of a growing tree: the perfect subtrees covering [0, size), largest first.
+    Appending is amortised O(1) (at most log2(n) hashes); the root is a fold of them."""
+
+    size: int = 0
+    hashes: list[bytes] = field(default_factory=list)
+
+    def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
+        """Add a leaf hash; return the nodes (level, index, hash) it completes, leaf first."""
+        n, h = self.size, leaf
+        made = [(0, n, h)]
+        level = 0
+        while (n >> level) & 1:
+            h = node_hash(self.hashes.pop(), h)
+            level += 1
+            made.append((level, n >> level, h))
+        self.hashes.append(h)
+        self.size = n + 1
+        return made
+
+    def root(self) -> bytes:
+        if not self.hashes:
+            return hashlib.sha256(b"").digest()
+        h = self.hashes[-1]
+        for left in reversed(self.hashes[:-1]):
+            h = node_hash(left, h)
+        return h
+
+    def to_bytes(self) -> bytes:
+        return b"".join(self.hashes)
+
+    @classmethod
+    def from_bytes(cls, size: int, data: bytes) -> Frontier:
+        _check_size(size)
+        if len(data) != HASH_BYTES * size.bit_count():
+            raise LogError("stored frontier does not match the tree size")
+        return cls(size, [data[i : i + HASH_BYTES] for i in range(0, len(data), HASH_BYTES)])

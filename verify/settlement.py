@@ -1,40 +1,39 @@
 """Settlement statements: per epoch (a range of log leaves ending at a signed checkpoint), per
-provider totals derived from the receipts and the prices, signed with the log key (compact JWS,
-EdDSA, typ "ccgw-settlement+jws"). Anyone holding the log entries recomputes the same statement."""
+provider totals derived from the receipts and the price schedules logged before them, signed with
+the log key (compact JWS, EdDSA, typ "ccgw-settlement+jws"). Anyone holding the log entries
+recomputes the same statement."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ccgw.verify.errors import LogError
-from ccgw.verify.ledger_rules import cost_micro, fee_micro
-from ccgw.verify.receipts import Receipt, parse_claims
+from ccgw.verify.ledger_rules import MemoryLedger
+from ccgw.verify.log_entries import Entry, ReceiptBody, parse, schedule_json
+from ccgw.verify.prices import PriceSchedule
+from ccgw.verify.receipts import Receipt
 
 SETTLEMENT_TYP = "ccgw-settlement+jws"
 
 
-@dataclass(frozen=True)
-class Prices:
-    input_per_1k_micro: int
-    output_per_1k_micro: int
-    fee_bps: int
-
-
-def totals(receipts: Iterable[Receipt], prices: Prices) -> tuple[dict[str, dict[str, int]], int]:
-    """Per provider {jobs, input_tokens, output_tokens, reward_micro}, and the network fee."""
+def totals(
+    receipts: Iterable[tuple[int, Receipt]], schedule_at: Callable[[int], PriceSchedule | None]
+) -> tuple[dict[str, dict[str, int]], int]:
+    """Per provider {jobs, input_tokens, output_tokens, reward_micro}, and the network fee, for
+    (log index, receipt) pairs priced by the schedule in force at each index."""
     out: dict[str, dict[str, int]] = {}
     fees = 0
-    for r in receipts:
-        cost = cost_micro(
-            r.input_tokens, r.output_tokens, prices.input_per_1k_micro, prices.output_per_1k_micro
-        )
-        fee = fee_micro(cost, prices.fee_bps)
+    for index, r in receipts:
+        schedule = schedule_at(index)
+        if schedule is None:
+            raise LogError(f"no price schedule is in force at {index}")
+        cost = schedule.cost_micro(r.model, r.input_tokens, r.output_tokens)
+        fee = schedule.fee_micro(cost)
         t = out.setdefault(
             r.provider, {"jobs": 0, "input_tokens": 0, "output_tokens": 0, "reward_micro": 0}
         )
@@ -52,19 +51,27 @@ def statement(
     from_size: int,
     to_size: int,
     checkpoint_text: str,
-    receipt_jws: list[str],
-    prices: Prices,
+    entries: Iterable[tuple[int, Entry]],
+    schedules: Sequence[PriceSchedule],
 ) -> dict[str, Any]:
-    receipts = [
-        parse_claims(jwt.api_jws.decode(j, options={"verify_signature": False}))
-        for j in receipt_jws
-    ]
-    providers, fees = totals(receipts, prices)
+    """`entries`: the log's entries in [from_size, to_size); `schedules`: every schedule appended
+    before to_size, in log order (the same list the auditor keeps)."""
+    view = MemoryLedger(b"", schedules=list(schedules))
+    receipts = []
+    for index, e in entries:
+        if e.kind == ReceiptBody.KIND:
+            body = parse(e)
+            assert isinstance(body, ReceiptBody)
+            receipts.append((index, body.claims()))
+    providers, fees = totals(receipts, view.schedule_at)
+    in_force = {
+        s for i in (from_size, *(x for x, _ in receipts)) if (s := view.schedule_at(i)) is not None
+    }
     return {
         "origin": origin,
         "epoch": {"from_size": from_size, "to_size": to_size},
         "checkpoint": checkpoint_text,
-        "prices": prices.__dict__,
+        "prices": [schedule_json(s) for s in sorted(in_force, key=lambda s: s.from_index)],
         "providers": providers,
         "network_fee_micro": fees,
     }

@@ -1,4 +1,6 @@
-"""The auditor's command: verify a gateway's log, receipts and ledger from public data."""
+"""The auditor's command: verify a gateway's log, receipts and ledger from public data.
+Exit 0: clean; 1: a discrepancy found; 2: usage error; 3: the gateway is unreachable or
+misbehaving (the audit could not finish)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import asyncio
 from pathlib import Path
 
 from ccgw.commands._common import (
-    EXIT_CHECK_FAILED,
     CliError,
     Subparsers,
     add_simulated_root,
@@ -36,13 +37,6 @@ def register(sub: Subparsers) -> None:
     )
     au.add_argument("--policy", type=Path, default=None, help="attestation policy file")
     add_simulated_root(au)
-    au.add_argument(
-        "--price-in-per-1k-micro", type=int, default=1_000, help="gateway's input price, µ/1k tok"
-    )
-    au.add_argument(
-        "--price-out-per-1k-micro", type=int, default=2_000, help="gateway's output price, µ/1k tok"
-    )
-    au.add_argument("--fee-bps", type=int, default=500, help="gateway's fee in basis points")
     add_tls_ca(au)
     au.set_defaults(func=_audit)
 
@@ -51,7 +45,7 @@ def _audit(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    from ccgw.client.audit import Auditor, LogIdentity, Pricing, format_report
+    from ccgw.client.audit import Auditor, LogIdentity, format_report
 
     try:
         pub = load_pem_public_key(read_bytes(args.log_pubkey, "log public key"))
@@ -68,11 +62,13 @@ def _audit(args: argparse.Namespace) -> int:
                 LogIdentity(args.log_name, pub.public_bytes_raw(), args.log_origin),
                 policy,
                 roots,
-                Pricing(args.price_in_per_1k_micro, args.price_out_per_1k_micro, args.fee_bps),
                 state_path=args.state,
             )
-            rep = await auditor.run()
+            try:
+                rep = await auditor.run()
+            except ValueError as exc:  # the local state file
+                raise CliError(str(exc)) from None
         print(format_report(rep))
-        return 0 if rep.ok else EXIT_CHECK_FAILED
+        return rep.exit_code
 
     return asyncio.run(run())

@@ -44,6 +44,9 @@ def register(sub: Subparsers) -> None:
         "--db-schema", default="ccgw", help="PostgreSQL schema (with --db postgresql://)"
     )
     g.add_argument(
+        "--init-db", action="store_true", help="create the database if it does not exist yet"
+    )
+    g.add_argument(
         "--auth-pubkey",
         type=Path,
         action="append",
@@ -108,6 +111,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _gateway(args: argparse.Namespace) -> int:
     from ccgw.gateway.config import GatewayConfig
     from ccgw.gateway.server import start_gateway
+    from ccgw.gateway.store.factory import is_postgres
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise CliError("--tls-cert and --tls-key go together", EXIT_USAGE)
@@ -124,8 +128,9 @@ def _gateway(args: argparse.Namespace) -> int:
     config = GatewayConfig(
         listen=args.listen,
         db_path=Path(args.db),
-        db_dsn=args.db if args.db.startswith(("postgresql://", "postgres://")) else None,
+        db_dsn=args.db if is_postgres(args.db) else None,
         db_schema=args.db_schema,
+        db_create=args.init_db,
         auth_public_keys_pem=tuple(read_bytes(p, "auth public key") for p in args.auth_pubkey),
         allow_simulated_tee=sim_pem is not None,
         simulated_root_pem=sim_pem,

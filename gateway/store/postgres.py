@@ -1,379 +1,241 @@
-"""PostgreSQL implementation of the Store, for several gateway replicas on one database.
+"""PostgreSQL backend, for several gateway replicas on one database.
 
-Same semantics as the SQLite store. Across replicas:
-- the log order is total: settle locks the single `log_head` row (FOR UPDATE) and takes the next
-  index in the same transaction as the receipt, the leaf hash and the transfers;
-- balance checks cannot race and replicas cannot deadlock: every transaction that moves money
-  (deposit, withdraw, hold, settle, void) first takes one transaction-scoped advisory lock, so
-  they share a single lock order and a total order (per-account locks would raise throughput: a
-  later change, to be measured first);
-- a replica cannot know which holds another replica still serves, so at start-up only holds older
-  than the job deadline (they cannot be live any more) are released.
-Transactions that fail to serialize are retried at most `RETRIES_MAX` times.
+- Writes are group-committed (gateway.store.groupcommit): a batch is one transaction that first
+  takes one ledger-wide advisory lock, so batches of all replicas run one at a time (no lock cycles
+  can form) and one commit serves the whole batch. Measured against one lock per transaction and
+  against per-account row locks (bench/ledger_lock_bench.py, docs/benchmarks.md) it was the
+  fastest; `lock_mode="ledger"` / `"account"` keep those two for that benchmark only;
+- rows a write will change are still read FOR UPDATE (gateway.store.rules' lock order), and its
+  writes travel in one pipeline;
+- connections come from a pool (`pool_connections_max`), each used by one thread at a time;
+- reads run as REPEATABLE READ, READ ONLY transactions: one snapshot per call;
+- a transaction that deadlocks or fails to serialise is retried at most `RETRIES_MAX` times.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from typing import Any, Literal, TypeVar
 
 import psycopg
 from psycopg import sql
 
-from ccgw.gateway.errors import BadRequest, Conflict, InsufficientFunds
-from ccgw.gateway.store.base import LedgerEntry, LogEntry, SettleResult
-from ccgw.verify.merkle import leaf_hash, receipt_leaf
+from ccgw.gateway.errors import NotFound
+from ccgw.gateway.store import schema
+from ccgw.gateway.store.groupcommit import GroupCommit, Outcome
+from ccgw.gateway.store.sqlstore import SqlStore
 
-EXTERNAL = "external"
 RETRIES_MAX = 5
 T = TypeVar("T")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS transfers (
-    id TEXT PRIMARY KEY, kind TEXT NOT NULL, job_id BYTEA, created_ms BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS entries (
-    id BIGSERIAL PRIMARY KEY, transfer_id TEXT NOT NULL REFERENCES transfers(id),
-    account TEXT NOT NULL, amount_micro BIGINT NOT NULL);
-CREATE INDEX IF NOT EXISTS entries_account ON entries(account);
-CREATE TABLE IF NOT EXISTS holds (
-    job_id BYTEA PRIMARY KEY, account TEXT NOT NULL,
-    amount_micro BIGINT NOT NULL CHECK (amount_micro >= 0),
-    state TEXT NOT NULL CHECK (state IN ('pending', 'posted', 'voided')),
-    created_ms BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS receipts (
-    job_id BYTEA PRIMARY KEY, log_index BIGINT NOT NULL UNIQUE, leaf_hash BYTEA NOT NULL,
-    jws TEXT NOT NULL, evidence_sha256 TEXT NOT NULL, provider TEXT NOT NULL, client TEXT NOT NULL,
-    cost_micro BIGINT NOT NULL, fee_micro BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS log_head (id INT PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL);
-INSERT INTO log_head VALUES (1, 0) ON CONFLICT DO NOTHING;
-CREATE TABLE IF NOT EXISTS checkpoints (size BIGINT PRIMARY KEY, text TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS evidence (digest TEXT PRIMARY KEY, bundle BYTEA NOT NULL);
-"""
+LockMode = Literal["group", "account", "ledger"]
+_SQL: dict[str, str] = {}
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+def _pg(q: str) -> str:
+    out = _SQL.get(q)
+    if out is None:
+        out = _SQL[q] = q.replace("?", "%s")
+    return out
 
 
-class PostgresStore:
+class _Tx:
+    def __init__(self, cur: psycopg.Cursor[Any], ledger_lock: bool) -> None:
+        self._cur, self._ledger_lock = cur, ledger_lock
+
+    def one(self, q: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        self._cur.execute(_pg(q), params)
+        row: tuple[Any, ...] | None = self._cur.fetchone()
+        return row
+
+    def locked(self, q: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        return self.one(q + " FOR UPDATE", params)
+
+    def all(self, q: str, params: Sequence[Any] = (), lock: bool = False) -> list[tuple[Any, ...]]:
+        self._cur.execute(_pg(q + " FOR UPDATE" if lock else q), params)
+        return self._cur.fetchall()
+
+    def batch(self) -> AbstractContextManager[Any]:
+        return self._cur.connection.pipeline()
+
+    def run(self, q: str, params: Sequence[Any] = ()) -> int:
+        self._cur.execute(_pg(q), params)
+        return int(self._cur.rowcount)
+
+    def many(self, q: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            self._cur.executemany(_pg(q), rows)
+
+    def lock_ledger(self) -> None:
+        if self._ledger_lock:
+            self._cur.execute("SELECT pg_advisory_xact_lock(hashtext('ccgw-ledger'))")
+            self._ledger_lock = False  # held until the transaction ends
+
+
+def _connect(dsn: str, schema_name: str) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(dsn, autocommit=False)
+    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema_name)))
+    conn.commit()
+    return conn
+
+
+class _Pool:
+    """At most `size` connections, opened on demand, handed to one thread at a time."""
+
+    def __init__(self, dsn: str, schema_name: str, size: int) -> None:
+        self._dsn, self._schema, self._size = dsn, schema_name, size
+        self._idle: queue.LifoQueue[psycopg.Connection[Any]] = queue.LifoQueue()
+        self._opened = 0
+        self._lock = threading.Lock()
+
+    def get(self) -> psycopg.Connection[Any]:
+        with self._lock:
+            if self._idle.empty() and self._opened < self._size:
+                self._opened += 1
+                grow = True
+            else:
+                grow = False
+        if grow:
+            try:
+                return _connect(self._dsn, self._schema)
+            except BaseException:
+                with self._lock:
+                    self._opened -= 1
+                raise
+        return self._idle.get()
+
+    def put(self, conn: psycopg.Connection[Any]) -> None:
+        if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.close()
+            with self._lock:
+                self._opened -= 1
+            return
+        self._idle.put(conn)
+
+    def close(self) -> None:
+        while not self._idle.empty():
+            self._idle.get().close()
+
+
+_LEDGER_LOCK = "SELECT pg_advisory_xact_lock(hashtext('ccgw-ledger'))"
+
+
+class PostgresBackend:
+    shared = True
+
     def __init__(
         self,
         dsn: str,
-        schema: str = "ccgw",
-        network_account: str = "network:fee",
-        stale_hold_s: float = 600.0,
+        schema_name: str,
+        pool_size: int,
+        lock_mode: LockMode,
+        write_batch_max: int = 64,
     ) -> None:
-        self._conn = psycopg.connect(dsn, autocommit=False)
-        self._lock = threading.Lock()
-        self._network = network_account
-        self._stale_hold_ms = int(stale_hold_s * 1000)
-        with self._conn.cursor() as cur:
-            cur.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-            # DDL takes table locks even when nothing is created: run it only on a new database,
-            # so a replica starting up never blocks (or deadlocks with) one that is settling.
-            cur.execute("SELECT to_regclass('log_head')")
-            if cur.fetchone()[0] is None:  # type: ignore[index]
-                cur.execute("SELECT pg_advisory_xact_lock(hashtext('ccgw-schema'))")  # until commit
-                cur.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
-                )
-                cur.execute(_SCHEMA)
-        self._conn.commit()
+        self._pool = _Pool(dsn, schema_name, pool_size)
+        self._executor = ThreadPoolExecutor(pool_size, thread_name_prefix="ccgw-pg")
+        self._mode = lock_mode
+        self._ledger_lock = lock_mode == "ledger"
+        self._group: GroupCommit[_Tx] = GroupCommit(self.run_batch, write_batch_max)
 
-    async def _run(self, fn: Callable[[psycopg.Cursor[Any]], T]) -> T:
-        def tx() -> T:
-            with self._lock:
-                for attempt in range(RETRIES_MAX):
-                    try:
-                        with self._conn.cursor() as cur:
-                            out = fn(cur)
-                        self._conn.commit()
-                        return out
-                    except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
-                        self._conn.rollback()
-                        if attempt + 1 == RETRIES_MAX:
-                            raise
-                    except BaseException:
-                        self._conn.rollback()
+    def run_batch(self, fns: list[Callable[[_Tx], Any]]) -> list[Outcome]:
+        """Writes in one transaction behind the ledger lock, each in its own savepoint."""
+
+        def batch(tx: _Tx) -> list[Outcome]:
+            tx.run(_LEDGER_LOCK)  # batches of all replicas, one at a time: no lock cycles
+            return [self._one(tx, fn) for fn in fns]
+
+        return self._run(batch, read_only=False)
+
+    @staticmethod
+    def _one(tx: _Tx, fn: Callable[[_Tx], Any]) -> Outcome:
+        tx.run("SAVEPOINT w")
+        try:
+            out = Outcome(fn(tx))
+        except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
+            raise  # the whole batch is retried
+        except Exception as exc:  # noqa: BLE001 - handed to this write's caller
+            tx.run("ROLLBACK TO SAVEPOINT w")
+            out = Outcome(error=exc)
+        tx.run("RELEASE SAVEPOINT w")
+        return out
+
+    def _run(self, fn: Callable[[_Tx], T], read_only: bool) -> T:
+        conn = self._pool.get()
+        try:
+            for attempt in range(RETRIES_MAX):
+                try:
+                    with conn.cursor() as cur:
+                        if read_only:
+                            cur.execute(
+                                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+                            )
+                        out = fn(_Tx(cur, self._ledger_lock and not read_only))
+                    conn.commit()
+                    return out
+                except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
+                    conn.rollback()
+                    if attempt + 1 == RETRIES_MAX:
                         raise
-                raise AssertionError("unreachable")
+                except BaseException:
+                    conn.rollback()
+                    raise
+            raise AssertionError("unreachable")
+        finally:
+            self._pool.put(conn)
 
-        return await asyncio.to_thread(tx)
+    def read_now(self, fn: Callable[[_Tx], T]) -> T:
+        return self._run(fn, read_only=True)
 
-    @staticmethod
-    def _lock_ledger(cur: psycopg.Cursor[Any]) -> None:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('ccgw-ledger'))")
-
-    @staticmethod
-    def _balance(cur: psycopg.Cursor[Any], account: str) -> tuple[int, int]:
-        cur.execute(
-            "SELECT COALESCE(SUM(amount_micro), 0) FROM entries WHERE account = %s", (account,)
-        )
-        total = int(cur.fetchone()[0])  # type: ignore[index]
-        cur.execute(
-            "SELECT COALESCE(SUM(amount_micro), 0) FROM holds WHERE account = %s AND state = 'pending'",
-            (account,),
-        )
-        held = int(cur.fetchone()[0])  # type: ignore[index]
-        return total - held, held
-
-    @staticmethod
-    def _transfer(
-        cur: psycopg.Cursor[Any],
-        tid: str,
-        kind: str,
-        job_id: bytes | None,
-        legs: list[tuple[str, int]],
-    ) -> bool:
-        if sum(a for _, a in legs) != 0:
-            raise AssertionError("unbalanced transfer")
-        cur.execute(
-            "INSERT INTO transfers (id, kind, job_id, created_ms) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (id) DO NOTHING",
-            (tid, kind, job_id, _now_ms()),
-        )
-        if cur.rowcount == 0:
-            return False
-        for acct, amt in legs:
-            if amt:
-                cur.execute(
-                    "INSERT INTO entries (transfer_id, account, amount_micro) VALUES (%s, %s, %s)",
-                    (tid, acct, amt),
-                )
-        return True
-
-    async def deposit(self, account: str, amount_micro: int, transfer_id: str) -> None:
-        if amount_micro <= 0 or account == EXTERNAL:
-            raise BadRequest("deposit must be positive, to a real account")
-
-        def fn(cur: psycopg.Cursor[Any]) -> None:
-            self._lock_ledger(cur)
-            self._transfer(
-                cur,
-                transfer_id,
-                "deposit",
-                None,
-                [(EXTERNAL, -amount_micro), (account, amount_micro)],
-            )
-
-        await self._run(fn)
-
-    async def withdraw(self, account: str, amount_micro: int, transfer_id: str) -> None:
-        if amount_micro <= 0 or account == EXTERNAL:
-            raise BadRequest("withdrawal must be positive, from a real account")
-
-        def fn(cur: psycopg.Cursor[Any]) -> None:
-            self._lock_ledger(cur)
-            cur.execute("SELECT 1 FROM transfers WHERE id = %s", (transfer_id,))
-            if cur.fetchone():
-                return
-            available, _ = self._balance(cur, account)
-            if available < amount_micro:
-                raise InsufficientFunds(f"{account} has {available} available")
-            self._transfer(
-                cur,
-                transfer_id,
-                "withdrawal",
-                None,
-                [(account, -amount_micro), (EXTERNAL, amount_micro)],
-            )
-
-        await self._run(fn)
-
-    async def hold(self, job_id: bytes, account: str, amount_micro: int) -> None:
-        def fn(cur: psycopg.Cursor[Any]) -> None:
-            self._lock_ledger(cur)
-            cur.execute("SELECT account, state FROM holds WHERE job_id = %s FOR UPDATE", (job_id,))
-            row = cur.fetchone()
-            if row is not None:
-                if row[1] == "posted":
-                    raise Conflict("job already settled")
-                if row[1] == "pending":
-                    raise Conflict("job already in flight")
-                if row[0] != account:
-                    raise Conflict("job id belongs to another account")
-            available, _ = self._balance(cur, account)
-            if available < amount_micro:
-                raise InsufficientFunds(
-                    f"job may cost up to {amount_micro} micro-tokens; {available} available"
-                )
-            cur.execute(
-                "INSERT INTO holds (job_id, account, amount_micro, state, created_ms) "
-                "VALUES (%s, %s, %s, 'pending', %s) ON CONFLICT (job_id) DO UPDATE SET "
-                "amount_micro = EXCLUDED.amount_micro, state = 'pending', created_ms = EXCLUDED.created_ms",
-                (job_id, account, amount_micro, _now_ms()),
-            )
-
-        await self._run(fn)
-
-    async def settle(
-        self,
-        job_id: bytes,
-        *,
-        receipt_jws: str,
-        provider_account: str,
-        client_account: str,
-        cost_micro: int,
-        fee_micro: int,
-        evidence_sha256: str,
-    ) -> SettleResult:
-        if not 0 <= fee_micro <= cost_micro:
-            raise BadRequest("fee must be within 0..cost")
-
-        def fn(cur: psycopg.Cursor[Any]) -> SettleResult:
-            self._lock_ledger(cur)
-            cur.execute("SELECT size FROM log_head WHERE id = 1 FOR UPDATE")  # total log order
-            size = int(cur.fetchone()[0])  # type: ignore[index]
-            cur.execute("SELECT log_index FROM receipts WHERE job_id = %s", (job_id,))
-            row = cur.fetchone()
-            if row is not None:
-                return SettleResult(log_index=int(row[0]), already_settled=True)
-            cur.execute(
-                "SELECT account, amount_micro, state FROM holds WHERE job_id = %s FOR UPDATE",
-                (job_id,),
-            )
-            hold = cur.fetchone()
-            if hold is None or hold[2] != "pending" or hold[0] != client_account:
-                raise Conflict("no pending hold for this job and account")
-            if cost_micro > hold[1]:
-                raise Conflict("receipt cost exceeds the job's hold")
-            cur.execute(
-                "INSERT INTO receipts VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    job_id,
-                    size,
-                    leaf_hash(receipt_leaf(receipt_jws, evidence_sha256)),
-                    receipt_jws,
-                    evidence_sha256,
-                    provider_account,
-                    client_account,
-                    cost_micro,
-                    fee_micro,
-                ),
-            )
-            cur.execute("UPDATE log_head SET size = size + 1 WHERE id = 1")
-            cur.execute("UPDATE holds SET state = 'posted' WHERE job_id = %s", (job_id,))
-            self._transfer(
-                cur,
-                "reward:" + job_id.hex(),
-                "reward",
-                job_id,
-                [
-                    (client_account, -cost_micro),
-                    (provider_account, cost_micro - fee_micro),
-                    (self._network, fee_micro),
-                ],
-            )
-            return SettleResult(log_index=size, already_settled=False)
-
-        return await self._run(fn)
-
-    async def void(self, job_id: bytes) -> None:
-        def fn(cur: psycopg.Cursor[Any]) -> None:
-            self._lock_ledger(cur)
-            cur.execute(
-                "UPDATE holds SET state = 'voided' WHERE job_id = %s AND state = 'pending'",
-                (job_id,),
-            )
-
-        await self._run(fn)
-
-    async def release_orphaned_holds(self) -> int:
-        def fn(cur: psycopg.Cursor[Any]) -> int:
-            cur.execute(
-                "UPDATE holds SET state = 'voided' WHERE state = 'pending' AND created_ms < %s",
-                (_now_ms() - self._stale_hold_ms,),
-            )
-            return int(cur.rowcount)
-
-        return await self._run(fn)
-
-    async def balance(self, account: str) -> tuple[int, int]:
-        return await self._run(lambda cur: self._balance(cur, account))
-
-    async def receipt(self, job_id: bytes) -> tuple[str, int] | None:
-        def fn(cur: psycopg.Cursor[Any]) -> tuple[str, int] | None:
-            cur.execute("SELECT jws, log_index FROM receipts WHERE job_id = %s", (job_id,))
-            row = cur.fetchone()
-            return None if row is None else (str(row[0]), int(row[1]))
-
-        return await self._run(fn)
-
-    async def log_size(self) -> int:
-        def fn(cur: psycopg.Cursor[Any]) -> int:
-            cur.execute("SELECT size FROM log_head WHERE id = 1")
-            return int(cur.fetchone()[0])  # type: ignore[index]
-
-        return await self._run(fn)
-
-    async def leaf_hashes(self, size: int) -> list[bytes]:
-        def fn(cur: psycopg.Cursor[Any]) -> list[bytes]:
-            cur.execute(
-                "SELECT leaf_hash FROM receipts WHERE log_index < %s ORDER BY log_index", (size,)
-            )
-            return [bytes(r[0]) for r in cur.fetchall()]
-
-        return await self._run(fn)
-
-    async def entries(self, start: int, end: int) -> list[LogEntry]:
-        def fn(cur: psycopg.Cursor[Any]) -> list[LogEntry]:
-            cur.execute(
-                "SELECT log_index, jws, evidence_sha256 FROM receipts "
-                "WHERE log_index >= %s AND log_index < %s ORDER BY log_index",
-                (start, end),
-            )
-            return [LogEntry(int(i), str(j), str(e)) for i, j, e in cur.fetchall()]
-
-        return await self._run(fn)
-
-    async def add_checkpoint(self, size: int, text: str) -> None:
-        await self._run(
-            lambda cur: cur.execute(
-                "INSERT INTO checkpoints VALUES (%s, %s) ON CONFLICT DO NOTHING", (size, text)
-            )
+    async def write(self, fn: Callable[[_Tx], T]) -> T:
+        if self._mode == "group":
+            return await self._group.submit(fn)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._run, fn, False
         )
 
-    async def latest_checkpoint(self) -> tuple[int, str] | None:
-        def fn(cur: psycopg.Cursor[Any]) -> tuple[int, str] | None:
-            cur.execute("SELECT size, text FROM checkpoints ORDER BY size DESC LIMIT 1")
-            row = cur.fetchone()
-            return None if row is None else (int(row[0]), str(row[1]))
-
-        return await self._run(fn)
-
-    async def add_evidence(self, digest: str, bundle: bytes) -> None:
-        await self._run(
-            lambda cur: cur.execute(
-                "INSERT INTO evidence VALUES (%s, %s) ON CONFLICT DO NOTHING", (digest, bundle)
-            )
-        )
-
-    async def evidence(self, digest: str) -> bytes | None:
-        def fn(cur: psycopg.Cursor[Any]) -> bytes | None:
-            cur.execute("SELECT bundle FROM evidence WHERE digest = %s", (digest,))
-            row = cur.fetchone()
-            return None if row is None else bytes(row[0])
-
-        return await self._run(fn)
-
-    async def ledger(self, start: int, end: int) -> list[LedgerEntry]:
-        def fn(cur: psycopg.Cursor[Any]) -> list[LedgerEntry]:
-            cur.execute(
-                "SELECT e.id, e.transfer_id, t.kind, t.job_id, e.account, e.amount_micro "
-                "FROM entries e JOIN transfers t ON t.id = e.transfer_id "
-                "WHERE e.id > %s ORDER BY e.id LIMIT %s",
-                (start, max(0, end - start)),
-            )
-            return [
-                LedgerEntry(int(i), str(t), str(k), bytes(j).hex() if j else "", str(a), int(m))
-                for i, t, k, j, a, m in cur.fetchall()
-            ]
-
-        return await self._run(fn)
+    async def read(self, fn: Callable[[_Tx], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn, True)
 
     async def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        await self._group.wait_idle()
+        self._executor.shutdown(wait=True)
+        self._pool.close()
+
+
+def _create_if_missing(dsn: str, schema_name: str, operator: bytes | None, create: bool) -> None:
+    with _connect(dsn, schema_name) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('meta'), to_regclass('log_head')")
+        row = cur.fetchone()
+        if row is not None and (row[0] or row[1]):
+            return  # initialised (or another format: refused by operator_of); no DDL on start-up
+        if not create:
+            raise NotFound(f"no ccgw tables in schema {schema_name!r} (create with `ccgw init-db`)")
+        if operator is None:
+            raise NotFound("a new database needs the operator (log) public key")
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext('ccgw-schema'))")  # until commit
+        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema_name)))
+        cur.execute("SELECT to_regclass('meta')")
+        if cur.fetchone()[0] is None:  # type: ignore[index]  # not created by a racing replica
+            schema.initialise(_Tx(cur, False), schema.POSTGRES, operator)
+
+
+def open_postgres(
+    dsn: str,
+    *,
+    schema_name: str = "ccgw",
+    operator: bytes | None = None,
+    create: bool = False,
+    pool_connections_max: int = 8,
+    stale_hold_s: float = 600.0,
+    lock_mode: LockMode = "group",
+    write_batch_max: int = 64,
+) -> SqlStore:
+    _create_if_missing(dsn, schema_name, operator, create)
+    backend = PostgresBackend(dsn, schema_name, pool_connections_max, lock_mode, write_batch_max)
+    owner = backend.read_now(lambda tx: schema.operator_of(tx, operator, f"schema {schema_name}"))
+    return SqlStore(backend, owner, stale_hold_s)

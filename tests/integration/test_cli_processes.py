@@ -39,8 +39,10 @@ def test_operator_provider_app_and_auditor_flow(tmp_path: Path) -> None:
                 "client:app",
                 "--amount-micro",
                 "1000000",
-                "--transfer-id",
+                "--reference",
                 "dep-1",
+                "--log-key",
+                str(t / "log.key"),
             ).returncode
             == 0
         )

@@ -323,11 +323,7 @@ async def test_same_job_id_twice_is_credited_once(tmp_path: Path) -> None:
         again = await c.gateway.store.settle(
             cpb.RoutingHeader.FromString(sealed.header).job_id,
             receipt_jws=jws,
-            provider_account="provider:p1",
-            client_account="client:alice",
-            cost_micro=5,
-            fee_micro=0,
-            evidence_sha256="00",
+            evidence_sha256="00" * 32,
         )
         assert again.already_settled and again.log_index == index
         assert await c.gateway.store.balance("provider:p1") == paid

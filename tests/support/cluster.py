@@ -94,7 +94,7 @@ class Cluster:
         )
 
     async def deposit(self, account: str, amount_micro: int) -> None:
-        await self.gateway.store.deposit(
+        await self.gateway.deposit(
             account, amount_micro, f"test-deposit-{account}-{time.time_ns()}"
         )
 
@@ -131,6 +131,7 @@ async def cluster(
     config = GatewayConfig(
         listen="127.0.0.1:0",
         db_path=tmp_path / "gw.sqlite3",
+        db_create=True,
         auth_public_keys_pem=(pub,),
         allow_simulated_tee=True,
         simulated_root_pem=v.root_pem(),

@@ -8,25 +8,17 @@ import contextlib
 import sys
 
 from ccgw.gateway.errors import Conflict
-from ccgw.gateway.store.postgres import PostgresStore
+from ccgw.gateway.store.factory import open_store
+from tests.support.ledger import EVIDENCE, job, receipt
 
 
 async def main(dsn: str, schema: str, start: int, end: int) -> None:
-    s = PostgresStore(dsn, schema=schema)
+    s = open_store(dsn, schema=schema)
     for i in range(start, end):
-        job = i.to_bytes(16, "big")
         with contextlib.suppress(Conflict):  # the other replica holds or settled it
-            await s.hold(job, "client:c", 100)
+            await s.hold(job(i), "client:c", 200)
         with contextlib.suppress(Conflict):  # settled, or being settled, by the other replica
-            await s.settle(
-                job,
-                receipt_jws=f"jws-{i}",
-                provider_account="provider:p",
-                client_account="client:c",
-                cost_micro=100,
-                fee_micro=5,
-                evidence_sha256="ab",
-            )
+            await s.settle(job(i), receipt_jws=receipt(i), evidence_sha256=EVIDENCE)
     await s.close()
 
 

@@ -59,6 +59,7 @@ def start_gateway(t: Path, addr: str, *db_args: str) -> subprocess.Popen[bytes]:
                 "--listen",
                 addr,
                 *db,
+                "--init-db",
                 "--auth-pubkey",
                 str(t / "auth.pub"),
                 "--log-key",

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18protos/ccgw/v1/log.proto\x12\x07\x63\x63gw.v1\"\x16\n\x14GetCheckpointRequest\"+\n\x15GetCheckpointResponse\x12\x12\n\ncheckpoint\x18\x01 \x01(\t\"=\n\x18GetInclusionProofRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"\x80\x01\n\x19GetInclusionProofResponse\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12\x13\n\x0breceipt_jws\x18\x04 \x01(\t\x12\x17\n\x0f\x65vidence_sha256\x18\x05 \x01(\t\";\n\x1aGetConsistencyProofRequest\x12\r\n\x05\x66irst\x18\x01 \x01(\x04\x12\x0e\n\x06second\x18\x02 \x01(\x04\"-\n\x1bGetConsistencyProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"G\n\x08LogEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x13\n\x0breceipt_jws\x18\x02 \x01(\t\x12\x17\n\x0f\x65vidence_sha256\x18\x03 \x01(\t\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"8\n\x12GetEntriesResponse\x12\"\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x11.ccgw.v1.LogEntry\"-\n\x12GetEvidenceRequest\x12\x17\n\x0f\x65vidence_sha256\x18\x01 \x01(\t\"%\n\x13GetEvidenceResponse\x12\x0e\n\x06\x62undle\x18\x01 \x01(\x0c\"t\n\x0bLedgerEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06job_id\x18\x04 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x05 \x01(\t\x12\x14\n\x0c\x61mount_micro\x18\x06 \x01(\x03\"4\n\x10GetLedgerRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\":\n\x11GetLedgerResponse\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.ccgw.v1.LedgerEntry2\xf4\x03\n\x0fTransparencyLog\x12N\n\rGetCheckpoint\x12\x1d.ccgw.v1.GetCheckpointRequest\x1a\x1e.ccgw.v1.GetCheckpointResponse\x12Z\n\x11GetInclusionProof\x12!.ccgw.v1.GetInclusionProofRequest\x1a\".ccgw.v1.GetInclusionProofResponse\x12`\n\x13GetConsistencyProof\x12#.ccgw.v1.GetConsistencyProofRequest\x1a$.ccgw.v1.GetConsistencyProofResponse\x12\x45\n\nGetEntries\x12\x1a.ccgw.v1.GetEntriesRequest\x1a\x1b.ccgw.v1.GetEntriesResponse\x12H\n\x0bGetEvidence\x12\x1b.ccgw.v1.GetEvidenceRequest\x1a\x1c.ccgw.v1.GetEvidenceResponse\x12\x42\n\tGetLedger\x12\x19.ccgw.v1.GetLedgerRequest\x1a\x1a.ccgw.v1.GetLedgerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18protos/ccgw/v1/log.proto\x12\x07\x63\x63gw.v1\"\x16\n\x14GetCheckpointRequest\"+\n\x15GetCheckpointResponse\x12\x12\n\ncheckpoint\x18\x01 \x01(\t\"=\n\x18GetInclusionProofRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x0c\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"8\n\x14GetEntryProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"\x80\x01\n\x19GetInclusionProofResponse\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12 \n\x05\x65ntry\x18\x06 \x01(\x0b\x32\x11.ccgw.v1.LogEntryJ\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06\";\n\x1aGetConsistencyProofRequest\x12\r\n\x05\x66irst\x18\x01 \x01(\x04\x12\x0e\n\x06second\x18\x02 \x01(\x04\"-\n\x1bGetConsistencyProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"A\n\x08LogEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0cJ\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"8\n\x12GetEntriesResponse\x12\"\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x11.ccgw.v1.LogEntry\"-\n\x12GetEvidenceRequest\x12\x17\n\x0f\x65vidence_sha256\x18\x01 \x01(\t\"%\n\x13GetEvidenceResponse\x12\x0e\n\x06\x62undle\x18\x01 \x01(\x0c\"\x87\x01\n\x0bLedgerEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06job_id\x18\x04 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x05 \x01(\t\x12\x14\n\x0c\x61mount_micro\x18\x06 \x01(\x03\x12\x11\n\tlog_index\x18\x07 \x01(\x04\"4\n\x10GetLedgerRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\":\n\x11GetLedgerResponse\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.ccgw.v1.LedgerEntry\"2\n\x12GetAccountsRequest\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"8\n\x0e\x41\x63\x63ountBalance\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x15\n\rbalance_micro\x18\x02 \x01(\x03\"R\n\x13GetAccountsResponse\x12\x10\n\x08log_size\x18\x01 \x01(\x04\x12)\n\x08\x61\x63\x63ounts\x18\x02 \x03(\x0b\x32\x17.ccgw.v1.AccountBalance\"(\n\x15GetAccountKeysRequest\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\"-\n\x16GetAccountKeysResponse\x12\x13\n\x0blog_indexes\x18\x01 \x03(\x04\x32\xe5\x05\n\x0fTransparencyLog\x12N\n\rGetCheckpoint\x12\x1d.ccgw.v1.GetCheckpointRequest\x1a\x1e.ccgw.v1.GetCheckpointResponse\x12Z\n\x11GetInclusionProof\x12!.ccgw.v1.GetInclusionProofRequest\x1a\".ccgw.v1.GetInclusionProofResponse\x12R\n\rGetEntryProof\x12\x1d.ccgw.v1.GetEntryProofRequest\x1a\".ccgw.v1.GetInclusionProofResponse\x12`\n\x13GetConsistencyProof\x12#.ccgw.v1.GetConsistencyProofRequest\x1a$.ccgw.v1.GetConsistencyProofResponse\x12\x45\n\nGetEntries\x12\x1a.ccgw.v1.GetEntriesRequest\x1a\x1b.ccgw.v1.GetEntriesResponse\x12H\n\x0bGetEvidence\x12\x1b.ccgw.v1.GetEvidenceRequest\x1a\x1c.ccgw.v1.GetEvidenceResponse\x12\x42\n\tGetLedger\x12\x19.ccgw.v1.GetLedgerRequest\x1a\x1a.ccgw.v1.GetLedgerResponse\x12H\n\x0bGetAccounts\x12\x1b.ccgw.v1.GetAccountsRequest\x1a\x1c.ccgw.v1.GetAccountsResponse\x12Q\n\x0eGetAccountKeys\x12\x1e.ccgw.v1.GetAccountKeysRequest\x1a\x1f.ccgw.v1.GetAccountKeysResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,28 +37,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCHECKPOINTRESPONSE']._serialized_end=104
   _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=106
   _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=167
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=170
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=298
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=300
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=359
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=361
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=406
-  _globals['_LOGENTRY']._serialized_start=408
-  _globals['_LOGENTRY']._serialized_end=479
-  _globals['_GETENTRIESREQUEST']._serialized_start=481
-  _globals['_GETENTRIESREQUEST']._serialized_end=528
-  _globals['_GETENTRIESRESPONSE']._serialized_start=530
-  _globals['_GETENTRIESRESPONSE']._serialized_end=586
-  _globals['_GETEVIDENCEREQUEST']._serialized_start=588
-  _globals['_GETEVIDENCEREQUEST']._serialized_end=633
-  _globals['_GETEVIDENCERESPONSE']._serialized_start=635
-  _globals['_GETEVIDENCERESPONSE']._serialized_end=672
-  _globals['_LEDGERENTRY']._serialized_start=674
-  _globals['_LEDGERENTRY']._serialized_end=790
-  _globals['_GETLEDGERREQUEST']._serialized_start=792
-  _globals['_GETLEDGERREQUEST']._serialized_end=844
-  _globals['_GETLEDGERRESPONSE']._serialized_start=846
-  _globals['_GETLEDGERRESPONSE']._serialized_end=904
-  _globals['_TRANSPARENCYLOG']._serialized_start=907
-  _globals['_TRANSPARENCYLOG']._serialized_end=1407
+  _globals['_GETENTRYPROOFREQUEST']._serialized_start=169
+  _globals['_GETENTRYPROOFREQUEST']._serialized_end=225
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=228
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=356
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=358
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=417
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=419
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=464
+  _globals['_LOGENTRY']._serialized_start=466
+  _globals['_LOGENTRY']._serialized_end=531
+  _globals['_GETENTRIESREQUEST']._serialized_start=533
+  _globals['_GETENTRIESREQUEST']._serialized_end=580
+  _globals['_GETENTRIESRESPONSE']._serialized_start=582
+  _globals['_GETENTRIESRESPONSE']._serialized_end=638
+  _globals['_GETEVIDENCEREQUEST']._serialized_start=640
+  _globals['_GETEVIDENCEREQUEST']._serialized_end=685
+  _globals['_GETEVIDENCERESPONSE']._serialized_start=687
+  _globals['_GETEVIDENCERESPONSE']._serialized_end=724
+  _globals['_LEDGERENTRY']._serialized_start=727
+  _globals['_LEDGERENTRY']._serialized_end=862
+  _globals['_GETLEDGERREQUEST']._serialized_start=864
+  _globals['_GETLEDGERREQUEST']._serialized_end=916
+  _globals['_GETLEDGERRESPONSE']._serialized_start=918
+  _globals['_GETLEDGERRESPONSE']._serialized_end=976
+  _globals['_GETACCOUNTSREQUEST']._serialized_start=978
+  _globals['_GETACCOUNTSREQUEST']._serialized_end=1028
+  _globals['_ACCOUNTBALANCE']._serialized_start=1030
+  _globals['_ACCOUNTBALANCE']._serialized_end=1086
+  _globals['_GETACCOUNTSRESPONSE']._serialized_start=1088
+  _globals['_GETACCOUNTSRESPONSE']._serialized_end=1170
+  _globals['_GETACCOUNTKEYSREQUEST']._serialized_start=1172
+  _globals['_GETACCOUNTKEYSREQUEST']._serialized_end=1212
+  _globals['_GETACCOUNTKEYSRESPONSE']._serialized_start=1214
+  _globals['_GETACCOUNTKEYSRESPONSE']._serialized_end=1259
+  _globals['_TRANSPARENCYLOG']._serialized_start=1262
+  _globals['_TRANSPARENCYLOG']._serialized_end=2003
 # @@protoc_insertion_point(module_scope)

@@ -24,19 +24,25 @@ class GetInclusionProofRequest(_message.Message):
     tree_size: int
     def __init__(self, job_id: _Optional[bytes] = ..., tree_size: _Optional[int] = ...) -> None: ...
 
+class GetEntryProofRequest(_message.Message):
+    __slots__ = ("index", "tree_size")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    tree_size: int
+    def __init__(self, index: _Optional[int] = ..., tree_size: _Optional[int] = ...) -> None: ...
+
 class GetInclusionProofResponse(_message.Message):
-    __slots__ = ("leaf_index", "tree_size", "hashes", "receipt_jws", "evidence_sha256")
+    __slots__ = ("leaf_index", "tree_size", "hashes", "entry")
     LEAF_INDEX_FIELD_NUMBER: _ClassVar[int]
     TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
     HASHES_FIELD_NUMBER: _ClassVar[int]
-    RECEIPT_JWS_FIELD_NUMBER: _ClassVar[int]
-    EVIDENCE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
     leaf_index: int
     tree_size: int
     hashes: _containers.RepeatedScalarFieldContainer[bytes]
-    receipt_jws: str
-    evidence_sha256: str
-    def __init__(self, leaf_index: _Optional[int] = ..., tree_size: _Optional[int] = ..., hashes: _Optional[_Iterable[bytes]] = ..., receipt_jws: _Optional[str] = ..., evidence_sha256: _Optional[str] = ...) -> None: ...
+    entry: LogEntry
+    def __init__(self, leaf_index: _Optional[int] = ..., tree_size: _Optional[int] = ..., hashes: _Optional[_Iterable[bytes]] = ..., entry: _Optional[_Union[LogEntry, _Mapping]] = ...) -> None: ...
 
 class GetConsistencyProofRequest(_message.Message):
     __slots__ = ("first", "second")
@@ -53,14 +59,14 @@ class GetConsistencyProofResponse(_message.Message):
     def __init__(self, hashes: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class LogEntry(_message.Message):
-    __slots__ = ("index", "receipt_jws", "evidence_sha256")
+    __slots__ = ("index", "kind", "body")
     INDEX_FIELD_NUMBER: _ClassVar[int]
-    RECEIPT_JWS_FIELD_NUMBER: _ClassVar[int]
-    EVIDENCE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
     index: int
-    receipt_jws: str
-    evidence_sha256: str
-    def __init__(self, index: _Optional[int] = ..., receipt_jws: _Optional[str] = ..., evidence_sha256: _Optional[str] = ...) -> None: ...
+    kind: str
+    body: bytes
+    def __init__(self, index: _Optional[int] = ..., kind: _Optional[str] = ..., body: _Optional[bytes] = ...) -> None: ...
 
 class GetEntriesRequest(_message.Message):
     __slots__ = ("start", "end")
@@ -89,20 +95,22 @@ class GetEvidenceResponse(_message.Message):
     def __init__(self, bundle: _Optional[bytes] = ...) -> None: ...
 
 class LedgerEntry(_message.Message):
-    __slots__ = ("seq", "transfer_id", "kind", "job_id", "account", "amount_micro")
+    __slots__ = ("seq", "transfer_id", "kind", "job_id", "account", "amount_micro", "log_index")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MICRO_FIELD_NUMBER: _ClassVar[int]
+    LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
     seq: int
     transfer_id: str
     kind: str
     job_id: str
     account: str
     amount_micro: int
-    def __init__(self, seq: _Optional[int] = ..., transfer_id: _Optional[str] = ..., kind: _Optional[str] = ..., job_id: _Optional[str] = ..., account: _Optional[str] = ..., amount_micro: _Optional[int] = ...) -> None: ...
+    log_index: int
+    def __init__(self, seq: _Optional[int] = ..., transfer_id: _Optional[str] = ..., kind: _Optional[str] = ..., job_id: _Optional[str] = ..., account: _Optional[str] = ..., amount_micro: _Optional[int] = ..., log_index: _Optional[int] = ...) -> None: ...
 
 class GetLedgerRequest(_message.Message):
     __slots__ = ("after_seq", "limit")
@@ -117,3 +125,39 @@ class GetLedgerResponse(_message.Message):
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[LedgerEntry]
     def __init__(self, entries: _Optional[_Iterable[_Union[LedgerEntry, _Mapping]]] = ...) -> None: ...
+
+class GetAccountsRequest(_message.Message):
+    __slots__ = ("after", "limit")
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    after: str
+    limit: int
+    def __init__(self, after: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class AccountBalance(_message.Message):
+    __slots__ = ("account", "balance_micro")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_MICRO_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    balance_micro: int
+    def __init__(self, account: _Optional[str] = ..., balance_micro: _Optional[int] = ...) -> None: ...
+
+class GetAccountsResponse(_message.Message):
+    __slots__ = ("log_size", "accounts")
+    LOG_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    log_size: int
+    accounts: _containers.RepeatedCompositeFieldContainer[AccountBalance]
+    def __init__(self, log_size: _Optional[int] = ..., accounts: _Optional[_Iterable[_Union[AccountBalance, _Mapping]]] = ...) -> None: ...
+
+class GetAccountKeysRequest(_message.Message):
+    __slots__ = ("account",)
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    def __init__(self, account: _Optional[str] = ...) -> None: ...
+
+class GetAccountKeysResponse(_message.Message):
+    __slots__ = ("log_indexes",)
+    LOG_INDEXES_FIELD_NUMBER: _ClassVar[int]
+    log_indexes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, log_indexes: _Optional[_Iterable[int]] = ...) -> None: ...

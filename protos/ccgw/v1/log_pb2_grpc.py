@@ -44,6 +44,11 @@ class TransparencyLogStub:
                 request_serializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetInclusionProofRequest.SerializeToString,
                 response_deserializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetInclusionProofResponse.FromString,
                 _registered_method=True)
+        self.GetEntryProof = channel.unary_unary(
+                '/ccgw.v1.TransparencyLog/GetEntryProof',
+                request_serializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetEntryProofRequest.SerializeToString,
+                response_deserializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetInclusionProofResponse.FromString,
+                _registered_method=True)
         self.GetConsistencyProof = channel.unary_unary(
                 '/ccgw.v1.TransparencyLog/GetConsistencyProof',
                 request_serializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetConsistencyProofRequest.SerializeToString,
@@ -64,6 +69,16 @@ class TransparencyLogStub:
                 request_serializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetLedgerRequest.SerializeToString,
                 response_deserializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetLedgerResponse.FromString,
                 _registered_method=True)
+        self.GetAccounts = channel.unary_unary(
+                '/ccgw.v1.TransparencyLog/GetAccounts',
+                request_serializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetAccountsRequest.SerializeToString,
+                response_deserializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetAccountsResponse.FromString,
+                _registered_method=True)
+        self.GetAccountKeys = channel.unary_unary(
+                '/ccgw.v1.TransparencyLog/GetAccountKeys',
+                request_serializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetAccountKeysRequest.SerializeToString,
+                response_deserializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetAccountKeysResponse.FromString,
+                _registered_method=True)
 
 
 class TransparencyLogServicer:
@@ -77,7 +92,15 @@ class TransparencyLogServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetInclusionProof(self, request, context):
-        """Inclusion of a job's receipt in the tree of `tree_size` leaves (0 = latest checkpoint).
+        """Inclusion of a job's receipt entry in the tree of `tree_size` leaves (0 = latest checkpoint;
+        otherwise a signed size).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEntryProof(self, request, context):
+        """Inclusion of the entry at `index` (same sizes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -90,7 +113,7 @@ class TransparencyLogServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetEntries(self, request, context):
-        """Leaves [start, end), at most the gateway's page size.
+        """Entries [start, end), at most the gateway's page size.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,7 +126,21 @@ class TransparencyLogServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetLedger(self, request, context):
-        """Ledger entries with seq in (after_seq, after_seq + limit].
+        """The ledger view: at most `limit` postings with seq > after_seq, in order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAccounts(self, request, context):
+        """Running balances of accounts named after `after`, by name, with the log size they reflect.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAccountKeys(self, request, context):
+        """Log indexes of an account's account_key entries.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,6 +157,11 @@ def add_TransparencyLogServicer_to_server(servicer, server):
             'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInclusionProof,
                     request_deserializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetInclusionProofResponse.SerializeToString,
+            ),
+            'GetEntryProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEntryProof,
+                    request_deserializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetEntryProofRequest.FromString,
                     response_serializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetInclusionProofResponse.SerializeToString,
             ),
             'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
@@ -141,6 +183,16 @@ def add_TransparencyLogServicer_to_server(servicer, server):
                     servicer.GetLedger,
                     request_deserializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetLedgerRequest.FromString,
                     response_serializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetLedgerResponse.SerializeToString,
+            ),
+            'GetAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccounts,
+                    request_deserializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetAccountsRequest.FromString,
+                    response_serializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetAccountsResponse.SerializeToString,
+            ),
+            'GetAccountKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccountKeys,
+                    request_deserializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetAccountKeysRequest.FromString,
+                    response_serializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetAccountKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -196,6 +248,33 @@ class TransparencyLog:
             target,
             '/ccgw.v1.TransparencyLog/GetInclusionProof',
             protos_dot_ccgw_dot_v1_dot_log__pb2.GetInclusionProofRequest.SerializeToString,
+            protos_dot_ccgw_dot_v1_dot_log__pb2.GetInclusionProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEntryProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ccgw.v1.TransparencyLog/GetEntryProof',
+            protos_dot_ccgw_dot_v1_dot_log__pb2.GetEntryProofRequest.SerializeToString,
             protos_dot_ccgw_dot_v1_dot_log__pb2.GetInclusionProofResponse.FromString,
             options,
             channel_credentials,
@@ -305,6 +384,60 @@ class TransparencyLog:
             '/ccgw.v1.TransparencyLog/GetLedger',
             protos_dot_ccgw_dot_v1_dot_log__pb2.GetLedgerRequest.SerializeToString,
             protos_dot_ccgw_dot_v1_dot_log__pb2.GetLedgerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ccgw.v1.TransparencyLog/GetAccounts',
+            protos_dot_ccgw_dot_v1_dot_log__pb2.GetAccountsRequest.SerializeToString,
+            protos_dot_ccgw_dot_v1_dot_log__pb2.GetAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccountKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ccgw.v1.TransparencyLog/GetAccountKeys',
+            protos_dot_ccgw_dot_v1_dot_log__pb2.GetAccountKeysRequest.SerializeToString,
+            protos_dot_ccgw_dot_v1_dot_log__pb2.GetAccountKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,
