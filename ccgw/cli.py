@@ -99,6 +99,19 @@ def apply_settings(
     return resolve(cmd, subcommands(parser)[cmd], rest, env, file, str(path or ""))
 
 
+# Packages of optional extras (pyproject.toml): a command that needs one names the extra to install.
+_EXTRA_OF_MODULE = {
+    "torch": "worker",
+    "pynvml": "worker",
+    "safetensors": "worker",
+    "tokenizers": "worker",
+    "jinja2": "worker",
+    "numpy": "worker",
+    "psycopg": "postgres",
+    "gguf": "import",
+}
+
+
 def expected_failure(exc: BaseException) -> tuple[int, str] | None:
     """(exit code, one-line message) for a failure a user can act on; None for a bug."""
     import grpc
@@ -110,6 +123,13 @@ def expected_failure(exc: BaseException) -> tuple[int, str] | None:
 
     if isinstance(exc, CliError):
         return exc.code, str(exc)
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        extra = _EXTRA_OF_MODULE.get(exc.name.split(".")[0])
+        if extra is not None:
+            return EXIT_USAGE, (
+                f"this command needs the {exc.name.split('.')[0]} package: "
+                f"pip install 'ccgw[{extra}]'"
+            )
     if isinstance(exc, grpc.aio.AioRpcError):
         return EXIT_GATEWAY, _refused(exc.code(), exc.details() or "")
     if isinstance(exc, GatewayRefused):

@@ -185,3 +185,14 @@ def test_doctor_names_each_problem_and_its_fix(tmp_path: Path) -> None:
     )
     assert cpu_only["gpu"][0] == SKIP
     assert FAIL in {c.status for c in checks}
+
+
+def test_a_missing_optional_package_names_the_extra_to_install() -> None:
+    from ccgw.cli import expected_failure
+
+    code, message = expected_failure(ModuleNotFoundError("No module named 'torch'", name="torch"))
+    assert code == 2 and "pip install 'ccgw[worker]'" in message
+    code, message = expected_failure(ModuleNotFoundError("x", name="psycopg.pq"))
+    assert code == 2 and "ccgw[postgres]" in message
+    # a module no extra provides is a bug, reported as one
+    assert expected_failure(ModuleNotFoundError("x", name="ccgw.nowhere")) is None
