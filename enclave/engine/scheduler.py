@@ -229,7 +229,7 @@ class Scheduler:
                 length=len(j.ids),
                 last=-1,
                 drawn=0,
-                decoder=IncrementalDecoder(self._tok.decode),
+                decoder=self._tok.stream(),
                 stops=StopFilter(j.req.stop),
             )
             for i, j in enumerate(jobs)

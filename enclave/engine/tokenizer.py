@@ -10,12 +10,14 @@ already contains them, so it is encoded without.
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer as HfTokenizer
 
+from ccgw.enclave.engine.detok import IncrementalDecoder, TextDecoder
 from ccgw.enclave.engine.loader import TOKENIZER_BYTES_MAX, ModelDir
 from ccgw.enclave.errors import ModelError, RequestRejected
 
@@ -23,6 +25,7 @@ from ccgw.enclave.errors import ModelError, RequestRejected
 class Tokenizer:
     def __init__(self, md: ModelDir) -> None:
         self._tok = load_tokenizer(md)
+        self.text = text_decoder(self._tok)
         cfg: dict[str, Any] = (
             md.json("tokenizer_config.json") if md.has("tokenizer_config.json") else {}
         )
@@ -58,7 +61,11 @@ class Tokenizer:
         return ids
 
     def decode(self, ids: list[int]) -> str:
-        return str(self._tok.decode(ids, skip_special_tokens=True))
+        """The answer text of `ids` (what the streamed deltas add up to)."""
+        return self.text.decode(ids)
+
+    def stream(self) -> IncrementalDecoder:
+        return self.text.stream()
 
     def render_chat(self, messages: tuple[tuple[str, str], ...]) -> str:
         if self._template is None:
@@ -86,6 +93,20 @@ def load_tokenizer(md: ModelDir) -> HfTokenizer:
     tok.no_padding()
     tok.no_truncation()
     return tok
+
+
+def text_decoder(tok: HfTokenizer) -> TextDecoder:
+    """The streaming equivalent of `tok.decode(ids, skip_special_tokens=True)`; ModelError for a
+    decoder that cannot be streamed exactly."""
+    spec = json.loads(tok.to_str())
+    special = {
+        int(t["id"])
+        for t in spec.get("added_tokens") or []
+        if isinstance(t, dict) and t.get("special") and isinstance(t.get("id"), int)
+    }
+    n = max(tok.get_vocab(with_added_tokens=True).values(), default=-1) + 1
+    tokens = [tok.id_to_token(i) for i in range(n)]
+    return TextDecoder(spec.get("decoder"), tokens, special)
 
 
 def _token_text(value: object) -> str | None:

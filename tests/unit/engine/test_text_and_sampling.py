@@ -6,15 +6,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccgw.enclave.engine.detok import IncrementalDecoder, StopFilter
+from ccgw.enclave.engine.detok import StopFilter
 from ccgw.enclave.engine.sampling import BatchSampling, select, uniforms
 from ccgw.enclave.engine.tiny import byte_tokenizer
+from ccgw.enclave.engine.tokenizer import text_decoder
 
 TOK = byte_tokenizer()
-
-
-def decode(ids: list[int]) -> str:
-    return str(TOK.decode(ids, skip_special_tokens=True))
+TEXT = text_decoder(TOK)
 
 
 def batch(n: int, **kw: object) -> BatchSampling:
@@ -81,7 +79,7 @@ def test_a_row_draws_the_same_alone_or_in_a_batch() -> None:
 @given(st.text(max_size=40))
 def test_streamed_text_is_complete_characters_and_round_trips(text: str) -> None:
     ids = TOK.encode(text, add_special_tokens=False).ids
-    dec = IncrementalDecoder(decode)
+    dec = TEXT.stream()
     parts = [dec.push(i) for i in ids] + [dec.flush()]
     assert "".join(parts) == text
     assert all("\ufffd" not in p for p in parts) or "\ufffd" in text
@@ -90,7 +88,7 @@ def test_streamed_text_is_complete_characters_and_round_trips(text: str) -> None
 def test_multibyte_characters_wait_for_their_last_byte() -> None:
     ids = TOK.encode("é🙂", add_special_tokens=False).ids
     assert len(ids) == 6  # 2 + 4 bytes
-    dec = IncrementalDecoder(decode)
+    dec = TEXT.stream()
     assert [dec.push(i) for i in ids] == ["", "é", "", "", "", "🙂"]
 
 
