@@ -13,6 +13,7 @@ from ccgw.commands import (
     doctor,
     evidence,
     ledger,
+    model,
     ops,
     proxy,
     release,
@@ -32,5 +33,6 @@ MODULES: tuple[ModuleType, ...] = (
     release,
     evidence,
     doctor,
+    model,
     config,
 )
