@@ -22,8 +22,17 @@ FORBIDDEN = {
     "verify": {"client", "gateway", "enclave", "simtee", "ccgw", "torch", "pynvml", "grpc"},
     "client": {"gateway", "enclave", "simtee", "ccgw", "torch", "pynvml"},
     "gateway": {"enclave", "client", "simtee", "ccgw", "torch"},
-    # transformers / sentence-transformers are test-only references for the engine's parity tests
-    "enclave": {"gateway", "client", "simtee", "ccgw", "transformers", "sentence_transformers"},
+    # transformers / sentence-transformers are test-only references for the engine's parity tests;
+    # GGUF is parsed only by the importer (ccgw.modelimport), never inside the worker
+    "enclave": {
+        "gateway",
+        "client",
+        "simtee",
+        "ccgw",
+        "transformers",
+        "sentence_transformers",
+        "gguf",
+    },
     "simtee": {"gateway", "client", "ccgw"},
 }
 
