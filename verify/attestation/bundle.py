@@ -35,7 +35,7 @@ from typing import Any
 
 from ccgw.protos.ccgw.v1 import common_pb2 as pb
 from ccgw.verify import binding, limits
-from ccgw.verify.attestation import nvidia, sevsnp, tdx, validate
+from ccgw.verify.attestation import azure_hcl, nvidia, sevsnp, tdx, validate
 from ccgw.verify.attestation.policy import Policy
 from ccgw.verify.attestation.report import AttestationReport, ReportBuilder
 from ccgw.verify.attestation.roots import Root, RootStore
@@ -145,9 +145,14 @@ def _cpu(
 ) -> tuple[bytes, Root, dict[str, Any]]:
     """Step 2 and the CPU half of step 6. Returns report_data, the root and the worker claims."""
     if bundle.platform == pb.SEV_SNP:
+        envelope: azure_hcl.HclEnvelope | None = None
         try:
+            raw = bundle.cpu_report
+            if azure_hcl.is_envelope(raw):
+                envelope = azure_hcl.parse_envelope(raw)
+                raw = envelope.snp_report
             snp = sevsnp.verify_report(
-                bundle.cpu_report,
+                raw,
                 list(bundle.cpu_certs),
                 roots.for_platform(policy.accepted_roots, "sev-snp"),
                 now,
@@ -156,9 +161,13 @@ def _cpu(
             _stage(b, exc, _CPU)
             raise _Stop from exc
         rep = snp.report
-        b.passed("cpu.report", f"SEV-SNP report v{rep.version} ({snp.product or 'simulated'})")
+        wrapped = " in Azure's paravisor (HCL) envelope" if envelope else ""
+        b.passed(
+            "cpu.report", f"SEV-SNP report v{rep.version} ({snp.product or 'simulated'}){wrapped}"
+        )
         b.passed("cpu.chain", f"{rep.signing_key.upper()} → {snp.root.name}")
         b.passed("cpu.signature", f"ECDSA P-384 by the {rep.signing_key.upper()}")
+        report_data = _paravisor(b, envelope, rep.report_data, policy)
         validate.snp_checks(b, snp, policy)
         b.skipped("cpu.collateral", "AMD publishes no TCB status collateral (cpu.tcb is the rule)")
         validate.revocation(b, "cpu.revocation", [snp.chain], col, now)
@@ -175,7 +184,7 @@ def _cpu(
             vmpl=rep.vmpl,
             host_data=rep.host_data.hex(),
         )
-        return rep.report_data, snp.root, claims
+        return report_data, snp.root, claims
     if bundle.platform != pb.TDX:
         err = MalformedError(f"evidence platform {bundle.platform} is not supported")
         b.failed("cpu.report", err)
@@ -214,6 +223,36 @@ def _cpu(
         tcb_status=status,
     )
     return body.report_data, td.root, claims
+
+
+def _paravisor(
+    b: ReportBuilder,
+    envelope: azure_hcl.HclEnvelope | None,
+    report_data: bytes,
+    policy: Policy,
+) -> bytes:
+    """cpu.paravisor, and the 64 bytes that bind the worker's keys: REPORT_DATA itself, or — for a
+    report Azure's paravisor requested — the guest's user-data inside the runtime claims whose
+    hash REPORT_DATA holds (verify.attestation.azure_hcl)."""
+    if envelope is None:
+        b.passed("cpu.paravisor", "the guest's own report (no paravisor)")
+        return report_data
+    try:
+        envelope.check_report_data(report_data)
+        user_data = envelope.user_data()
+    except VerifyError as exc:
+        b.failed("binding.keys", exc)
+        raise _Stop from exc
+    allowed = "accepted by the policy (sev_snp.allow_azure_paravisor)"
+    b.skipped(
+        "cpu.paravisor",
+        "Azure's paravisor (HCL) requested the report: the launch measurement covers the "
+        "paravisor, not the worker image, and the guest is measured only into the vTPM, which "
+        "ccgw does not verify",
+        "Azure HCL envelope",
+        allowed if policy.snp_allow_azure_paravisor else "the guest's own report",
+    )
+    return user_data
 
 
 _GPU = ("gpu.report", "gpu.chain", "gpu.signature", "gpu.nonce")

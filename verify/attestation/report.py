@@ -52,6 +52,7 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("cpu.chain", _H, "CPU certificate chain to a pinned vendor root", True),
     CheckSpec("cpu.signature", _H, "CPU report signature", True),
     CheckSpec("cpu.debug", _H, "debug off, guest policy allowed", True),
+    CheckSpec("cpu.paravisor", _H, "the guest's own CPU report, no paravisor in between"),
     CheckSpec("cpu.tcb", _H, "TCB at or above the policy minimum"),
     CheckSpec("cpu.collateral", _H, "TCB status from signed vendor collateral"),
     CheckSpec("cpu.revocation", _H, "CPU certificates not revoked (CRLs)"),
