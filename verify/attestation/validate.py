@@ -192,7 +192,9 @@ def revocation(
     now: datetime,
 ) -> None:
     crls, unparsed = col.parsed_crls
-    results = [crl.check_chain(p, crls, now) for p in paths]
+    responses, bad_ocsp = col.parsed_ocsp
+    unparsed = (*unparsed, *bad_ocsp)
+    results = [crl.check_chain(p, crls, now, responses) for p in paths]
     seen = " | ".join(r.describe() for r in results)
     revoked = [c for r in results for c in r.revoked]
     unchecked = [c for r in results for c in r.unchecked]
@@ -200,13 +202,13 @@ def revocation(
         problems = [f"{c.subject} is revoked ({c.why})" for c in revoked]
         b.failed(cid, ChainError("; ".join(problems)), seen, "no certificate revoked", problems)
     elif not any(r.certs for r in results):
-        b.skipped(cid, "no certificate in the chain publishes a CRL", seen)
+        b.skipped(cid, "no certificate in the chain publishes a CRL or an OCSP responder", seen)
     elif unchecked:
         why = "; ".join(f"{c.subject}: {c.why}" for c in unchecked)
-        extra = f" (CRLs that do not parse: {'; '.join(unparsed)})" if unparsed else ""
-        b.skipped(cid, f"revocation not checked for {why}{extra}", seen, "current CRLs")
+        extra = f" (collateral that does not parse: {'; '.join(unparsed)})" if unparsed else ""
+        b.skipped(cid, f"revocation not checked for {why}{extra}", seen, "current CRLs / OCSP")
     else:
-        b.passed(cid, seen, "current CRLs, no certificate revoked")
+        b.passed(cid, seen, "current CRLs / OCSP responses, no certificate revoked")
 
 
 def gpu_measurements(
