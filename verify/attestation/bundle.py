@@ -300,7 +300,8 @@ def _gpus(
     b.passed("gpu.signature", "ECDSA P-384 by each GPU's attestation key")
     b.passed("gpu.nonce", "each GPU report answers the bundle's nonce")
     b.passed("gpu.cc_mode", f"{n} verified report(s): NVML serves them only in CC mode")
-    validate.revocation(b, "gpu.revocation", [g.chain for g in gpus], col, now)
+    rim_paths = validate.rim_signing_paths(gpus, policy.gpu_rims, roots.rim_root(), now)
+    validate.revocation(b, "gpu.revocation", [*(g.chain for g in gpus), *rim_paths], col, now)
     validate.gpu_measurements(b, gpus, policy, roots.rim_root(), now)
     return gpus
 

@@ -22,6 +22,7 @@ root.real — the evidence chains to a real vendor root, not the simulated TEE.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -242,6 +243,30 @@ def gpu_measurements(
         required.append("pinned values")
         problems += _pinned_gpu_problems(gpus, policy)
     _record(b, "gpu.measurements", problems, seen, "; ".join(required))
+
+
+def rim_signing_paths(
+    gpus: Sequence[VerifiedGpu],
+    rim_files: Sequence[bytes],
+    rim_root: x509.Certificate | None,
+    now: datetime,
+) -> list[tuple[x509.Certificate, ...]]:
+    """The verified signing paths of the RIMs that apply to these GPUs (their driver and VBIOS),
+    so their signers' revocation is checked with the GPUs' (gpu.revocation). A RIM that does not
+    verify is left to gpu.measurements, which reports it."""
+    if rim_root is None or not rim_files:
+        return []
+    rims = []
+    for data in rim_files:
+        with contextlib.suppress(VerifyError):
+            rims.append(rim.verify_rim(data, rim_root, now))
+    used: dict[str, tuple[x509.Certificate, ...]] = {}
+    for g in gpus:
+        for version in (g.report.driver_version, g.report.vbios_version):
+            chosen = rim.select(rims, version)
+            if chosen is not None and chosen.chain:
+                used[chosen.sha256] = chosen.chain
+    return list(used.values())
 
 
 def _rim_problems(
