@@ -72,9 +72,15 @@ def test_published_envelope_parses_field_by_field() -> None:
     # 2022: no user-data in the claims yet, so nothing could bind a worker's keys.
     with pytest.raises(BindingError, match="no user-data"):
         env.user_data()
-    # Its inner report predates the versions the ABI defines, and is refused by name.
+    # Its inner report is version 1 (firmware of 2022): every field parses as that version does.
+    rep = sevsnp.parse_report(env.snp_report)
+    assert (rep.version, rep.vmpl, rep.signing_key, rep.debug_allowed) == (1, 0, "vcek", False)
+    assert rep.reported_tcb.components() == {"bootloader": 2, "tee": 0, "snp": 2, "microcode": 55}
+    assert rep.committed_tcb.raw == 0 and rep.launch_tcb.raw == 0
+    bad = bytearray(env.snp_report)
+    bad[0x1F0] = 1  # a field version 1 does not define
     with pytest.raises(MalformedError, match="version 1"):
-        sevsnp.parse_report(env.snp_report)
+        sevsnp.parse_report(bytes(bad))
     # The published fixture's REPORT_DATA is not the hash of the claims it carries: detected.
     with pytest.raises(BindingError, match="runtime claims"):
         env.check_report_data(env.snp_report[0x50:0x90])
