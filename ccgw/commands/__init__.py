@@ -18,6 +18,7 @@ from ccgw.commands import (
     proxy,
     release,
     run,
+    vendor,
     verify,
 )
 
@@ -30,6 +31,7 @@ MODULES: tuple[ModuleType, ...] = (
     audit,
     attest,
     verify,
+    vendor,
     release,
     evidence,
     doctor,
