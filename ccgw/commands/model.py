@@ -22,13 +22,13 @@ def register(sub: Subparsers) -> None:
         help="convert a GGUF file (Llama architecture) into a model folder a worker loads",
         description=__doc__,
     )
-    imp.add_argument("gguf", type=Path, metavar="FILE.gguf")
+    imp.add_argument("gguf", type=Path, metavar="FILE.gguf", help="the GGUF file to convert")
     imp.add_argument(
         "dir", type=Path, metavar="DIR", help="new folder (must not exist, or be empty)"
     )
     imp.set_defaults(func=_import)
     dig = msub.add_parser("digest", help="print the digest a worker's --model NAME=DIR@SHA256 pins")
-    dig.add_argument("dir", type=Path, metavar="DIR")
+    dig.add_argument("dir", type=Path, metavar="DIR", help="a model folder")
     dig.set_defaults(func=_digest)
 
 
