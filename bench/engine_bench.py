@@ -395,8 +395,11 @@ def bench_real(a: argparse.Namespace) -> None:
             got: dict[str, dict[str, float] | str] = {
                 "ccgw": ccgw_real(d, imported.sha256, text, a.dtype),
                 "hf": hf_real(d, ids, a.dtype),
-                "llama.cpp": llama_cpp_real(gguf, ids),
             }
+            try:
+                got["llama.cpp"] = llama_cpp_real(gguf, ids)
+            except Exception as exc:  # a broken build is a row that says so, not a crash
+                got["llama.cpp"] = f"llama.cpp failed: {type(exc).__name__}: {exc}"[:120]
             for impl, vals in got.items():
                 if isinstance(vals, str):
                     notes[impl] = vals
