@@ -105,7 +105,7 @@ def _open_store(config: Any, sync: str) -> Any:
         return store
     store = open_store(config.db_path)
     if sync != "FULL":
-        store.backend._w.execute("PRAGMA synchronous=NORMAL")
+        store.backend.durable_sync = "NORMAL"
     if sync == "INLINE":
         backend = store.backend
 

@@ -142,8 +142,10 @@ class PostgresBackend:
         self._ledger_lock = lock_mode == "ledger"
         self._group: GroupCommit[_Tx] = GroupCommit(self.run_batch, write_batch_max)
 
-    def run_batch(self, fns: list[Callable[[_Tx], Any]]) -> list[Outcome]:
-        """Writes in one transaction behind the ledger lock, each in its own savepoint."""
+    def run_batch(self, fns: list[Callable[[_Tx], Any]], durable: bool = True) -> list[Outcome]:
+        """Writes in one transaction behind the ledger lock, each in its own savepoint. Always
+        committed durably: `durable` is ignored here, since the database can fail without the
+        gateway (a reservation lost under a running job would fail its settle; ADR 11)."""
 
         def batch(tx: _Tx) -> list[Outcome]:
             tx.run(_LEDGER_LOCK)  # batches of all replicas, one at a time: no lock cycles
@@ -191,9 +193,9 @@ class PostgresBackend:
     def read_now(self, fn: Callable[[_Tx], T]) -> T:
         return self._run(fn, read_only=True)
 
-    async def write(self, fn: Callable[[_Tx], T]) -> T:
+    async def write(self, fn: Callable[[_Tx], T], durable: bool = True) -> T:
         if self._mode == "group":
-            return await self._group.submit(fn)
+            return await self._group.submit(fn, durable)
         return await asyncio.get_running_loop().run_in_executor(
             self._executor, self._run, fn, False
         )
