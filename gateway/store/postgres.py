@@ -7,6 +7,10 @@
   fastest; `lock_mode="ledger"` / `"account"` keep those two for that benchmark only;
 - rows a write will change are still read FOR UPDATE (gateway.store.rules' lock order), and its
   writes travel in one pipeline;
+- a write the rules refuse before it wrote anything (the rules read and decide first, then write in
+  one pipeline) leaves its batch's transaction as it was, so a batch runs without a savepoint per
+  write (two round trips each); only when a write fails after writing, or the database refuses a
+  statement, is the batch rolled back and run again with one savepoint per write;
 - connections come from a pool (`pool_connections_max`), each used by one thread at a time;
 - reads run as REPEATABLE READ, READ ONLY transactions: one snapshot per call;
 - a transaction that deadlocks or fails to serialise is retried at most `RETRIES_MAX` times.
@@ -46,6 +50,7 @@ def _pg(q: str) -> str:
 class _Tx:
     def __init__(self, cur: psycopg.Cursor[Any], ledger_lock: bool) -> None:
         self._cur, self._ledger_lock = cur, ledger_lock
+        self.wrote = False  # a statement that may change rows was sent (run, many, batch)
 
     def one(self, q: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         self._cur.execute(_pg(q), params)
@@ -60,14 +65,17 @@ class _Tx:
         return self._cur.fetchall()
 
     def batch(self) -> AbstractContextManager[Any]:
+        self.wrote = True
         return self._cur.connection.pipeline()
 
     def run(self, q: str, params: Sequence[Any] = ()) -> int:
+        self.wrote = True
         self._cur.execute(_pg(q), params)
         return int(self._cur.rowcount)
 
     def many(self, q: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
+        self.wrote = True
         if rows:
             self._cur.executemany(_pg(q), rows)
 
@@ -125,6 +133,11 @@ class _Pool:
 _LEDGER_LOCK = "SELECT pg_advisory_xact_lock(hashtext('ccgw-ledger'))"
 
 
+class _NeedsSavepoints(Exception):
+    """A write failed after writing (or the database refused a statement): run the batch again,
+    one savepoint per write."""
+
+
 class PostgresBackend:
     shared = True
 
@@ -147,11 +160,33 @@ class PostgresBackend:
         committed durably: `durable` is ignored here, since the database can fail without the
         gateway (a reservation lost under a running job would fail its settle; ADR 11)."""
 
-        def batch(tx: _Tx) -> list[Outcome]:
+        def optimistic(tx: _Tx) -> list[Outcome]:
             tx.run(_LEDGER_LOCK)  # batches of all replicas, one at a time: no lock cycles
+            return [self._unguarded(tx, fn) for fn in fns]
+
+        def guarded(tx: _Tx) -> list[Outcome]:
+            tx.run(_LEDGER_LOCK)
             return [self._one(tx, fn) for fn in fns]
 
-        return self._run(batch, read_only=False)
+        try:
+            return self._run(optimistic, read_only=False)
+        except _NeedsSavepoints:
+            return self._run(guarded, read_only=False)
+
+    @staticmethod
+    def _unguarded(tx: _Tx, fn: Callable[[_Tx], Any]) -> Outcome:
+        """A write without a savepoint: its refusal is its caller's only if it changed nothing."""
+        tx.wrote = False
+        try:
+            return Outcome(fn(tx))
+        except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
+            raise  # the whole batch is retried
+        except psycopg.Error as exc:  # the transaction is aborted: nothing of it can commit
+            raise _NeedsSavepoints from exc
+        except Exception as exc:  # handed to this write's caller unless it wrote
+            if tx.wrote:
+                raise _NeedsSavepoints from exc
+            return Outcome(error=exc)
 
     @staticmethod
     def _one(tx: _Tx, fn: Callable[[_Tx], Any]) -> Outcome:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import struct
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from ccgw.gateway.store.sqlite import SqliteBackend
 from ccgw.gateway.store.sqlstore import SqlStore
 from ccgw.verify import log_entries as le
 from ccgw.verify.prices import DEFAULT_SCHEDULE
-from tests.support.ledger import EVIDENCE, OPERATOR, OPERATOR_PUB, job, receipt
+from tests.support import pg
+from tests.support.ledger import EVIDENCE, OPERATOR, OPERATOR_PUB, job, open_test_store, receipt
 
 DEPOSIT = 10_000
 PRAGMA_NORMAL, PRAGMA_FULL = 1, 2
@@ -185,3 +187,49 @@ async def test_a_refused_reservation_still_commits_its_batch(tmp_path: Path, dur
         assert await s.balance("client:c") == (DEPOSIT + (1 if durable else 0) - 800, 800)
     finally:
         await s.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
+    s, schema = open_test_store(request.param, tmp_path)
+    await s.ensure_schedule(lambda i: le.price_schedule(OPERATOR, DEFAULT_SCHEDULE))
+    await s.append(le.deposit(OPERATOR, "client:c", DEPOSIT, "d1"))
+    yield s
+    await s.close()
+    if schema:
+        pg.drop_schema(schema)
+
+
+async def test_each_write_of_a_batch_fails_alone(any_store: SqlStore) -> None:
+    """PostgreSQL runs a batch without savepoints while every refusal comes before any write;
+    a write that fails after writing, or a statement the database refuses, sends the batch back
+    with one savepoint per write. Either way only the failed write is undone."""
+    s, b = any_store, any_store.backend
+
+    def wrote_then_failed(tx: Any) -> None:
+        tx.run("INSERT INTO checkpoints (size, text) VALUES (?, ?)", (7, "half-done"))
+        raise ValueError("refused after writing")
+
+    def database_refuses(tx: Any) -> None:
+        tx.run("INSERT INTO checkpoints (size, text) VALUES (?, ?)", (8, None))  # NOT NULL
+
+    for failing in (None, wrote_then_failed, database_refuses):
+        base = 10 * (0 if failing is None else 1 if failing is wrote_then_failed else 2)
+        extra = [] if failing is None else [b.write(failing)]
+        results = await asyncio.gather(
+            s.hold(job(base), "client:c", 100),
+            s.hold(job(base + 1), "client:c", DEPOSIT),  # refused before writing anything
+            *extra,
+            s.settle(job(base), receipt_jws=receipt(base), evidence_sha256=EVIDENCE),
+            s.hold(job(base + 2), "client:c", 100),
+            return_exceptions=True,
+        )
+        assert results[0] is None and results[-1] is None, failing
+        assert type(results[1]).__name__ == "InsufficientFunds"
+        if failing is not None:
+            assert isinstance(results[2], Exception), failing
+        assert not isinstance(results[-2], BaseException), failing
+        assert not results[-2].already_settled
+    assert await s.checkpoint(7) is None and await s.checkpoint(8) is None
+    assert await s.balance("client:c") == (DEPOSIT - 3 * 200 - 300, 300)  # 3 settled, 3 held
+    assert await s.log_size() == 2 + 3
