@@ -131,6 +131,7 @@ class _Pool:
 
 
 _LEDGER_LOCK = "SELECT pg_advisory_xact_lock(hashtext('ccgw-ledger'))"
+_ASYNC_COMMIT = "SET LOCAL synchronous_commit TO OFF; "  # this transaction only
 
 
 class _NeedsSavepoints(Exception):
@@ -156,16 +157,18 @@ class PostgresBackend:
         self._group: GroupCommit[_Tx] = GroupCommit(self.run_batch, write_batch_max)
 
     def run_batch(self, fns: list[Callable[[_Tx], Any]], durable: bool = True) -> list[Outcome]:
-        """Writes in one transaction behind the ledger lock, each in its own savepoint. Always
-        committed durably: `durable` is ignored here, since the database can fail without the
-        gateway (a reservation lost under a running job would fail its settle; ADR 11)."""
+        """Writes in one transaction behind the ledger lock. A batch that is not `durable` (hold
+        reservations only) commits with synchronous_commit off: it does not wait for the WAL
+        flush; a crash of the server may drop it, and only with every commit after it (ADR 11)."""
+        # Batches of all replicas, one at a time: no lock cycles (one round trip with the SET).
+        begin = _LEDGER_LOCK if durable else _ASYNC_COMMIT + _LEDGER_LOCK
 
         def optimistic(tx: _Tx) -> list[Outcome]:
-            tx.run(_LEDGER_LOCK)  # batches of all replicas, one at a time: no lock cycles
+            tx.run(begin)
             return [self._unguarded(tx, fn) for fn in fns]
 
         def guarded(tx: _Tx) -> list[Outcome]:
-            tx.run(_LEDGER_LOCK)
+            tx.run(begin)
             return [self._one(tx, fn) for fn in fns]
 
         try:

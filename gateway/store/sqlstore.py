@@ -23,8 +23,8 @@ class Backend(Protocol):
     shared: bool  # other processes may hold (and own the pending holds of) the same database
 
     async def write(self, fn: Callable[[Tx], T], durable: bool = True) -> T:
-        """Group-committed; `durable=False` (reservations only) may commit without fsync where
-        the backend's database cannot fail apart from this process (SQLite)."""
+        """Group-committed; `durable=False` (reservations only) may commit without waiting for
+        the disk when no durable write shares its batch."""
         ...
 
     async def read(self, fn: Callable[[Tx], T]) -> T: ...

@@ -1,4 +1,4 @@
-"""Holds and their releases commit without fsync on SQLite; everything that touches money or the
+"""Holds and their releases commit without waiting for the disk; everything that touches money or the
 log commits durably (ADR 11). These tests pin which writes wait for the disk, and show, for every
 state a power loss can leave behind, that a restart loses and doubles nothing.
 
@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from ccgw.gateway.store.factory import open_store
-from ccgw.gateway.store.sqlite import SqliteBackend
 from ccgw.gateway.store.sqlstore import SqlStore
 from ccgw.verify import log_entries as le
 from ccgw.verify.prices import DEFAULT_SCHEDULE
@@ -28,12 +27,14 @@ from tests.support import pg
 from tests.support.ledger import EVIDENCE, OPERATOR, OPERATOR_PUB, job, open_test_store, receipt
 
 DEPOSIT = 10_000
-PRAGMA_NORMAL, PRAGMA_FULL = 1, 2
 
 
-def _sync_level(tx: Any) -> int:
-    row = tx.one("PRAGMA synchronous")
-    return int(row[0])
+def _waits_for_disk(tx: Any) -> bool:
+    """Inside a write: will this transaction's commit wait for the disk?"""
+    try:
+        return str(tx.one("SHOW synchronous_commit")[0]) == "on"  # PostgreSQL
+    except Exception:  # noqa: BLE001 - not PostgreSQL's syntax: SQLite
+        return int(tx.one("PRAGMA synchronous")[0]) == 2  # FULL (NORMAL = 1: no fsync in WAL)
 
 
 async def _new_store(path: Path) -> SqlStore:
@@ -43,49 +44,60 @@ async def _new_store(path: Path) -> SqlStore:
     return s
 
 
-async def test_only_batches_of_reservations_skip_the_fsync(tmp_path: Path) -> None:
-    s = await _new_store(tmp_path / "s.db")
-    b = s.backend
-    assert isinstance(b, SqliteBackend)
-    try:
-        assert await b.write(_sync_level, durable=False) == PRAGMA_NORMAL
-        assert await b.write(_sync_level) == PRAGMA_FULL
-        # Queued together, they share one transaction: one durable write makes it durable.
-        together = await asyncio.gather(
-            b.write(_sync_level, durable=False), b.write(_sync_level), b.write(_sync_level, False)
-        )
-        assert together == [PRAGMA_FULL] * 3
-        # A hold and a void are reservations: alone in their batch, no fsync ...
-        levels: list[bool] = []
-        run_batch = b.run_batch
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
+    s, schema = open_test_store(request.param, tmp_path)
+    await s.ensure_schedule(lambda i: le.price_schedule(OPERATOR, DEFAULT_SCHEDULE))
+    await s.append(le.deposit(OPERATOR, "client:c", DEPOSIT, "d1"))
+    yield s
+    await s.close()
+    if schema:
+        pg.drop_schema(schema)
 
-        def spy(fns: list[Any], durable: bool = True) -> Any:
-            levels.append(durable)
-            return run_batch(fns, durable)
 
-        b.run_batch = spy  # type: ignore[method-assign]
-        b._group._run_batch = spy
-        await s.hold(job(0), "client:c", 500)
-        await s.void(job(0))
-        assert levels == [False, False]
-        # ... and a settle, an append and the start-up release always wait for the disk.
-        levels.clear()
-        await s.hold(job(1), "client:c", 500)
-        await s.settle(job(1), receipt_jws=receipt(1), evidence_sha256=EVIDENCE)
-        await s.append(le.deposit(OPERATOR, "client:c", 1, "d2"))
-        await s.release_orphaned_holds()
-        assert levels == [False, True, True, True]
-        levels.clear()  # a hold queued with a settle is committed durably with it
-        await s.hold(job(2), "client:c", 500)
-        await asyncio.gather(
-            s.hold(job(3), "client:c", 500),
-            s.settle(job(2), receipt_jws=receipt(2), evidence_sha256=EVIDENCE),
-        )
-        assert levels == [False, True]
-        # A durable write after a reservation batch restores FULL on the connection.
-        assert await b.write(_sync_level) == PRAGMA_FULL
-    finally:
-        await s.close()
+async def test_only_batches_of_reservations_skip_the_wait_for_the_disk(
+    any_store: SqlStore,
+) -> None:
+    s = any_store
+    b: Any = s.backend
+    assert await b.write(_waits_for_disk, durable=False) is False
+    assert await b.write(_waits_for_disk) is True
+    # Queued together, they share one transaction: one durable write makes it durable.
+    together = await asyncio.gather(
+        b.write(_waits_for_disk, durable=False),
+        b.write(_waits_for_disk),
+        b.write(_waits_for_disk, False),
+    )
+    assert together == [True] * 3
+    # A hold and a void are reservations: alone in their batch, no wait ...
+    levels: list[bool] = []
+    run_batch = b.run_batch
+
+    def spy(fns: list[Any], durable: bool = True) -> Any:
+        levels.append(durable)
+        return run_batch(fns, durable)
+
+    b._group._run_batch = spy
+    await s.hold(job(0), "client:c", 500)
+    await s.void(job(0))
+    assert levels == [False, False]
+    # ... and a settle, an append and the start-up release always wait for the disk.
+    levels.clear()
+    await s.hold(job(1), "client:c", 500)
+    await s.settle(job(1), receipt_jws=receipt(1), evidence_sha256=EVIDENCE)
+    await s.append(le.deposit(OPERATOR, "client:c", 1, "d2"))
+    await s.release_orphaned_holds()
+    assert levels == [False, True, True, True]
+    levels.clear()  # a hold queued with a settle is committed durably with it
+    await s.hold(job(2), "client:c", 500)
+    await asyncio.gather(
+        s.hold(job(3), "client:c", 500),
+        s.settle(job(2), receipt_jws=receipt(2), evidence_sha256=EVIDENCE),
+    )
+    assert levels == [False, True]
+    # A durable write after a reservation batch waits for the disk again.
+    await s.void(job(3))
+    assert await b.write(_waits_for_disk) is True
 
 
 def _wal_commits(wal: bytes) -> list[int]:
@@ -187,17 +199,6 @@ async def test_a_refused_reservation_still_commits_its_batch(tmp_path: Path, dur
         assert await s.balance("client:c") == (DEPOSIT + (1 if durable else 0) - 800, 800)
     finally:
         await s.close()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
-    s, schema = open_test_store(request.param, tmp_path)
-    await s.ensure_schedule(lambda i: le.price_schedule(OPERATOR, DEFAULT_SCHEDULE))
-    await s.append(le.deposit(OPERATOR, "client:c", DEPOSIT, "d1"))
-    yield s
-    await s.close()
-    if schema:
-        pg.drop_schema(schema)
 
 
 async def test_each_write_of_a_batch_fails_alone(any_store: SqlStore) -> None:
