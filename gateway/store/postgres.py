@@ -53,6 +53,7 @@ class _Tx:
         self.wrote = False  # a statement that may change rows was sent (run, many, batch)
 
     def one(self, q: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        self._note(q)
         self._cur.execute(_pg(q), params)
         row: tuple[Any, ...] | None = self._cur.fetchone()
         return row
@@ -61,8 +62,15 @@ class _Tx:
         return self.one(q + " FOR UPDATE", params)
 
     def all(self, q: str, params: Sequence[Any] = (), lock: bool = False) -> list[tuple[Any, ...]]:
+        self._note(q)
         self._cur.execute(_pg(q + " FOR UPDATE" if lock else q), params)
         return self._cur.fetchall()
+
+    def _note(self, q: str) -> None:
+        """Anything but a plain SELECT read through one()/all() (INSERT ... RETURNING, a CTE
+        that writes) counts as a write."""
+        if q.lstrip()[:6].upper() != "SELECT":
+            self.wrote = True
 
     def batch(self) -> AbstractContextManager[Any]:
         self.wrote = True

@@ -211,11 +211,16 @@ async def test_each_write_of_a_batch_fails_alone(any_store: SqlStore) -> None:
         tx.run("INSERT INTO checkpoints (size, text) VALUES (?, ?)", (7, "half-done"))
         raise ValueError("refused after writing")
 
+    def returned_then_failed(tx: Any) -> None:  # a write through one(): still a write
+        tx.one("INSERT INTO checkpoints (size, text) VALUES (?, ?) RETURNING size", (9, "half"))
+        raise ValueError("refused after writing")
+
     def database_refuses(tx: Any) -> None:
         tx.run("INSERT INTO checkpoints (size, text) VALUES (?, ?)", (8, None))  # NOT NULL
 
-    for failing in (None, wrote_then_failed, database_refuses):
-        base = 10 * (0 if failing is None else 1 if failing is wrote_then_failed else 2)
+    failures = (None, wrote_then_failed, returned_then_failed, database_refuses)
+    for n, failing in enumerate(failures):
+        base = 10 * n
         extra = [] if failing is None else [b.write(failing)]
         results = await asyncio.gather(
             s.hold(job(base), "client:c", 100),
@@ -231,6 +236,7 @@ async def test_each_write_of_a_batch_fails_alone(any_store: SqlStore) -> None:
             assert isinstance(results[2], Exception), failing
         assert not isinstance(results[-2], BaseException), failing
         assert not results[-2].already_settled
-    assert await s.checkpoint(7) is None and await s.checkpoint(8) is None
-    assert await s.balance("client:c") == (DEPOSIT - 3 * 200 - 300, 300)  # 3 settled, 3 held
-    assert await s.log_size() == 2 + 3
+    for size in (7, 8, 9):
+        assert await s.checkpoint(size) is None
+    assert await s.balance("client:c") == (DEPOSIT - 4 * 200 - 400, 400)  # 4 settled, 4 held
+    assert await s.log_size() == 2 + 4
