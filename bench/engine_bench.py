@@ -398,7 +398,7 @@ def bench_real(a: argparse.Namespace) -> None:
             }
             try:
                 got["llama.cpp"] = llama_cpp_real(gguf, ids)
-            except Exception as exc:  # a broken build is a row that says so, not a crash
+            except Exception as exc:  # noqa: BLE001 - a broken build: its row says so
                 got["llama.cpp"] = f"llama.cpp failed: {type(exc).__name__}: {exc}"[:120]
             for impl, vals in got.items():
                 if isinstance(vals, str):
