@@ -298,7 +298,22 @@ def hf_real(d: Path, ids: dict[int, list[int]], dtype: str) -> dict[str, float]:
 
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(d), dtype=DTYPES[dtype]).eval()
 
-    def gen(x: torch.Tensor, n: int) -> float:
+    class FirstToken(transformers.StoppingCriteria):
+        """Never stops generation; notes when the first new token exists (the criteria run
+        after every token, for any batch size), so decode time is measured inside the same
+        generate call instead of by subtracting another call's first step."""
+
+        def __init__(self) -> None:
+            self.at = 0.0
+
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kw: Any) -> torch.Tensor:
+            if not self.at:
+                self.at = time.perf_counter()
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+    def gen(x: torch.Tensor, n: int) -> tuple[float, float]:
+        """(seconds to the first token, seconds from it to the end)"""
+        first = FirstToken()
         t0 = time.perf_counter()
         hf.generate(
             x,
@@ -307,20 +322,20 @@ def hf_real(d: Path, ids: dict[int, list[int]], dtype: str) -> dict[str, float]:
             min_new_tokens=n,
             do_sample=False,
             pad_token_id=0,
+            stopping_criteria=transformers.StoppingCriteriaList([first]),
         )
-        return time.perf_counter() - t0
+        end = time.perf_counter()
+        return first.at - t0, end - first.at
 
     out: dict[str, float] = {}
     with torch.inference_mode():
         one = torch.tensor([ids[REAL_PROMPT]])
         gen(one, 2)  # warm-up
-        out["prefill"] = gen(torch.tensor([ids[REAL_PREFILL]]), 1) * 1e3
+        out["prefill"] = gen(torch.tensor([ids[REAL_PREFILL]]), 1)[0] * 1e3
         for b in BATCHES:
-            x = one.repeat(b, 1)
-            first = gen(x, 1)
-            out[f"decode{b}"] = b * (REAL_NEW - 1) / (gen(x, REAL_NEW) - first)
+            out[f"decode{b}"] = b * (REAL_NEW - 1) / gen(one.repeat(b, 1), REAL_NEW)[1]
         # a burst: all 32 prompts arrive together and HF prefills them as one batch
-        out["burst"] = gen(one.repeat(BURST, 1), 1) * 1e3
+        out["burst"] = gen(one.repeat(BURST, 1), 1)[0] * 1e3
     return out
 
 
