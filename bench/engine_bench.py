@@ -346,7 +346,7 @@ def llama_cpp_real(gguf: Path, ids: dict[int, list[int]]) -> dict[str, float] | 
     try:
         from llama_cpp import Llama
     except ImportError:
-        return "llama-cpp-python is not installed (its source build did not finish here)"
+        return "llama-cpp-python is not installed (pip install llama-cpp-python: a source build)"
     llm = Llama(
         model_path=str(gguf),
         n_ctx=REAL_PREFILL + REAL_NEW + 8,
