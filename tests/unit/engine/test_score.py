@@ -1,0 +1,105 @@
+"""The scoring pass (enclave.engine.score): one teacher-forced pass agrees with what the engine
+generated, reads a substituted token as such, and never disturbs live decoding."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from ccgw.enclave.engine import EngineLimits, Finished, GenerationRequest, TextDelta, load_engine
+from ccgw.enclave.engine.engine import Engine
+from ccgw.verify.consistency import CONSISTENT, INCONSISTENT, Decoding, JobInput
+
+
+async def _run(engine: Engine, req: GenerationRequest) -> tuple[str, Finished]:
+    text, fin = [], None
+    async for ev in engine.generate(req):
+        if isinstance(ev, TextDelta):
+            text.append(ev.text)
+        else:
+            fin = ev
+    assert isinstance(fin, Finished)
+    return "".join(text), fin
+
+
+def _req(prompt: str, n: int = 16, **kw: object) -> GenerationRequest:
+    return GenerationRequest(
+        prompt=prompt,
+        messages=None,
+        max_new_tokens=n,
+        max_input_tokens=256,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _job(req: GenerationRequest) -> JobInput:
+    d = Decoding.of(req.temperature, req.top_p, req.top_k, req.max_new_tokens, req.seed, req.stop)
+    return JobInput(req.prompt, req.messages, req.stop, d)
+
+
+def test_greedy_answer_scores_as_the_argmax_everywhere(tiny_dir: Path) -> None:
+    async def go() -> None:
+        engine = load_engine(tiny_dir, "t", limits=EngineLimits(batch_size_max=2))
+        try:
+            req = _req("The quick brown fox")
+            answer, fin = await _run(engine, req)
+            v, scored = await engine.score(_job(req), answer, fin.finish_reason, fin.output_tokens)
+            assert v.status == CONSISTENT, v.reason
+            assert len(scored.answer) == fin.output_tokens == 16
+            for s in scored.answer:  # float32, same weights: the very same argmax
+                assert s.rank == 0 and s.token == s.top_token
+                assert s.top_logit - s.logit == pytest.approx(0.0, abs=1e-4)
+            # one substituted character: that position, and no earlier one, is named
+            swapped = answer[:5] + ("a" if answer[5] != "a" else "b") + answer[6:]
+            v2, scored2 = await engine.score(
+                _job(req), swapped, fin.finish_reason, fin.output_tokens
+            )
+            assert scored2.answer[5].rank > 0
+            assert v2.status == INCONSISTENT and v2.position == 5
+        finally:
+            await engine.aclose()
+
+    asyncio.run(go())
+
+
+def test_scoring_next_to_live_decoding_changes_no_answer(tiny_dir: Path) -> None:
+    async def go() -> None:
+        engine = load_engine(tiny_dir, "t", limits=EngineLimits(batch_size_max=2))
+        try:
+            req = _req("Lorem ipsum", 24)
+            alone, fin = await _run(engine, req)
+            scores = [
+                engine.score(_job(req), alone, fin.finish_reason, fin.output_tokens)
+                for _ in range(4)
+            ]
+            together = await asyncio.gather(_run(engine, req), *scores)
+            assert together[0][0] == alone
+            assert all(v.status == CONSISTENT for v, _ in together[1:])  # type: ignore[union-attr]
+        finally:
+            await engine.aclose()
+
+    asyncio.run(go())
+
+
+def test_seeded_sampling_is_checked_against_the_draw(tiny_dir: Path) -> None:
+    async def go() -> None:
+        engine = load_engine(tiny_dir, "t")
+        try:
+            req = _req("Seeded", 20, temperature=1.0, seed=1234)
+            answer, fin = await _run(engine, req)
+            v, scored = await engine.score(_job(req), answer, fin.finish_reason, fin.output_tokens)
+            assert v.status == CONSISTENT, v.reason
+            for s in scored.answer:  # the exact draw lands in the claimed token's interval
+                assert s.draw is not None and s.cum_lo is not None and s.cum_hi is not None
+                assert s.cum_lo2 is not None and s.cum_hi2 is not None
+                assert s.cum_lo2 - 1e-4 <= s.draw <= s.cum_hi2 + 1e-4
+            # the same answer under another seed is not what that seed draws
+            other = _job(_req("Seeded", 20, temperature=1.0, seed=99))
+            v2, _ = await engine.score(other, answer, fin.finish_reason, fin.output_tokens)
+            assert v2.status == INCONSISTENT and "seeded draw" in v2.reason
+        finally:
+            await engine.aclose()
+
+    asyncio.run(go())
