@@ -51,10 +51,11 @@ from ccgw.verify.attestation.supplied import Collateral
 from ccgw.verify.binding import evidence_sha256
 from ccgw.verify.checkpoint import Checkpoint
 from ccgw.verify.chunks import ChunkOpener, open_refusal
+from ccgw.verify.consistency import JobInput, commit_salt, job_input_of, receipt_claims
 from ccgw.verify.errors import LogError, VerifyError
 from ccgw.verify.hpke import request_sha256, seal_request
 from ccgw.verify.log_entries import Entry
-from ccgw.verify.receipts import Receipt, verify_job_receipt
+from ccgw.verify.receipts import RECEIPT_VERSION, Receipt, verify_job_receipt
 
 MESSAGE_BYTES_MAX = limits.SEALED_REQUEST_BYTES_MAX + 64 * limits.KIB
 M = TypeVar("M")
@@ -93,6 +94,10 @@ class Answer:
     report: AttestationReport | None = None
     embeddings: list[list[float]] = field(default_factory=list)  # embedding jobs, input order
     worker: TrustedWorker | None = None  # the verified worker that answered
+    # What a spot check or a dispute needs (ADR 14): the committed input and the salt that opens
+    # the receipt's commitments. Held in memory only; `ccgw canary` / `ccgw dispute` write them.
+    job_input: JobInput | None = None
+    commit_salt: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -631,7 +636,11 @@ class _Job:
             self.opener.digest,
             input_tokens=a.usage.input_tokens,
             output_tokens=a.usage.output_tokens,
+            v=RECEIPT_VERSION,
+            **receipt_claims(self.inner, self.header.max_new_tokens, "".join(self.parts)),
         )
+        a.job_input = job_input_of(self.inner, self.header.max_new_tokens)
+        a.commit_salt = commit_salt(bytes(self.inner.response_key))
         a.receipt_jws, a.log_index = jws, log_index
         a.text = "".join(self.parts)
         a.worker_id = self.worker.worker_id

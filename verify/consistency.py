@@ -38,6 +38,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ccgw.protos.ccgw.v1 import common_pb2 as pb
+from ccgw.verify.receipts import Receipt
+
 SALT_LABEL = b"ccgw/v1/commit-salt"
 INPUT_LABEL = b"ccgw/v1/input-commit\0"
 OUTPUT_LABEL = b"ccgw/v1/output-commit\0"
@@ -173,6 +176,45 @@ def output_commit(salt: bytes, answer: str) -> str:
     c = OutputCommitter(salt)
     c.update(answer)
     return c.hexdigest()
+
+
+def decoding_of(inner: pb.InnerRequest, max_tokens: int) -> Decoding:
+    """The decoding parameters of a request, as the worker's engine applies them."""
+    s = inner.sampling
+    seed = s.seed if s.HasField("seed") else None
+    return Decoding.of(s.temperature, s.top_p, s.top_k, max_tokens, seed, tuple(s.stop))
+
+
+def job_input_of(inner: pb.InnerRequest, max_tokens: int) -> JobInput | None:
+    """The committed input of a text job; None for an embedding job (nothing to spot-check)."""
+    kind = inner.WhichOneof("input")
+    if kind not in ("prompt", "chat"):
+        return None
+    return JobInput(
+        inner.prompt if kind == "prompt" else None,
+        tuple((m.role, m.content) for m in inner.chat.messages) if kind == "chat" else None,
+        tuple(inner.sampling.stop),
+        decoding_of(inner, max_tokens),
+    )
+
+
+def receipt_claims(
+    inner: pb.InnerRequest, max_tokens: int, answer_text: str | None
+) -> dict[str, str | int]:
+    """The v3 claims a receipt must carry for this request and answer (the worker signs them,
+    the client checks them). `answer_text` None: the worker fills output_commit itself."""
+    d = decoding_of(inner, max_tokens)
+    job = job_input_of(inner, max_tokens)
+    salt = commit_salt(bytes(inner.response_key))
+    out: dict[str, str | int] = {**asdict(d)}
+    out["input_commit"] = "" if job is None else input_commit(salt, job)
+    if answer_text is not None:
+        out["output_commit"] = "" if job is None else output_commit(salt, answer_text)
+    return out
+
+
+def receipt_decoding(r: Receipt) -> Decoding:
+    return Decoding(r.temperature, r.top_p, r.top_k, r.max_tokens, r.seed, r.stop_count)
 
 
 # -- scores and the rule -------------------------------------------------------------------------

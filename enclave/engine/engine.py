@@ -28,7 +28,7 @@ from ccgw.enclave.engine.api import (
 from ccgw.enclave.engine.loader import ModelDir, load_model
 from ccgw.enclave.engine.model import Transformer
 from ccgw.enclave.engine.scheduler import Job, Scheduler
-from ccgw.enclave.engine.score import Scored, check_answer
+from ccgw.enclave.engine.score import ENGINE_VERSION, Scored, check_answer
 from ccgw.enclave.engine.tokenizer import Tokenizer
 from ccgw.enclave.errors import EngineError, ModelError, RequestRejected, TooLarge
 from ccgw.verify.consistency import JobInput, Tolerance, Verdict
@@ -56,6 +56,7 @@ class Engine:
         self._vocab = model.args.vocab_size
         dtype = next(model.parameters()).dtype
         self.dtype = str(dtype).removeprefix("torch.")
+        self.engine_version = ENGINE_VERSION  # named in receipts (ADR 14)
         model.setup_cache(
             limits.batch_size_max, limits.context_tokens_max, torch.device(device), dtype
         )

@@ -155,6 +155,7 @@ def receipt(**kw: Any) -> Receipt:
     base: dict[str, Any] = {f: "00" for f in Receipt.__dataclass_fields__}
     base.update(v=RECEIPT_VERSION, answer_chunks=1, input_tokens=1, output_tokens=1)
     base.update(started_at_ms=1, finished_at_ms=2)
+    base.update(top_k=0, max_tokens=1, stop_count=0, input_commit="", output_commit="")
     base.update(kw)
     return Receipt(**base)
 
