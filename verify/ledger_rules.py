@@ -32,7 +32,7 @@ from ccgw.verify.prices import PriceSchedule
 
 EXTERNAL = le.EXTERNAL
 # Kinds of transfer in the ledger view; anything else served by a gateway is unknown.
-TRANSFER_KINDS = frozenset({"reward", "deposit", "withdrawal"})
+TRANSFER_KINDS = frozenset({"reward", "deposit", "withdrawal", "reversal"})
 
 
 class RuleViolation(VerifyError):
@@ -90,6 +90,10 @@ class LedgerReader(Protocol):
     def balance(self, account: str) -> int: ...
 
     def seen(self, namespace: str, key: str) -> bool: ...
+
+    def unique_index(self, namespace: str, key: str) -> int | None:
+        """The log index of the entry that took (namespace, key), None if none did."""
+        ...
 
 
 Rule = Callable[[Any, int, LedgerReader], Effects]
@@ -249,6 +253,7 @@ class MemoryLedger:
     operator: bytes
     balances: dict[str, int] = field(default_factory=dict)
     taken: set[tuple[str, str]] = field(default_factory=set)
+    taken_at: dict[tuple[str, str], int] = field(default_factory=dict)
     keys: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     schedules: list[PriceSchedule] = field(default_factory=list)  # in log order
 
@@ -273,10 +278,15 @@ class MemoryLedger:
     def seen(self, namespace: str, key: str) -> bool:
         return (namespace, key) in self.taken
 
-    def record(self, effects: Effects) -> None:
+    def unique_index(self, namespace: str, key: str) -> int | None:
+        return self.taken_at.get((namespace, key))
+
+    def record(self, effects: Effects, index: int = -1) -> None:
+        """Count `effects` of the entry at `index` into the view."""
         for acct, delta in effects.balance_changes().items():
             self.balances[acct] = self.balances.get(acct, 0) + delta
         self.taken.update(effects.unique)
+        self.taken_at.update(dict.fromkeys(effects.unique, index))
         if effects.account_key is not None:
             acct, key = effects.account_key
             self.keys[acct] = (key, self.keys.get(acct, (b"", 0))[1] + 1)
@@ -302,3 +312,8 @@ def seq(index: int, leg: int) -> int:
 def total(balances: Mapping[str, int] | Iterable[tuple[str, int]]) -> int:
     items = balances.items() if isinstance(balances, Mapping) else balances
     return sum(v for _, v in items)
+
+
+# Kinds added by their own modules (log_entries.register + register above), imported last so that
+# every party that applies the rules knows them.
+from ccgw.verify import disputes as _disputes  # noqa: E402, F401
