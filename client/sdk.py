@@ -51,7 +51,15 @@ from ccgw.verify.attestation.supplied import Collateral
 from ccgw.verify.binding import evidence_sha256
 from ccgw.verify.checkpoint import Checkpoint
 from ccgw.verify.chunks import ChunkOpener, open_refusal
-from ccgw.verify.consistency import JobInput, commit_salt, job_input_of, receipt_claims
+from ccgw.verify.consistency import (
+    JobInput,
+    Tolerance,
+    Verdict,
+    commit_salt,
+    job_input_of,
+    receipt_claims,
+)
+from ccgw.verify.disputes import Evidence
 from ccgw.verify.errors import LogError, VerifyError
 from ccgw.verify.hpke import request_sha256, seal_request
 from ccgw.verify.log_entries import Entry
@@ -349,6 +357,14 @@ class Client:
             key = body.public_key
         return key
 
+    async def dispute(self, evidence: bytes) -> gpb.FileDisputeResponse:
+        """File a dispute (ADR 14; verify.disputes.Evidence as JSON, e.g. from `evidence_for`)."""
+        return await self._call(
+            self._stub.FileDispute,
+            gpb.FileDisputeRequest(evidence=evidence),
+            gpb.FileDisputeResponse,
+        )
+
     async def balance(self) -> tuple[int, int]:
         resp = await self._call(
             self._stub.GetBalance, gpb.GetBalanceRequest(), gpb.GetBalanceResponse
@@ -545,6 +561,26 @@ class Client:
         if not left:
             return None
         return min(left, key=lambda w: self._busy.get(w.worker_id, 0) / max(1, w.capacity))
+
+
+def evidence_for(
+    answer: Answer, verdict: Verdict, tolerance: Tolerance, verifier: dict[str, str]
+) -> Evidence:
+    """A dispute's evidence for one of this client's answers and a verifier's verdict on it."""
+    r = answer.receipt
+    if r is None or answer.job_input is None or not answer.commit_salt:
+        raise InvalidInput("only a verified text answer (with its receipt) can be disputed")
+    return Evidence(
+        receipt_jws=answer.receipt_jws,
+        evidence_sha256=r.evidence_sha256,
+        model_digest=r.model_digest,
+        salt=answer.commit_salt,
+        job=answer.job_input,
+        answer=answer.text,
+        verdict=verdict,
+        tolerance=tolerance,
+        verifier=verifier,
+    )
 
 
 def _take_embeddings(piece: cpb.AnswerPiece, into: list[list[float]]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -22,6 +23,7 @@ from ccgw.gateway.auth import Authenticator
 from ccgw.gateway.checkpointer import Checkpointer
 from ccgw.gateway.collateral_cache import CollateralCache
 from ccgw.gateway.config import GatewayConfig
+from ccgw.gateway.disputes import DisputeDesk, Scorer
 from ccgw.gateway.jobs import JobRouter
 from ccgw.gateway.log_service import LogServicer
 from ccgw.gateway.metrics import GatewayMetrics, serve_metrics
@@ -43,7 +45,9 @@ from ccgw.verify.attestation.roots import RootStore
 
 log = structlog.get_logger("gateway.server")
 
-MESSAGE_BYTES_MAX = limits.SEALED_REQUEST_BYTES_MAX + 64 * limits.KIB
+MESSAGE_BYTES_MAX = (
+    max(limits.SEALED_REQUEST_BYTES_MAX, limits.DISPUTE_FILE_BYTES_MAX) + 64 * limits.KIB
+)
 STOP_SETTLE_S = 2.0  # after the server stopped: time for cancelled jobs to release their holds
 
 
@@ -120,7 +124,10 @@ async def start_gateway(
     store: Store | None = None,
     policy: Policy | None = None,
     roots: RootStore | None = None,
+    verifiers: Mapping[str, Scorer] | None = None,
 ) -> RunningGateway:
+    """`verifiers`: scoring engines by model digest (hex) that re-check disputes (ADR 14; the
+    CLI loads them with `--verifier-model`, since the gateway package never imports torch)."""
     base_policy, base_roots = load_policy(config)
     policy = policy or base_policy
     roots = roots or base_roots
@@ -143,7 +150,9 @@ async def start_gateway(
             write_batch_max=config.limits.db_write_batch_max,
         )
     initial = config.initial_prices
-    if await store.ensure_schedule(lambda i: le.price_schedule(log_key, initial.with_from_index(i))):
+    if await store.ensure_schedule(
+        lambda i: le.price_schedule(log_key, initial.with_from_index(i))
+    ):
         log.info("price_schedule_logged", schedule=le.schedule_json(config.initial_prices))
     released = await store.release_orphaned_holds()
     if released:
@@ -166,6 +175,21 @@ async def start_gateway(
         cache_entries_max=lim.token_cache_entries_max,
     )
     checkpointer = Checkpointer(config, store, log_key)
+
+    def evidence_verifier(bundle: cpb.EvidenceBundle, when: dt.datetime) -> VerifiedWorker:
+        return verify_bundle(bundle, policy, roots, when, collateral=collateral.current())
+
+    desk = DisputeDesk(
+        store,
+        registry,
+        log_key,
+        evidence_verifier,
+        verifiers or {},
+        config.dispute_tolerance,
+    )
+    suspended = await desk.load_suspensions()
+    if suspended:
+        log.warning("workers_suspended_by_disputes", count=suspended)
     router = JobRouter(config, registry, store, checkpointer)
     metrics = GatewayMetrics(registry, router.in_flight, router.held_micro)
     router.metrics = metrics
@@ -179,7 +203,7 @@ async def start_gateway(
     gateway_svc, link_svc, log_svc = SERVICES
     add_service(
         server,
-        GatewayServicer(config, auth, registry, router, link, store, collateral),
+        GatewayServicer(config, auth, registry, router, link, store, collateral, desk),
         gateway_svc,
     )
     add_service(server, WorkerLinkServicer(auth, link), link_svc)

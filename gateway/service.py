@@ -16,6 +16,7 @@ import structlog
 from ccgw.gateway.auth import Authenticator, Principal
 from ccgw.gateway.collateral_cache import CollateralCache
 from ccgw.gateway.config import GatewayConfig
+from ccgw.gateway.disputes import DisputeDesk
 from ccgw.gateway.errors import BadRequest, NotFound
 from ccgw.gateway.jobs import JobRouter
 from ccgw.gateway.quotas import RateLimiter
@@ -54,8 +55,10 @@ class GatewayServicer(ggrpc.GatewayServicer):
         link: WorkerLink,
         store: Store,
         collateral: CollateralCache | None = None,
+        disputes: DisputeDesk | None = None,
     ) -> None:
         self._config, self._auth, self._registry = config, auth, registry
+        self._disputes = disputes
         self._router, self._link, self._store = router, link, store
         self._collateral = collateral or CollateralCache(None)
         lim = config.limits
@@ -163,6 +166,27 @@ class GatewayServicer(ggrpc.GatewayServicer):
         _check_worker_id(request.worker_id)
         in_flight = self._link.drain(self._registry.get(request.worker_id))
         return gpb.DrainWorkerResponse(in_flight=in_flight)
+
+    @unary
+    async def FileDispute(
+        self, request: gpb.FileDisputeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gpb.FileDisputeResponse:
+        p = self._principal(context, "client", "admin")
+        if self._disputes is None:
+            raise NotFound("this gateway takes no disputes")
+        if len(request.evidence) > limits.DISPUTE_FILE_BYTES_MAX:
+            raise BadRequest(f"a dispute is at most {limits.DISPUTE_FILE_BYTES_MAX} bytes")
+        index, outcome, verdict, worker, again = await self._disputes.file(
+            p.account, p.role == "admin", bytes(request.evidence)
+        )
+        return gpb.FileDisputeResponse(
+            log_index=index,
+            outcome=outcome,
+            position=verdict.answer_tokens if verdict.position is None else verdict.position,
+            reason=verdict.reason,
+            worker_id=worker,
+            already_logged=again,
+        )
 
 
 class WorkerLinkServicer(wgrpc.WorkerLinkServicer):

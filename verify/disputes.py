@@ -81,6 +81,7 @@ class Evidence:
             },
             sort_keys=True,
             indent=1,
+            ensure_ascii=False,
         ).encode()
 
     @classmethod

@@ -91,5 +91,5 @@ KERNEL_CMDLINE_BYTES_MAX: Final = 4 * KIB
 VCPUS_MAX: Final = 512
 
 # Spot checks and disputes (verify/consistency.py, verify/disputes.py; ADR 14).
-DISPUTE_FILE_BYTES_MAX: Final = 4 * MIB  # a dispute's evidence: receipt, input, answer, verdict
+DISPUTE_FILE_BYTES_MAX: Final = 2 * MIB  # a dispute's evidence: receipt, input, answer, verdict
 DISPUTE_REASON_BYTES_MAX: Final = 256  # the verdict's reason, as logged

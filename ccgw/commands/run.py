@@ -71,6 +71,20 @@ def register(sub: Subparsers) -> None:
         default=None,
         help="vendor CRLs / Intel TCB info kept here are used and handed to clients",
     )
+    g.add_argument(
+        "--verifier-model",
+        type=Path,
+        action="append",
+        default=[],
+        help="model directory the gateway re-scores disputes with (repeatable; needs the worker "
+        "extra); disputes over other weights are recorded as claimed only",
+    )
+    g.add_argument(
+        "--verifier-dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="dtype of the dispute verifier engines",
+    )
     g.set_defaults(func=_gateway)
 
     w = sub.add_parser("worker", help="run a worker")
@@ -145,14 +159,14 @@ def _gateway(args: argparse.Namespace) -> int:
     )
 
     async def serve() -> None:
+        verifiers = await load_verifiers(args.verifier_model, args.verifier_dtype)
         try:
-            gw = await start_gateway(config)
+            gw = await start_gateway(config, verifiers=verifiers)
         except RuntimeError as exc:
             if "bind" not in str(exc).lower():
                 raise
             raise CliError(
-                f"cannot listen on {args.listen} (is the address this machine's and the port "
-                "free?)"
+                f"cannot listen on {args.listen} (is the address this machine's and the port free?)"
             ) from None
         tune_gc_for_serving()
         print(f"gateway listening on port {gw.port}", flush=True)
@@ -161,6 +175,21 @@ def _gateway(args: argparse.Namespace) -> int:
 
     asyncio.run(serve())
     return 0
+
+
+async def load_verifiers(dirs: list[Path], dtype: str) -> dict[str, Any]:
+    """A scoring engine per model directory, keyed by its weights' digest (ADR 14)."""
+    if not dirs:
+        return {}
+    from ccgw.enclave.engine import EngineLimits, load_engine  # torch: the worker extra
+
+    out: dict[str, Any] = {}
+    for d in dirs:
+        engine = await asyncio.to_thread(
+            load_engine, d, d.name, dtype=dtype, limits=EngineLimits(batch_size_max=1)
+        )
+        out[engine.model_sha256.hex()] = engine
+    return out
 
 
 def _check_public_key(path: Path) -> None:

@@ -140,6 +140,10 @@ class Store(Protocol):
         """(log size, at most `limit` accounts named after `after`, by name), one snapshot."""
         ...
 
+    async def unique_keys(self, namespace: str) -> list[str]:
+        """Every key taken in `namespace` (e.g. the workers disputes suspended), in log order."""
+        ...
+
     async def account_key_entries(self, account: str) -> list[int]:
         """Log indexes of the account's account_key entries, in order."""
         ...

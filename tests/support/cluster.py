@@ -121,7 +121,10 @@ def vendor() -> SimulatedVendor:
 
 @contextlib.asynccontextmanager
 async def cluster(
-    tmp_path: Path, limits: GatewayLimits | None = None, **cfg: Any
+    tmp_path: Path,
+    limits: GatewayLimits | None = None,
+    verifiers: Mapping[str, Any] | None = None,
+    **cfg: Any,
 ) -> AsyncIterator[Cluster]:
     key = Ed25519PrivateKey.generate()
     v = vendor()
@@ -138,7 +141,7 @@ async def cluster(
         limits=limits or GatewayLimits(),
         **cfg,
     )
-    gw = await start_gateway(config)
+    gw = await start_gateway(config, verifiers=verifiers)
     c = Cluster(gateway=gw, auth_key=key, vendor=v)
     try:
         yield c

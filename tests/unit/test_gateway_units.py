@@ -112,6 +112,7 @@ def _session(wid: str, *, jobs: int = 0, cap: int = 4, region: str = "", **kw: A
         region=region,
         closed=False,
         draining=False,
+        suspended=False,
         attested_at_s=time.monotonic(),
         verified=SimpleNamespace(models={"m": b""}),
     )
@@ -130,6 +131,7 @@ def test_routing_filters_and_orders_workers() -> None:
         _session("draining", draining=True),
         _session("stale", attested_at_s=time.monotonic() - 61),
         _session("closed", closed=True),
+        _session("suspended", suspended=True),  # by a reproduced dispute (ADR 14)
         _session("other", verified=SimpleNamespace(models={"x": b""})),
     ]
     assert [s.worker_id for s in rank(ws, "m", config)] == ["idle", "eu", "busy", "full"]

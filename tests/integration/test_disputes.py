@@ -1,0 +1,160 @@
+"""Disputes end to end (ADR 14): a worker serving other weights under the pinned digest is caught
+by one scoring pass, the dispute verifies at the gateway, reverses the reward, suspends the
+worker, and the auditor recomputes all of it from the log; forged disputes are refused."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import grpc
+import pytest
+
+from ccgw.client.sdk import Answer, Client, GatewayRefused, evidence_for
+from ccgw.enclave.engine import load_engine
+from ccgw.enclave.engine.engine import Engine
+from ccgw.enclave.engine.tiny import write_tiny_model
+from ccgw.verify.consistency import INCONSISTENT, Tolerance, Verdict
+from ccgw.verify.digests import model_dir_sha256
+from tests.integration.test_audit import audit, kinds
+from tests.support.cheats import Cheat
+from tests.support.cluster import Cluster, cluster
+
+TOL = Tolerance()
+PROMPTS = ("The capital of France", "Once upon a time", "def main():", "1, 2, 3,")
+
+
+async def _verdict(verifier: Engine, a: Answer) -> Verdict:
+    assert a.receipt is not None and a.job_input is not None
+    v, _ = await verifier.score(a.job_input, a.text, a.finish_reason, a.receipt.output_tokens, TOL)
+    return v
+
+
+def _file(a: Answer, v: Verdict) -> bytes:
+    return evidence_for(a, v, TOL, {"engine_version": "test", "dtype": "float32"}).to_json()
+
+
+async def _setup(c: Cluster, worker_engine: object) -> Client:
+    await c.add_worker({"tiny": worker_engine})  # type: ignore[dict-item]
+    await c.deposit("client:alice", 10_000_000)
+    await c.deposit("client:bob", 10_000_000)
+    return c.client()
+
+
+async def test_other_weights_under_the_pinned_digest_are_caught_reversed_and_suspended(
+    tmp_path: Path,
+) -> None:
+    pinned = write_tiny_model(tmp_path / "pinned", seed=0)
+    other = write_tiny_model(tmp_path / "other", seed=1)
+    digest = model_dir_sha256(pinned)
+    verifier = load_engine(pinned, "tiny", expected_sha256=digest)
+    cheat = load_engine(other, "tiny")
+    cheat.model_sha256 = digest  # the lie: other weights under the pinned digest
+    try:
+        async with cluster(tmp_path, verifiers={digest.hex(): verifier}) as c:
+            client = await _setup(c, cheat)
+            answers = [await client.complete("tiny", prompt=p, max_new_tokens=16) for p in PROMPTS]
+            verdicts = [await _verdict(verifier, a) for a in answers]
+            assert all(v.status == INCONSISTENT for v in verdicts)  # every one is caught
+            assert all(v.position is not None and v.position < 4 for v in verdicts)
+            a, v = answers[0], verdicts[0]
+            paid, _ = await client.balance()
+
+            # forged disputes first: each refused, nothing logged
+            for forged in (
+                dataclasses.replace(evidence_for(a, v, TOL, {}), answer=a.text + "!"),
+                dataclasses.replace(
+                    evidence_for(a, v, TOL, {}), receipt_jws=answers[1].receipt_jws
+                ),
+                dataclasses.replace(
+                    evidence_for(a, v, TOL, {}),
+                    job=dataclasses.replace(a.job_input, prompt="another prompt"),  # type: ignore[type-var]
+                ),
+            ):
+                with pytest.raises(GatewayRefused) as err:
+                    await client.dispute(forged.to_json())
+                assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+            with pytest.raises(GatewayRefused) as other_acct:  # bob may not dispute alice's job
+                await c.client("client:bob").dispute(_file(a, v))
+            assert other_acct.value.code == grpc.StatusCode.PERMISSION_DENIED
+
+            resp = await client.dispute(_file(a, v))
+            assert resp.outcome == "reproduced" and resp.worker_id == a.worker_id
+            assert resp.position == v.position
+            refunded, _ = await client.balance()
+            assert refunded - paid == _cost(c, a)
+            again = await client.dispute(_file(a, v))  # the same dispute: logged once
+            assert again.already_logged and again.log_index == resp.log_index
+            assert (await client.balance())[0] == refunded
+            # the worker is suspended from routing: no client is offered it any more
+            assert await client.workers("tiny") == []
+            rep = await audit(c)
+            assert rep.ok, kinds(rep)
+            assert rep.balances["client:alice"] == refunded
+    finally:
+        await verifier.aclose()
+        await cheat.aclose()
+
+
+def _cost(c: Cluster, a: Answer) -> int:
+    r = a.receipt
+    assert r is not None
+    return c.gateway.store.current_schedule().cost_micro(r.model, r.input_tokens, r.output_tokens)
+
+
+@pytest.mark.parametrize("mode", ["truncate", "substitute", "replay"])
+async def test_answer_cheats_are_caught_and_a_client_disputes_its_own_job(
+    tmp_path: Path, mode: str
+) -> None:
+    pinned = write_tiny_model(tmp_path / "pinned")
+    digest = model_dir_sha256(pinned)
+    verifier = load_engine(pinned, "tiny", expected_sha256=digest)
+    worker = load_engine(pinned, "tiny", expected_sha256=digest)
+    try:
+        async with cluster(tmp_path, verifiers={digest.hex(): verifier}) as c:
+            client = await _setup(c, Cheat(worker, mode))
+            answers = [await client.complete("tiny", prompt=p, max_new_tokens=12) for p in PROMPTS]
+            verdicts = [await _verdict(verifier, a) for a in answers]
+            cheated = verdicts[1:] if mode == "replay" else verdicts  # replay's first is honest
+            assert all(v.status == INCONSISTENT for v in cheated), [v.reason for v in verdicts]
+            if mode == "truncate":
+                assert all("truncated" in v.reason for v in cheated)
+            resp = await client.dispute(_file(answers[-1], verdicts[-1]))
+            assert resp.outcome == "reproduced"
+            rep = await audit(c)
+            assert rep.ok, kinds(rep)
+    finally:
+        await verifier.aclose()
+        await worker.aclose()
+
+
+async def test_honest_answers_cannot_be_disputed_and_unverified_ones_are_only_claimed(
+    tmp_path: Path,
+) -> None:
+    pinned = write_tiny_model(tmp_path / "pinned")
+    digest = model_dir_sha256(pinned)
+    verifier = load_engine(pinned, "tiny", expected_sha256=digest)
+    worker = load_engine(pinned, "tiny", expected_sha256=digest, dtype="bfloat16")
+    try:
+        async with cluster(tmp_path, verifiers={digest.hex(): verifier}) as c:
+            client = await _setup(c, worker)
+            a = await client.complete("tiny", prompt="Hello", max_new_tokens=16)
+            v = await _verdict(verifier, a)
+            assert not v.inconsistent, v.reason  # bfloat16 worker, float32 verifier: no alarm
+            lie = Verdict(INCONSISTENT, 0, "made up", v.answer_tokens, 1)
+            with pytest.raises(GatewayRefused, match="not reproduced"):
+                await client.dispute(_file(a, lie))
+        # a gateway without a verifier for the digest records the dispute as claimed only
+        async with cluster(tmp_path / "second") as c2:
+            client = await _setup(c2, worker)
+            a = await client.complete("tiny", prompt="Hello", max_new_tokens=16)
+            before, _ = await client.balance()
+            resp = await client.dispute(_file(a, Verdict(INCONSISTENT, 0, "claimed", 16, 1)))
+            assert resp.outcome == "claimed"
+            assert (await client.balance())[0] == before
+            assert await client.workers("tiny") != []  # not suspended on a claim
+            rep = await audit(c2)
+            assert rep.ok, kinds(rep)
+    finally:
+        await verifier.aclose()
+        await worker.aclose()
