@@ -326,14 +326,33 @@ def verdict(
     answer: Sequence[TokenScore],
     ends: Mapping[str, Sequence[TokenScore]],
     tol: Tolerance = Tolerance(),
+    lossless_tokens: int | None = None,
 ) -> Verdict:
     """The verdict over a claimed answer. `answer` scores each answer token; `ends` scores each
     way the answer could have stopped after its last token ("eos:<id>" → the end-of-sequence
-    token, "stop:<i>" → the tokens of stop sequence i), as the verifier built them."""
+    token, "stop:<i>" → the tokens of stop sequence i), as the verifier built them.
+
+    `lossless_tokens`: the answer's text holds a replacement character (the model emitted bytes
+    that are not UTF-8), so its tokens cannot be recovered from the text past that point; only the
+    first `lossless_tokens` are checked and the rest is `unverifiable`, never passed."""
     n = len(answer)
 
     def bad(pos: int, reason: str) -> Verdict:
         return Verdict(INCONSISTENT, pos, reason, n, min(pos + 1, n))
+
+    if lossless_tokens is not None:
+        for i, s in enumerate(answer[:lossless_tokens]):
+            problem = token_problem(d, s, tol)
+            if problem is not None:
+                return bad(i, problem)
+        return Verdict(
+            UNVERIFIABLE,
+            None,
+            f"the answer's text is lossy (not UTF-8) after token {lossless_tokens}: the first "
+            f"{lossless_tokens} tokens are consistent, the rest cannot be checked from text",
+            n,
+            min(lossless_tokens, n),
+        )
 
     if finish_reason not in ("stop", "length"):
         return bad(n, f"finish reason {finish_reason!r} is neither 'stop' nor 'length'")

@@ -17,6 +17,7 @@ from ccgw.commands import (
     proxy,
     release,
     run,
+    spotcheck,
     verify,
 )
 
@@ -27,6 +28,7 @@ MODULES: tuple[ModuleType, ...] = (
     ops,
     ledger,
     audit,
+    spotcheck,
     attest,
     verify,
     release,

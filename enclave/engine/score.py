@@ -204,5 +204,9 @@ def check_answer(
         stop_ids=stops,
         margin=tol.logit_margin,
     )
-    v = verdict(job.decoding, finish_reason, output_tokens, scored.answer, scored.ends, tol)
+    lossy = answer.find("\ufffd")
+    lossless = None if lossy < 0 else max(0, len(tokenizer.encode(answer[:lossy], False)) - 1)
+    v = verdict(
+        job.decoding, finish_reason, output_tokens, scored.answer, scored.ends, tol, lossless
+    )
     return v, scored

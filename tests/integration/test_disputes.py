@@ -4,7 +4,9 @@ worker, and the auditor recomputes all of it from the log; forged disputes are r
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 from pathlib import Path
 
 import grpc
@@ -158,3 +160,52 @@ async def test_honest_answers_cannot_be_disputed_and_unverified_ones_are_only_cl
     finally:
         await verifier.aclose()
         await worker.aclose()
+
+
+async def test_canary_and_dispute_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ccgw.commands._common import CliError
+    from tests.integration.test_verify_command import run_cli
+
+    pinned = write_tiny_model(tmp_path / "pinned", seed=0)
+    other = write_tiny_model(tmp_path / "other", seed=1)
+    digest = model_dir_sha256(pinned)
+    verifier = load_engine(pinned, "tiny", expected_sha256=digest)
+    honest = load_engine(pinned, "tiny", expected_sha256=digest)
+    cheat = load_engine(other, "tiny")
+    cheat.model_sha256 = digest
+    try:
+        async with cluster(tmp_path, verifiers={digest.hex(): verifier}) as c:
+            await c.add_worker({"tiny": honest}, provider="provider:honest")
+            await c.deposit("client:auditor", 10_000_000)
+            (tmp_path / "t.jwt").write_text(c.token("client:auditor", "client"))
+            (tmp_path / "root.pem").write_bytes(c.vendor.root_pem())
+            common = ["--gateway", c.address, "--token-file", str(tmp_path / "t.jwt")]
+            common += ["--allow-simulated-tee", str(tmp_path / "root.pem")]
+            canary = ["canary", "--model", "tiny", "--model-dir", str(pinned), "--count", "4"]
+            canary += ["--rate-per-s", "1000", "--seed", "3", *common]
+            code, out = await run_cli([*canary, "--out", str(tmp_path / "ok")], capsys)
+            assert code == 0, out
+            assert "4 canaries, 0 inconsistent" in out
+            await c.gateway.registry.get(c.gateway.registry.sessions()[0].worker_id).outbox.put(
+                None
+            )  # the honest worker leaves; the cheat takes over
+            await asyncio.sleep(0.5)
+            await c.add_worker({"tiny": cheat}, provider="provider:cheat")
+            code, out = await run_cli([*canary, "--out", str(tmp_path / "bad")], capsys)
+            assert code == 1 and "4 canaries, 4 inconsistent" in out, out
+            files = sorted((tmp_path / "bad").iterdir())
+            assert len(files) == 4  # the auditor keeps its own prompts, answers and receipts
+            code, out = await run_cli(["dispute", str(files[0]), *common], capsys)
+            assert code == 0 and "reproduced" in out and "suspended" in out, out
+            tampered = tmp_path / "tampered.json"
+            doc = json.loads(files[1].read_bytes())
+            doc["answer"] = doc["answer"][:-1]
+            tampered.write_text(json.dumps(doc))
+            with pytest.raises(CliError, match="altered answer") as refused:
+                await run_cli(["dispute", str(tampered), *common], capsys)
+            assert refused.value.code == 1
+    finally:
+        for e in (verifier, honest, cheat):
+            await e.aclose()
