@@ -83,7 +83,12 @@ def register(sub: Subparsers) -> None:
         default=None,
         help="JSON list of weighted decoding parameters, shaped like normal traffic",
     )
-    c.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    c.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="dtype of the auditor's scoring engine",
+    )
     c.add_argument(
         "--logit-margin", type=float, default=None, help="tolerance in logits (default: ADR 14)"
     )
