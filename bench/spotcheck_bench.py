@@ -42,10 +42,12 @@ from ccgw.enclave.engine.engine import Engine
 from ccgw.enclave.engine.tiny import write_tiny_model
 from ccgw.verify.consistency import (
     INCONSISTENT,
+    LOGIT_MARGINS,
     UNVERIFIABLE,
     Decoding,
     JobInput,
     Tolerance,
+    tolerance_for,
 )
 from ccgw.verify.digests import model_dir_sha256
 from tests.support.cheats import Cheat, perturbed_model
@@ -123,9 +125,11 @@ async def measure(
     canaries: int,
     tokens: int,
     batch: tuple[int, bool] = (0, False),
-    tol: Tolerance = Tolerance(),  # noqa: B008 - frozen
+    tol: Tolerance | None = None,
 ) -> Row:
+    """`tol` None: the default for the worker's and the verifier's dtypes (tolerance_for)."""
     row = Row(name)
+    tol = tol or tolerance_for(worker.dtype, verifier.dtype)
     for i in range(canaries):
         req, job = _req(i, tokens)
         t0 = time.perf_counter()
@@ -223,7 +227,10 @@ def main() -> None:
     if args.json:
         print(json.dumps([r.__dict__ for r in rows], indent=1))
         return
-    print(f"workers on {args.device}, verifier on cpu float32, margin 1.0 logit unless m=")
+    print(
+        f"workers on {args.device}, verifier on cpu float32; margin (logits) by dtype: "
+        f"{LOGIT_MARGINS}, unless m="
+    )
     print(
         f"{'worker':34} {'canaries':>8} {'inconsistent':>12} {'unverif.':>8} "
         f"{'greedy gap max':>14} {'verify/job':>10}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ccgw.verify.consistency import Tolerance
 from ccgw.verify.prices import DEFAULT_SCHEDULE, PriceSchedule
 
 
@@ -87,5 +86,3 @@ class GatewayConfig:
     reflection: bool = True  # gRPC server reflection (service discovery for grpcurl & co.)
     metrics_listen: str | None = None  # host:port of the Prometheus /metrics endpoint; None = off
     limits: GatewayLimits = GatewayLimits()
-    # Disputes (ADR 14): how far from the gateway's own scores a claimed token may be and pass
-    dispute_tolerance: Tolerance = Tolerance()  # noqa: RUF009 - frozen

@@ -11,8 +11,9 @@ Steps, each refusal one DisputeRefused (FAILED_PRECONDITION) or BadRequest namin
     digest, verified again under this gateway's policy;
  5. verify.disputes.check_evidence: signature, commitments to input and answer, decoding
     parameters, model digest, an inconsistent verdict;
- 6. re-execution: with a verifier engine for that model digest (GatewayConfig.verifier_models), the
-    gateway scores the answer itself under its own tolerance; the dispute is `reproduced` only if
+ 6. re-execution: with a verifier engine for that model digest (`ccgw gateway --verifier-model`),
+    the gateway scores the answer itself under its own tolerance (verify.consistency.tolerance_for
+    the receipt's dtype and its own); the dispute is `reproduced` only if
     its own verdict is inconsistent, and refused if its own scoring finds the answer consistent.
     Without one, the dispute is logged as `claimed`: recorded for anyone to check, no money moves.
  7. the entry (operator-signed) goes through the ledger rules at append; a reproduced dispute's
@@ -36,7 +37,7 @@ from ccgw.protos.ccgw.v1 import common_pb2 as cpb
 from ccgw.verify import binding
 from ccgw.verify import log_entries as le
 from ccgw.verify.attestation.bundle import VerifiedWorker
-from ccgw.verify.consistency import JobInput, Tolerance, Verdict
+from ccgw.verify.consistency import JobInput, Tolerance, Verdict, tolerance_for
 from ccgw.verify.disputes import CLAIMED, REPRODUCED, Evidence, check_evidence, dispute_entry
 from ccgw.verify.errors import DisputeError, ReceiptError, VerifyError
 
@@ -45,6 +46,8 @@ log = structlog.get_logger("gateway.disputes")
 
 class Scorer(Protocol):
     """A verifier engine (enclave.engine.Engine.score)."""
+
+    dtype: str
 
     async def score(
         self, job: JobInput, answer: str, finish_reason: str, output_tokens: int, tol: Tolerance
@@ -59,10 +62,9 @@ class DisputeDesk:
         operator: Ed25519PrivateKey,
         verify_evidence: Callable[[cpb.EvidenceBundle, dt.datetime], VerifiedWorker],
         verifiers: Mapping[str, Scorer],
-        tolerance: Tolerance,
     ) -> None:
         self._store, self._registry, self._operator = store, registry, operator
-        self._verify_evidence, self._verifiers, self._tol = verify_evidence, verifiers, tolerance
+        self._verify_evidence, self._verifiers = verify_evidence, verifiers
 
     async def load_suspensions(self) -> int:
         """Suspensions the log already decided (a restarted gateway keeps them)."""
@@ -109,13 +111,14 @@ class DisputeDesk:
         outcome, verdict = CLAIMED, ev.verdict
         verifier = self._verifiers.get(ev.model_digest)
         if verifier is not None:
+            tol = tolerance_for(receipt.dtype, verifier.dtype)
             mine, _ = await verifier.score(
-                ev.job, ev.answer, receipt.finish_reason, receipt.output_tokens, self._tol
+                ev.job, ev.answer, receipt.finish_reason, receipt.output_tokens, tol
             )
             if not mine.inconsistent:
                 raise DisputeRefused(
                     f"the gateway's own scoring finds the answer {mine.status} "
-                    f"(margin {self._tol.logit_margin} logits): not reproduced"
+                    f"(margin {tol.logit_margin} logits): not reproduced"
                 )
             outcome, verdict = REPRODUCED, mine
         entry = dispute_entry(self._operator, ev, found[1], outcome, verdict, account)

@@ -185,7 +185,6 @@ async def start_gateway(
         log_key,
         evidence_verifier,
         verifiers or {},
-        config.dispute_tolerance,
     )
     suspended = await desk.load_suspensions()
     if suspended:

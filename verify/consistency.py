@@ -233,6 +233,20 @@ class Tolerance:
         return asdict(self)
 
 
+# Logit margin by the least precise dtype of the worker (its receipt's `dtype`) and the verifier.
+# Measured (bench/spotcheck_bench.py, docs/benchmarks.md): honest greedy gaps reached 0.6 logit
+# for a float32 worker against a bfloat16 verifier and 1.5 for a bfloat16 worker against float32;
+# each margin leaves about twice the largest gap seen. Unknown dtypes get the widest.
+LOGIT_MARGINS = {"float32": 1.0, "float16": 3.0, "bfloat16": 3.0}
+LOGIT_MARGIN_UNKNOWN = 3.0
+
+
+def tolerance_for(*dtypes: str) -> Tolerance:
+    """The tolerance for a check between parties computing in these dtypes."""
+    margin = max(LOGIT_MARGINS.get(d, LOGIT_MARGIN_UNKNOWN) for d in dtypes) if dtypes else 1.0
+    return Tolerance(logit_margin=margin)
+
+
 @dataclass(frozen=True)
 class TokenScore:
     """One claimed token under the verifier's model (one row of the teacher-forced pass)."""

@@ -90,7 +90,10 @@ def register(sub: Subparsers) -> None:
         help="dtype of the auditor's scoring engine",
     )
     c.add_argument(
-        "--logit-margin", type=float, default=None, help="tolerance in logits (default: ADR 14)"
+        "--logit-margin",
+        type=float,
+        default=None,
+        help="tolerance in logits (default: by the worker's and verifier's dtypes, ADR 14)",
     )
     c.add_argument("--seed", type=int, default=None, help="seed of the canary schedule")
     c.add_argument(
@@ -140,14 +143,13 @@ def _prompts(path: Path | None) -> list[str]:
 
 def _canary(args: argparse.Namespace) -> int:
     from ccgw.client.sdk import Client, evidence_for
-    from ccgw.verify.consistency import INCONSISTENT, Tolerance
+    from ccgw.verify.consistency import INCONSISTENT, Tolerance, tolerance_for
 
     if args.count < 1 or args.rate_per_s <= 0:
         raise CliError("--count must be >= 1 and --rate-per-s > 0")
     token = read_token(args.token_file, "client")
     policy, roots = policy_and_roots(args.policy, args.allow_simulated_tee)
     prompts, params = _prompts(args.prompts), _params(args.params)
-    tol = Tolerance() if args.logit_margin is None else Tolerance(logit_margin=args.logit_margin)
     rng = random.Random(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     try:
@@ -193,6 +195,11 @@ def _canary(args: argparse.Namespace) -> int:
                         f"--model-dir holds other weights ({engine.model_sha256.hex()[:16]}…) "
                         f"than the receipt names ({r.model_digest[:16]}…)"
                     )
+                tol = (
+                    tolerance_for(r.dtype, engine.dtype)
+                    if args.logit_margin is None
+                    else Tolerance(logit_margin=args.logit_margin)
+                )
                 t0 = time.perf_counter()
                 v, _ = await engine.score(
                     answer.job_input, answer.text, answer.finish_reason, r.output_tokens, tol
