@@ -90,6 +90,9 @@ INITRD_BYTES_MAX: Final = 4 * 1024 * MIB
 KERNEL_CMDLINE_BYTES_MAX: Final = 4 * KIB
 VCPUS_MAX: Final = 512
 
+# Cloud wrappers around CPU evidence (verify/attestation/azure_hcl.py).
+HCL_RUNTIME_CLAIMS_BYTES_MAX: Final = 16 * KIB  # the paravisor's runtime claims JSON
+
 # Spot checks and disputes (verify/consistency.py, verify/disputes.py; ADR 14).
 DISPUTE_FILE_BYTES_MAX: Final = 2 * MIB  # a dispute's evidence: receipt, input, answer, verdict
 DISPUTE_REASON_BYTES_MAX: Final = 256  # the verdict's reason, as logged

@@ -18,6 +18,7 @@ from ccgw.commands import (
     release,
     run,
     spotcheck,
+    vendor,
     verify,
 )
 
@@ -31,6 +32,7 @@ MODULES: tuple[ModuleType, ...] = (
     spotcheck,
     attest,
     verify,
+    vendor,
     release,
     evidence,
     doctor,
