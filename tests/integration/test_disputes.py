@@ -88,8 +88,10 @@ async def test_other_weights_under_the_pinned_digest_are_caught_reversed_and_sus
             again = await client.dispute(_file(a, v))  # the same dispute: logged once
             assert again.already_logged and again.log_index == resp.log_index
             assert (await client.balance())[0] == refunded
-            # the worker is suspended from routing: no client is offered it any more
+            # the worker is suspended from routing: no client is offered it any more, and a
+            # restarted gateway reads the suspension back from its log's view
             assert await client.workers("tiny") == []
+            assert await c.gateway.store.unique_keys("suspended_worker") == [a.worker_id]
             rep = await audit(c)
             assert rep.ok, kinds(rep)
             assert rep.balances["client:alice"] == refunded
