@@ -19,7 +19,7 @@ from ccgw.enclave.engine.tiny import write_tiny_model
 from ccgw.verify.consistency import INCONSISTENT, Tolerance, Verdict
 from ccgw.verify.digests import model_dir_sha256
 from tests.integration.test_audit import audit, kinds
-from tests.support.cheats import Cheat
+from tests.support.cheats import Cheat, perturbed_model
 from tests.support.cluster import Cluster, cluster
 
 TOL = Tolerance()
@@ -43,11 +43,17 @@ async def _setup(c: Cluster, worker_engine: object) -> Client:
     return c.client()
 
 
+@pytest.mark.parametrize("weights", ["other", "noise", "quantised"])
 async def test_other_weights_under_the_pinned_digest_are_caught_reversed_and_suspended(
-    tmp_path: Path,
+    tmp_path: Path, weights: str
 ) -> None:
     pinned = write_tiny_model(tmp_path / "pinned", seed=0)
-    other = write_tiny_model(tmp_path / "other", seed=1)
+    if weights == "other":
+        other = write_tiny_model(tmp_path / "other", seed=1)
+    elif weights == "noise":  # the pinned weights, perturbed by 10 % of each tensor's std
+        other = perturbed_model(pinned, tmp_path / "noise", noise=0.1)
+    else:  # the pinned weights quantised to 16 levels per tensor (4 bits)
+        other = perturbed_model(pinned, tmp_path / "q4", levels=16)
     digest = model_dir_sha256(pinned)
     verifier = load_engine(pinned, "tiny", expected_sha256=digest)
     cheat = load_engine(other, "tiny")
@@ -58,7 +64,8 @@ async def test_other_weights_under_the_pinned_digest_are_caught_reversed_and_sus
             answers = [await client.complete("tiny", prompt=p, max_new_tokens=16) for p in PROMPTS]
             verdicts = [await _verdict(verifier, a) for a in answers]
             assert all(v.status == INCONSISTENT for v in verdicts)  # every one is caught
-            assert all(v.position is not None and v.position < 4 for v in verdicts)
+            if weights == "other":
+                assert all(v.position is not None and v.position < 4 for v in verdicts)
             a, v = answers[0], verdicts[0]
             paid, _ = await client.balance()
 

@@ -103,3 +103,53 @@ def test_seeded_sampling_is_checked_against_the_draw(tiny_dir: Path) -> None:
             await engine.aclose()
 
     asyncio.run(go())
+
+
+PARAMS: list[dict[str, object]] = [
+    {},
+    {"temperature": 0.8, "top_k": 5},
+    {"temperature": 1.0, "top_p": 0.8},
+    {"temperature": 1.0, "seed": 7},
+    {"temperature": 0.7, "top_k": 8, "top_p": 0.9, "seed": 3},
+]
+PROMPTS = ("Hello there", "The rain in Spain", "0123456789", "Why is the sky blue? Because")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_honest_workers_never_raise_an_alarm_across_dtypes_and_batches(
+    tiny_dir: Path, dtype: str
+) -> None:
+    """40 canaries per dtype (4 prompts x 5 parameter sets, alone and batched with 5 other jobs of
+    mixed parameters), scored by a float32 verifier under the margin for the dtypes."""
+    from ccgw.verify.consistency import tolerance_for
+
+    async def go() -> None:
+        worker = load_engine(tiny_dir, "w", dtype=dtype, limits=EngineLimits(batch_size_max=6))
+        verifier = load_engine(tiny_dir, "v")
+        tol = tolerance_for(worker.dtype, verifier.dtype)
+        alarms: list[str] = []
+        try:
+            for batched in (False, True):
+                for i, (prompt, p) in enumerate((pr, pa) for pr in PROMPTS for pa in PARAMS):
+                    req = _req(prompt, 12, **p)
+                    others = (
+                        [
+                            _run(worker, _req(f"other {j}", 12, **PARAMS[(i + j) % 5]))
+                            for j in range(5)
+                        ]
+                        if batched
+                        else []
+                    )
+                    runs = await asyncio.gather(_run(worker, req), *others)
+                    answer, fin = runs[0]
+                    v, _ = await verifier.score(
+                        _job(req), answer, fin.finish_reason, fin.output_tokens, tol
+                    )
+                    if v.status == INCONSISTENT:
+                        alarms.append(f"{prompt!r} {p} batched={batched}: {v.reason}")
+        finally:
+            await worker.aclose()
+            await verifier.aclose()
+        assert alarms == []
+
+    asyncio.run(go())
