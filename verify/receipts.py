@@ -231,6 +231,11 @@ def verify_job_receipt(
     if not answer.finished:
         raise ReceiptError("receipt arrived before the final chunk")
     receipt = verify_receipt(jws, worker.keys.receipt_ed25519, worker.key_id)
+    if "v" in also and receipt.v != also["v"]:
+        raise ReceiptError(
+            f"receipt version {receipt.v}; version {also['v']} is required (v3 binds the input "
+            "and the answer for spot checks, ADR 14): the worker runs an older image"
+        )
     match_job(
         receipt,
         job_id=header.job_id.hex(),

@@ -129,3 +129,23 @@ def test_float_parameters_are_spelled_as_the_wire_carries_them() -> None:
     assert d.temperature == f32(0.7) == f32(inner.sampling.temperature)
     assert Decoding.of(0.0, 0.0, 0, 1, None, ()).top_p == "1.0"  # 0 = off, as the engine reads it
     assert job_input_of(cpb.InnerRequest(embed=cpb.EmbedInput(texts=["x"])), 1) is None
+
+
+def test_a_client_requiring_v3_refuses_a_v2_receipt_by_name() -> None:
+    from types import SimpleNamespace
+
+    from ccgw.verify.receipts import verify_job_receipt
+
+    worker = SimpleNamespace(keys=SimpleNamespace(receipt_ed25519=PUB), key_id="k")
+    done = SimpleNamespace(finished=True)
+    jws = sign_receipt(_receipt(2), KEY, "k")
+    with pytest.raises(ReceiptError, match="version 3 is required"):
+        verify_job_receipt(
+            jws,
+            worker,  # type: ignore[arg-type]
+            "w",
+            cpb.RoutingHeader(),
+            "00",
+            done,  # type: ignore[arg-type]
+            v=3,
+        )
