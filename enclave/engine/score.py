@@ -36,8 +36,10 @@ class Scored:
     ends: dict[str, tuple[TokenScore, ...]]  # "eos:<id>" / "stop:<i>" → scores of that end
 
 
-def forward_logits(model: Transformer, ids: Sequence[int]) -> torch.Tensor:
-    """float32 logits [len(ids), vocab] of one sequence, on a private KV buffer."""
+def forward_logits(model: Transformer, ids: Sequence[int], first: int = 0) -> torch.Tensor:
+    """float32 logits [len(ids) - first, vocab] of one sequence from position `first` on, on a
+    private KV buffer (the prompt's rows skip the vocabulary projection: with a large vocabulary
+    that is most of the memory)."""
     assert model.cos is not None, "setup_cache first (it also sizes the RoPE table)"
     t = len(ids)
     if t > model.cos.shape[0]:
@@ -54,8 +56,8 @@ def forward_logits(model: Transformer, ids: Sequence[int]) -> torch.Tensor:
             torch.empty(shape, device=weight.device, dtype=weight.dtype),
         )
         x = layer(x, cache, step)
-    logits: torch.Tensor = model.lm_head(model.model.norm(x))
-    return logits.float()[0]
+    logits: torch.Tensor = model.lm_head(model.model.norm(x[0, first:]))
+    return logits.float()
 
 
 def score_rows(
@@ -161,7 +163,7 @@ def score_ids(
         raise ValueError("the prompt has no tokens")
     p, n = len(prompt_ids), len(answer_ids)
     with torch.inference_mode():
-        logits = forward_logits(model, [*prompt_ids, *answer_ids])[p - 1 :]  # [n + 1, vocab]
+        logits = forward_logits(model, [*prompt_ids, *answer_ids], p - 1)  # [n + 1, vocab]
         answer = score_rows(logits[:n], answer_ids, range(n), d, margin)
         ends: dict[str, tuple[TokenScore, ...]] = {}
         for e in eos_ids:
@@ -169,7 +171,7 @@ def score_ids(
         for i, s in enumerate(stop_ids):
             if not s:
                 continue
-            tail = forward_logits(model, [*prompt_ids, *answer_ids, *s])[p + n - 1 : -1]
+            tail = forward_logits(model, [*prompt_ids, *answer_ids, *s], p + n - 1)[:-1]
             ends[f"stop:{i}"] = tuple(score_rows(tail, s, range(n, n + len(s)), d, margin))
     return Scored(tuple(answer), ends)
 

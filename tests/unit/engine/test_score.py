@@ -153,3 +153,27 @@ def test_honest_workers_never_raise_an_alarm_across_dtypes_and_batches(
         assert alarms == []
 
     asyncio.run(go())
+
+
+def test_an_answer_cut_by_a_stop_sequence_is_consistent_and_a_shorter_one_is_not(
+    tiny_dir: Path,
+) -> None:
+    async def go() -> None:
+        engine = load_engine(tiny_dir, "t")
+        try:
+            free, _ = await _run(engine, _req("Stop me", 16))
+            stop = free[6:8]  # two characters the model will write after six others
+            req = _req("Stop me", 16, stop=(stop,))
+            answer, fin = await _run(engine, req)
+            assert fin.finish_reason == "stop" and answer == free[: free.index(stop)]
+            v, scored = await engine.score(_job(req), answer, "stop", fin.output_tokens)
+            assert v.status == CONSISTENT, v.reason
+            assert "stop:0" in scored.ends
+            # the same answer cut two tokens earlier, claiming the same stop: not where it stops
+            short = answer[:-2]
+            v2, _ = await engine.score(_job(req), short, "stop", fin.output_tokens - 2)
+            assert v2.status == INCONSISTENT and v2.position == len(short)
+        finally:
+            await engine.aclose()
+
+    asyncio.run(go())
