@@ -407,3 +407,23 @@ def verdict(
             n,
         )
     return Verdict(CONSISTENT, None, "every token is consistent with the model", n, n)
+
+
+_PUBLIC_REASONS = (
+    ("is not the argmax", "a claimed token is not the model's argmax (greedy)"),
+    ("outside the top-p", "a claimed token is outside the top-p nucleus"),
+    ("outside the top-", "a claimed token is outside the allowed top-k"),
+    ("seeded draw", "a claimed token is not the seeded sampler's draw"),
+    ("truncated", "the answer is truncated or cut where the model would not stop"),
+    ("max_tokens is", "the answer is longer than max_tokens"),
+    ("finish reason", "the finish reason is neither stop nor length"),
+)
+
+
+def public_reason(v: Verdict) -> str:
+    """The verdict's reason without token ids (they are pieces of the answer): what a public log
+    may say."""
+    for phrase, public in _PUBLIC_REASONS:
+        if phrase in v.reason:
+            return public
+    return "the answer is inconsistent with the model"

@@ -12,7 +12,8 @@ The evidence (a JSON file, the filer's; it holds the prompt, so it never enters 
 `check_evidence` is the structural check every party runs (signature, commitments, decoding
 parameters, model digest, an inconsistent verdict). The gateway then re-runs the scoring pass when
 it holds an engine for that model digest (outcome `reproduced`) and otherwise records the dispute
-as `claimed`. Only the log entry's facts enter the log: digests, the verdict's position and reason.
+as `claimed`. Only the log entry's facts enter the log: digests, the verdict's position and a
+reason without token ids (consistency.public_reason): never the prompt or a piece of the answer.
 
 The `dispute` entry kind (signed by the operator key, like deposits), and its rule:
   reproduced  the job's reward is reversed to the cent (the schedule in force at the receipt's
@@ -42,6 +43,7 @@ from ccgw.verify.consistency import (
     Verdict,
     input_commit,
     output_commit,
+    public_reason,
     receipt_decoding,
 )
 from ccgw.verify.errors import DisputeError, MalformedError, ReceiptError, VerifyError
@@ -214,8 +216,7 @@ def dispute_entry(
     verdict: Verdict,
     filed_by: str,
 ) -> le.Entry:
-    reason = verdict.reason.encode()[: limits.DISPUTE_REASON_BYTES_MAX].decode("utf-8", "ignore")
-    reason = "".join(c if c.isprintable() else " " for c in reason) or "inconsistent"
+    reason = public_reason(verdict)  # the log never sees token ids: they are pieces of the answer
     fields = (
         ev.receipt_jws,
         ev.evidence_sha256,

@@ -133,6 +133,8 @@ def test_reproduced_dispute_reverses_the_reward_and_suspends_the_worker() -> Non
     body = le.parse(e)
     assert isinstance(body, disputes.DisputeBody) and disputes.suspended_by(body) == "w-cheat"
     assert "What is" not in e.body.decode()  # the log never sees the prompt or the answer
+    assert isinstance(body, disputes.DisputeBody) and "token 5" not in body.reason  # nor its ids
+    assert body.reason == "a claimed token is not the model's argmax (greedy)"
     fx = ledger_rules.apply(e, n, v)
     (t,) = fx.transfers
     assert (t.kind, t.transfer_id) == ("reversal", "reversal:" + (1).to_bytes(16, "big").hex())
