@@ -112,9 +112,15 @@ class DisputeDesk:
         verifier = self._verifiers.get(ev.model_digest)
         if verifier is not None:
             tol = tolerance_for(receipt.dtype, verifier.dtype)
-            mine, _ = await verifier.score(
-                ev.job, ev.answer, receipt.finish_reason, receipt.output_tokens, tol
-            )
+            try:
+                mine, _ = await verifier.score(
+                    ev.job, ev.answer, receipt.finish_reason, receipt.output_tokens, tol
+                )
+            except Exception as exc:  # noqa: BLE001 - the engine's errors (e.g. too long) refuse it
+                raise DisputeRefused(
+                    f"the gateway's verifier cannot score this answer ({type(exc).__name__}: "
+                    f"{str(exc)[:200]})"
+                ) from exc
             if not mine.inconsistent:
                 raise DisputeRefused(
                     f"the gateway's own scoring finds the answer {mine.status} "
