@@ -116,7 +116,7 @@ class DisputeDesk:
                 mine, _ = await verifier.score(
                     ev.job, ev.answer, receipt.finish_reason, receipt.output_tokens, tol
                 )
-            except Exception as exc:  # noqa: BLE001 - the engine's errors (e.g. too long) refuse it
+            except Exception as exc:  # the engine's own errors (e.g. too long) refuse it
                 raise DisputeRefused(
                     f"the gateway's verifier cannot score this answer ({type(exc).__name__}: "
                     f"{str(exc)[:200]})"
