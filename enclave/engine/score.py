@@ -27,7 +27,7 @@ from ccgw.verify.consistency import Decoding, JobInput, TokenScore, Tolerance, V
 
 # Bumped whenever a change to the engine can change which tokens it picks for the same weights;
 # receipts name it so a verifier knows which numerics produced an answer.
-ENGINE_VERSION = "ccgw-torch/1"
+ENGINE_VERSION = "ccgw-torch/2"  # 2: unfiltered seeded rows draw in vocabulary order in any batch
 
 
 @dataclass(frozen=True)

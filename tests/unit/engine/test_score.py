@@ -177,3 +177,22 @@ def test_an_answer_cut_by_a_stop_sequence_is_consistent_and_a_shorter_one_is_not
             await engine.aclose()
 
     asyncio.run(go())
+
+
+def test_a_seeded_request_draws_the_same_tokens_next_to_a_filtered_one(tiny_dir: Path) -> None:
+    """The sampler sorts a batch when any row is filtered; an unfiltered seeded row must still
+    draw over vocabulary order, or its answer would depend on its neighbours (and a verifier could
+    not reproduce the draw)."""
+
+    async def go() -> None:
+        engine = load_engine(tiny_dir, "t", limits=EngineLimits(batch_size_max=4))
+        try:
+            seeded = _req("Hi", 16, temperature=1.0, seed=5)
+            filtered = _req("Yo", 16, temperature=1.0, top_k=3, seed=6)
+            alone, _ = await _run(engine, seeded)
+            together = await asyncio.gather(_run(engine, seeded), _run(engine, filtered))
+            assert together[0][0] == alone
+        finally:
+            await engine.aclose()
+
+    asyncio.run(go())
