@@ -130,20 +130,29 @@ def score_rows(
 def _interval(
     probs: torch.Tensor, tok: torch.Tensor, d: Decoding, sort: bool
 ) -> tuple[list[float], list[float]]:
-    """[lo, hi) of each claimed token in the normalised cumulative mass the sampler draws from."""
-    if sort:
+    """[lo, hi) of each claimed token in the normalised cumulative mass the sampler draws from.
+
+    Sorted (best first): tokens of equal probability may come in any order (the sort is not
+    stable, and random weights tie a lot), so the interval spans the claimed token's whole tie
+    group: lo = the mass of strictly better tokens, hi = lo + the mass of its ties."""
+    if not sort:
+        cum = probs.cumsum(-1)
+        total = cum[:, -1:].clamp(min=1e-30)
+        hi = cum.gather(1, tok[:, None])
+        lo = hi - probs.gather(1, tok[:, None])
+        return (lo / total)[:, 0].tolist(), (hi / total)[:, 0].tolist()
+    kept = probs
+    if float(d.top_p) < 1.0:
         sp, order = probs.sort(-1, descending=True)
-        if float(d.top_p) < 1.0:
-            before = sp.cumsum(-1) - sp
-            sp = sp.masked_fill(before > float(d.top_p), 0.0)
-        where = (order == tok[:, None]).float().argmax(-1, keepdim=True)
-    else:
-        sp, where = probs, tok[:, None]
-    cum = sp.cumsum(-1)
-    total = cum[:, -1:].clamp(min=1e-30)
-    hi = cum.gather(1, where) / total
-    lo = (cum.gather(1, where) - sp.gather(1, where)) / total
-    return lo[:, 0].tolist(), hi[:, 0].tolist()
+        before = sp.cumsum(-1) - sp
+        kept = torch.zeros_like(probs).scatter(
+            -1, order, sp.masked_fill(before > float(d.top_p), 0.0)
+        )
+    total = kept.sum(-1).clamp(min=1e-30)
+    mine = probs.gather(1, tok[:, None])
+    lo = (kept * (probs > mine)).sum(-1)
+    hi = lo + (kept * (probs == mine)).sum(-1)
+    return (lo / total).tolist(), (hi / total).tolist()
 
 
 def score_ids(
