@@ -43,6 +43,7 @@ import grpc
 
 from ccgw.client.audit_fetch import AuditLimits, AuditStop, Fetcher, LedgerCursor
 from ccgw.client.audit_replay import Replay
+from ccgw.client.releases import LogIdentity
 from ccgw.protos.ccgw.v1 import common_pb2 as cpb
 from ccgw.protos.ccgw.v1 import log_pb2 as lpb
 from ccgw.protos.ccgw.v1 import log_pb2_grpc as lgrpc
@@ -126,13 +127,6 @@ class Report:
             self.problems_dropped += 1
             return
         self.problems.append(Problem(kind, detail, evidence or {}))
-
-
-@dataclass(frozen=True)
-class LogIdentity:
-    name: str
-    public_raw: bytes  # also the operator key that signs deposits and price schedules
-    origin: str
 
 
 class Auditor:

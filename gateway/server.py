@@ -26,6 +26,7 @@ from ccgw.gateway.jobs import JobRouter
 from ccgw.gateway.log_service import LogServicer
 from ccgw.gateway.metrics import GatewayMetrics, serve_metrics
 from ccgw.gateway.registry import Registry
+from ccgw.gateway.releases import GatewayReleases, load_keys
 from ccgw.gateway.rpc import add_service, internal_errors
 from ccgw.gateway.service import GatewayServicer, WorkerLinkServicer
 from ccgw.gateway.store.base import Store
@@ -122,6 +123,27 @@ async def start_gateway(
     roots: RootStore | None = None,
 ) -> RunningGateway:
     base_policy, base_roots = load_policy(config)
+    if (
+        policy is None
+        and not config.release_keys_pem
+        and config.policy_path is None
+        and not config.accept_unreleased_software
+    ):
+        raise ValueError(
+            "no release key: pass --release-key (workers must run released software), or a "
+            "--policy file, or --accept-unreleased-software (admits any software, loudly)"
+        )
+    releases = GatewayReleases(
+        load_keys(config.release_keys_pem),
+        config.accept_unreleased_software,
+        config.limits.release_entries_page_max,
+    )
+    if config.accept_unreleased_software:
+        log.warning(
+            "unreleased_software_accepted",
+            warning="--accept-unreleased-software: workers running software in NO release are "
+            "admitted; every admission says so",
+        )
     policy = policy or base_policy
     roots = roots or base_roots
     log_key = (
@@ -143,8 +165,11 @@ async def start_gateway(
             write_batch_max=config.limits.db_write_batch_max,
         )
     initial = config.initial_prices
-    if await store.ensure_schedule(lambda i: le.price_schedule(log_key, initial.with_from_index(i))):
+    if await store.ensure_schedule(
+        lambda i: le.price_schedule(log_key, initial.with_from_index(i))
+    ):
         log.info("price_schedule_logged", schedule=le.schedule_json(config.initial_prices))
+    await releases.refresh(store)
     released = await store.release_orphaned_holds()
     if released:
         log.warning("orphaned_holds_released", count=released)
@@ -155,8 +180,11 @@ async def start_gateway(
     collateral = CollateralCache(config.collateral_dir, config.limits.collateral_refresh_s)
 
     def verifier(bundle: cpb.EvidenceBundle, nonce: bytes) -> VerifiedWorker:
+        current = releases.policy(policy)
+        if current.accept_unreleased:
+            log.warning("unreleased_software_accepted", warning="release check NOT performed")
         return verify_bundle(
-            bundle, policy, roots, _utcnow(), expected_nonce=nonce, collateral=collateral.current()
+            bundle, current, roots, _utcnow(), expected_nonce=nonce, collateral=collateral.current()
         )
 
     auth = Authenticator(
@@ -179,7 +207,7 @@ async def start_gateway(
     gateway_svc, link_svc, log_svc = SERVICES
     add_service(
         server,
-        GatewayServicer(config, auth, registry, router, link, store, collateral),
+        GatewayServicer(config, auth, registry, router, link, store, collateral, releases),
         gateway_svc,
     )
     add_service(server, WorkerLinkServicer(auth, link), link_svc)
@@ -213,6 +241,7 @@ async def start_gateway(
         metrics_server=metrics_server,
         tasks=(
             asyncio.create_task(checkpointer.run()),
+            asyncio.create_task(releases.run(store, lim.release_refresh_s)),
             asyncio.create_task(
                 metrics.refresh_forever(
                     store, store.current_schedule().fee_account, lim.metrics_refresh_s

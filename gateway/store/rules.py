@@ -71,6 +71,7 @@ _REFUSALS: dict[str, type[Exception]] = {
     "account_key_conflict": Conflict,
     "duplicate_reference": Conflict,
     "job_logged_twice": Conflict,
+    "release_logged_twice": Conflict,
     "no_price_schedule": Conflict,
 }
 

@@ -101,6 +101,9 @@ class SqlStore:
     async def receipt(self, job_id: bytes) -> tuple[str, int] | None:
         return await self._b.read(lambda tx: reads.receipt(tx, job_id))
 
+    async def release_entries(self, after: int, limit: int) -> list[LogEntry]:
+        return await self._b.read(lambda tx: reads.release_entries(tx, after, limit))
+
     async def log_size(self) -> int:
         return await self._b.read(lambda tx: tree.head(tx).size)
 
