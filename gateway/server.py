@@ -26,7 +26,7 @@ from ccgw.gateway.jobs import JobRouter
 from ccgw.gateway.log_service import LogServicer
 from ccgw.gateway.metrics import GatewayMetrics, serve_metrics
 from ccgw.gateway.registry import Registry
-from ccgw.gateway.releases import GatewayReleases, load_keys
+from ccgw.gateway.releases import GatewayReleases, Published, load_keys
 from ccgw.gateway.rpc import add_service, internal_errors
 from ccgw.gateway.service import GatewayServicer, WorkerLinkServicer
 from ccgw.gateway.store.base import Store
@@ -85,8 +85,13 @@ class RunningGateway:
     checkpointer: Checkpointer
     health: health.aio.HealthServicer  # type: ignore[name-defined]
     metrics: GatewayMetrics
+    releases: GatewayReleases
     metrics_server: asyncio.Server | None = None
     tasks: tuple[asyncio.Task[None], ...] = ()
+
+    async def publish_release(self, document: bytes) -> Published:
+        """Log a signed release or revocation (as the PublishRelease RPC does)."""
+        return await self.releases.publish(self.store, document)
 
     async def deposit(self, account: str, amount_micro: int, reference: str) -> None:
         """Credit an account with a deposit signed by this gateway's operator (log) key."""
@@ -238,6 +243,7 @@ async def start_gateway(
         checkpointer=checkpointer,
         health=health_servicer,
         metrics=metrics,
+        releases=releases,
         metrics_server=metrics_server,
         tasks=(
             asyncio.create_task(checkpointer.run()),
