@@ -161,6 +161,7 @@ class Auditor:
     ) -> None:
         """`release_keys`: report the release each job ran under and flag jobs of workers under
         no release (the default); without keys `accept_unreleased` must say so on purpose."""
+        accept_unreleased = accept_unreleased or policy.accept_unreleased
         if not release_keys and not accept_unreleased and not policy.pins_software:
             raise ValueError(
                 "no release key: give release_keys, a policy that pins measurements, or "

@@ -34,6 +34,7 @@ def register(sub: Subparsers) -> None:
     )
     au.add_argument("--policy", type=Path, default=None, help="attestation policy file")
     add_release_trust(au)
+    next(a for a in au._actions if a.dest == "log_pubkey").required = True
     au.add_argument("--jobs", action="store_true", help="list the release of every job")
     add_simulated_root(au)
     add_tls_ca(au)
@@ -46,8 +47,6 @@ def _audit(args: argparse.Namespace) -> int:
 
     from ccgw.client.audit import Auditor, LogIdentity, format_report
 
-    if args.log_pubkey is None:
-        raise CliError("--log-pubkey is required: the gateway's log key (PEM)")
     try:
         pub = load_pem_public_key(read_bytes(args.log_pubkey, "log public key"))
     except ValueError:
