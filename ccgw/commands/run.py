@@ -126,6 +126,10 @@ def _gateway(args: argparse.Namespace) -> int:
     if sim_pem is not None:
         warn("this gateway ALSO admits workers on the SIMULATED TEE: no hardware protection")
     load_private_key(args.log_key, "log key")
+    for pub in args.auth_pubkey:
+        _check_public_key(pub)
+    if args.tls_cert is not None:
+        _check_tls(args.tls_cert, args.tls_key)
     release_pems: tuple[bytes, ...] = ()
     if args.release_key is not None:
         release_key(args.release_key)
@@ -134,10 +138,6 @@ def _gateway(args: argparse.Namespace) -> int:
         warn_unreleased()
     elif args.policy is None:
         raise CliError(NO_RELEASE_KEY.replace(" --log-pubkey LOG_PUB", ""))
-    for pub in args.auth_pubkey:
-        _check_public_key(pub)
-    if args.tls_cert is not None:
-        _check_tls(args.tls_cert, args.tls_key)
     config = GatewayConfig(
         listen=args.listen,
         db_path=Path(args.db),

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ccgw.client.releases import LogIdentity, ReleaseTrust
 from ccgw.client.sdk import Client, ClientLimits
@@ -53,6 +53,7 @@ class Cluster:
     # worker's measurement and models unless told not to, so tests run the default, released path.
     release_key: Ed25519PrivateKey | None = None
     log: LogIdentity | None = None
+    tls: bool = False  # the gateway listens with TLS (this helper's channels are plaintext)
     published: list[SignedManifest] = field(default_factory=list)
 
     def release_trust(self) -> ReleaseTrust:
@@ -81,8 +82,31 @@ class Cluster:
         assert signer is not None
         return sign_manifest(m, signer)
 
-    async def publish(self, document: SignedManifest | SignedRevocation) -> int:
-        """Log a signed release or revocation through the admin RPC; its log index."""
+    def trust_args(self, directory: Path) -> list[str]:
+        """CLI flags following this cluster's releases (key files written to `directory`)."""
+        assert self.release_key is not None and self.log is not None
+        (directory / "release.pub").write_bytes(public_pem(self.release_key))
+        log_pub = Ed25519PublicKey.from_public_bytes(self.log.public_raw)
+        (directory / "log.pub").write_bytes(
+            log_pub.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        return [
+            "--release-key",
+            str(directory / "release.pub"),
+            "--log-pubkey",
+            str(directory / "log.pub"),
+        ]
+
+    async def publish(self, document: SignedManifest | SignedRevocation, rpc: bool = True) -> int:
+        """Log a signed release or revocation through the admin RPC (or, `rpc=False`, in
+        process: a TLS gateway); its log index."""
+        if not rpc:
+            done = await self.gateway.publish_release(document.to_bytes())
+            if isinstance(document, SignedManifest):
+                self.published.append(document)
+            return done.result.log_index
         channel = grpc.aio.insecure_channel(self.address)
         self.channels.append(channel)
         stub = ggrpc.GatewayStub(channel)
@@ -236,6 +260,7 @@ async def cluster(
         vendor=v,
         release_key=release_key,
         log=LogIdentity(config.log_key_name, gw.checkpointer.public_raw, config.log_origin),
+        tls=config.tls_cert_pem is not None,
     )
     try:
         yield c

@@ -113,9 +113,13 @@ def start_gateway(
     while time.time() < deadline:
         if b"listening" in out.read_bytes():
             if publish:
+                tls: list[str] = []
+                if "--tls-cert" in db:  # dev-certs put the CA next to the gateway's certificate
+                    cert = Path(db[db.index("--tls-cert") + 1])
+                    tls = ["--tls-ca", str(cert.parent / "ca.crt")]
                 done = ccgw(
                     "release", "publish", str(t / "release.json"), "--gateway", addr,
-                    "--token-file", str(t / "admin.jwt"),
+                    "--token-file", str(t / "admin.jwt"), *tls,
                 )  # fmt: skip
                 assert done.returncode == 0, done.stdout + done.stderr
             return p
