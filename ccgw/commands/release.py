@@ -157,6 +157,12 @@ def register(sub: Subparsers) -> None:
     pb.add_argument("document", type=Path, help="a signed release or revocation document")
     pb.add_argument("--gateway", required=True, help="host:port of the gateway")
     pb.add_argument("--token-file", type=Path, required=True, help="admin token (ccgw token)")
+    pb.add_argument(
+        "--wait-s",
+        type=float,
+        default=0.0,
+        help="wait up to this long for the gateway to come up",
+    )
     add_tls_ca(pb)
     pb.set_defaults(func=_publish)
 
@@ -457,6 +463,7 @@ def _load(path: Path) -> Any:
 
 def _publish(args: argparse.Namespace) -> int:
     import asyncio
+    import time
 
     import grpc
 
@@ -469,14 +476,23 @@ def _publish(args: argparse.Namespace) -> int:
     token = read_token(args.token_file, "admin")
 
     async def run() -> gpb.PublishReleaseResponse:
+        deadline = time.monotonic() + max(0.0, args.wait_s)
         async with channel(args.gateway, args.tls_ca) as ch:
             stub = ggrpc.GatewayStub(ch)
             try:
-                resp: gpb.PublishReleaseResponse = await stub.PublishRelease(
-                    gpb.PublishReleaseRequest(document=data),
-                    metadata=[("authorization", f"Bearer {token}")],
-                    timeout=30,
-                )
+                while True:
+                    try:
+                        resp: gpb.PublishReleaseResponse = await stub.PublishRelease(
+                            gpb.PublishReleaseRequest(document=data),
+                            metadata=[("authorization", f"Bearer {token}")],
+                            timeout=30,
+                        )
+                        break
+                    except grpc.aio.AioRpcError as exc:
+                        down = exc.code() == grpc.StatusCode.UNAVAILABLE
+                        if not down or time.monotonic() >= deadline:
+                            raise
+                        await asyncio.sleep(0.5)
             except grpc.aio.AioRpcError as exc:
                 code = (
                     EXIT_GATEWAY if exc.code() == grpc.StatusCode.UNAVAILABLE else EXIT_CHECK_FAILED
