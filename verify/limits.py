@@ -91,3 +91,6 @@ KERNEL_BYTES_MAX: Final = 256 * MIB
 INITRD_BYTES_MAX: Final = 4 * 1024 * MIB
 KERNEL_CMDLINE_BYTES_MAX: Final = 4 * KIB
 VCPUS_MAX: Final = 512
+
+# Cloud wrappers around CPU evidence (verify/attestation/azure_hcl.py).
+HCL_RUNTIME_CLAIMS_BYTES_MAX: Final = 16 * KIB  # the paravisor's runtime claims JSON

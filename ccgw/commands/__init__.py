@@ -17,6 +17,7 @@ from ccgw.commands import (
     proxy,
     release,
     run,
+    vendor,
     verify,
 )
 
@@ -29,6 +30,7 @@ MODULES: tuple[ModuleType, ...] = (
     audit,
     attest,
     verify,
+    vendor,
     release,
     evidence,
     doctor,

@@ -275,6 +275,69 @@ class SnpBuilder:
         )
 
 
+def hcl_envelope(
+    snp_report: bytes,
+    claims: bytes,
+    *,
+    hash_type: int = 1,
+    report_type: int = 2,
+    version: int = 1,
+    report_size: int | None = None,
+    data_size: int | None = None,
+    padding_bytes: int = 0,
+) -> bytes:
+    """Azure's paravisor envelope (verify/attestation/azure_hcl.py's layout) around a report."""
+    hw = snp_report.ljust(1184, b"\0")
+    size = 32 + 1184 + 20 + len(claims)
+    header = b"HCLA" + struct.pack(
+        "<IIII12x", version, size if report_size is None else report_size, 2, 0
+    )
+    req = struct.pack(
+        "<5I",
+        20 + len(claims) if data_size is None else data_size,
+        1,
+        report_type,
+        hash_type,
+        len(claims),
+    )
+    return header + hw + req + claims + bytes(padding_bytes)
+
+
+def runtime_claims(user_data: bytes | None) -> bytes:
+    """Runtime claims as Azure's paravisor writes them (keys, VM configuration, user-data)."""
+    import json
+
+    doc: dict[str, object] = {
+        "keys": [{"kid": "HCLAkPub", "key_ops": ["sign"], "kty": "RSA", "e": "AQAB", "n": "x"}],
+        "vm-configuration": {"secure-boot": True, "tpm-enabled": True, "console-enabled": False},
+    }
+    if user_data is not None:
+        doc["user-data"] = user_data.hex().upper()
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+class AzureHclTee:
+    """An Azure SEV-SNP confidential VM as its guest sees it: the guest's 64 bytes go into the
+    paravisor's runtime claims as user-data; the PSP signs a report whose REPORT_DATA is the
+    SHA-256 of those claims (zero-padded); the guest reads the HCL envelope."""
+
+    name = "test-azure-hcl"
+
+    def __init__(self, snp: SnpBuilder) -> None:
+        self.snp = snp
+
+    def attest(self, report_data: bytes) -> CpuEvidence:
+        import hashlib
+
+        claims = runtime_claims(report_data)
+        inner = self.snp.report(hashlib.sha256(claims).digest() + bytes(32))
+        return CpuEvidence(
+            platform=pb.SEV_SNP,
+            report=hcl_envelope(inner, claims, padding_bytes=223),
+            certs=tuple(self.snp.certs()),
+        )
+
+
 # ----------------------------------------------------------------------------------------------
 # NVIDIA SPDM
 

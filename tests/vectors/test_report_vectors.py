@@ -150,7 +150,11 @@ def test_real_gpu_measurements_match_nvidias_rims() -> None:
     assert rep.check("gpu.measurements").enforced
     assert rep.check("binding.cpu_gpu").status is Status.PASS
     assert rep.check("evidence.nonce").status is Status.PASS
-    assert rep.check("gpu.revocation").status is Status.SKIP  # no NVIDIA CRL supplied
+    rev = rep.check("gpu.revocation")
+    assert rev.status is Status.SKIP  # no NVIDIA CRL or OCSP response supplied
+    # The signers of the two RIMs used are checked too (they name NVIDIA's OCSP responder).
+    assert "HCC RIM L4 Signer: unchecked (no OCSP response supplied)" in rev.seen
+    assert "NVIDIA GH100 Identity: unchecked" in rev.seen
 
 
 def test_real_gpu_with_other_firmware_fails_the_rims() -> None:

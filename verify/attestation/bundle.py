@@ -39,9 +39,9 @@ from typing import Any
 
 from ccgw.protos.ccgw.v1 import common_pb2 as pb
 from ccgw.verify import binding, limits
-from ccgw.verify.attestation import nvidia, sevsnp, tdx, validate
+from ccgw.verify.attestation import azure_hcl, nvidia, sevsnp, tdx, validate
 from ccgw.verify.attestation.policy import Policy
-from ccgw.verify.attestation.report import AttestationReport, ReportBuilder
+from ccgw.verify.attestation.report import AttestationReport, ReportBuilder, Status
 from ccgw.verify.attestation.roots import Root, RootStore
 from ccgw.verify.attestation.supplied import Collateral
 from ccgw.verify.errors import (
@@ -93,9 +93,8 @@ class VerifiedWorker:
     tcb_status: str = ""  # TDX: from collateral, or says that none was supplied
     gpus: tuple[GpuClaims, ...] = ()
     report: AttestationReport | None = field(default=None, compare=False, repr=False)
-    release: str = (
-        ""  # the release that admits it (Accepted.describe()); "" without a release policy
-    )
+    # The release that admits it (Accepted.describe()) and its digest; "" without a release policy.
+    release: str = ""
     release_digest: str = ""
 
 
@@ -151,12 +150,19 @@ def _cpu(
     roots: RootStore,
     now: datetime,
     col: Collateral,
+    vendor_only: bool = False,
 ) -> tuple[bytes, Root, dict[str, Any]]:
-    """Step 2 and the CPU half of step 6. Returns report_data, the root and the worker claims."""
+    """Step 2 and the CPU half of step 6. Returns report_data, the root and the worker claims.
+    `vendor_only`: vendor evidence alone (verify_vendor_evidence), where no worker key is expected."""
     if bundle.platform == pb.SEV_SNP:
+        envelope: azure_hcl.HclEnvelope | None = None
         try:
+            raw = bundle.cpu_report
+            if azure_hcl.is_envelope(raw):
+                envelope = azure_hcl.parse_envelope(raw)
+                raw = envelope.snp_report
             snp = sevsnp.verify_report(
-                bundle.cpu_report,
+                raw,
                 list(bundle.cpu_certs),
                 roots.for_platform(policy.accepted_roots, "sev-snp"),
                 now,
@@ -165,9 +171,13 @@ def _cpu(
             _stage(b, exc, _CPU)
             raise _Stop from exc
         rep = snp.report
-        b.passed("cpu.report", f"SEV-SNP report v{rep.version} ({snp.product or 'simulated'})")
+        wrapped = " in Azure's paravisor (HCL) envelope" if envelope else ""
+        b.passed(
+            "cpu.report", f"SEV-SNP report v{rep.version} ({snp.product or 'simulated'}){wrapped}"
+        )
         b.passed("cpu.chain", f"{rep.signing_key.upper()} → {snp.root.name}")
         b.passed("cpu.signature", f"ECDSA P-384 by the {rep.signing_key.upper()}")
+        report_data = _paravisor(b, envelope, rep.report_data, policy, vendor_only)
         validate.snp_checks(b, snp, policy)
         b.skipped("cpu.collateral", "AMD publishes no TCB status collateral (cpu.tcb is the rule)")
         validate.revocation(b, "cpu.revocation", [snp.chain], col, now)
@@ -184,7 +194,7 @@ def _cpu(
             vmpl=rep.vmpl,
             host_data=rep.host_data.hex(),
         )
-        return rep.report_data, snp.root, claims
+        return report_data, snp.root, claims
     if bundle.platform != pb.TDX:
         err = MalformedError(f"evidence platform {bundle.platform} is not supported")
         b.failed("cpu.report", err)
@@ -207,6 +217,7 @@ def _cpu(
         f"TDX quote v{td.quote.version}, TD {'1.5' if body.mr_service_td else '1.0'} body",
     )
     b.passed("cpu.chain", f"PCK → {td.root.name}")
+    b.passed("cpu.paravisor", "a TD quote (no paravisor)")
     b.passed("cpu.signature", "QE report (PCK), attestation key binding, quote (ECDSA P-256)")
     validate.tdx_checks(b, td, policy)
     status = validate.tdx_collateral(b, td, policy, col, tdx_roots, now)
@@ -223,6 +234,37 @@ def _cpu(
         tcb_status=status,
     )
     return body.report_data, td.root, claims
+
+
+def _paravisor(
+    b: ReportBuilder,
+    envelope: azure_hcl.HclEnvelope | None,
+    report_data: bytes,
+    policy: Policy,
+    vendor_only: bool = False,
+) -> bytes:
+    """cpu.paravisor, and the 64 bytes that bind the worker's keys: REPORT_DATA itself, or — for a
+    report Azure's paravisor requested — the guest's user-data inside the runtime claims whose
+    hash REPORT_DATA holds (verify.attestation.azure_hcl)."""
+    if envelope is None:
+        b.passed("cpu.paravisor", "the guest's own report (no paravisor)")
+        return report_data
+    try:
+        envelope.check_report_data(report_data)
+        user_data = report_data if vendor_only else envelope.user_data()
+    except VerifyError as exc:
+        b.failed("binding.keys", exc)
+        raise _Stop from exc
+    allowed = "accepted by the policy (sev_snp.allow_azure_paravisor)"
+    b.skipped(
+        "cpu.paravisor",
+        "Azure's paravisor (HCL) requested the report: the launch measurement covers the "
+        "paravisor, not the worker image, and the guest is measured only into the vTPM, which "
+        "ccgw does not verify",
+        "Azure HCL envelope",
+        allowed if policy.snp_allow_azure_paravisor else "the guest's own report",
+    )
+    return user_data
 
 
 _GPU = ("gpu.report", "gpu.chain", "gpu.signature", "gpu.nonce")
@@ -266,7 +308,8 @@ def _gpus(
     b.passed("gpu.signature", "ECDSA P-384 by each GPU's attestation key")
     b.passed("gpu.nonce", "each GPU report answers the bundle's nonce")
     b.passed("gpu.cc_mode", f"{n} verified report(s): NVML serves them only in CC mode")
-    validate.revocation(b, "gpu.revocation", [g.chain for g in gpus], col, now)
+    rim_paths = validate.rim_signing_paths(gpus, policy.gpu_rims, roots.rim_root(), now)
+    validate.revocation(b, "gpu.revocation", [*(g.chain for g in gpus), *rim_paths], col, now)
     validate.gpu_measurements(b, gpus, policy, roots.rim_root(), now)
     return gpus
 
@@ -432,3 +475,83 @@ def _run(
         **claims,
     )
     return release_inclusion(b, worker, policy, now)  # 7
+
+
+VENDOR_CHECKS = ("cpu.report", "cpu.chain", "cpu.signature")
+VENDOR_GPU_CHECKS = ("gpu.report", "gpu.chain", "gpu.signature")
+
+
+@dataclass(frozen=True)
+class VendorVerdict:
+    """What `verify_vendor_evidence` found: the report; whether the evidence is authentic
+    (structure, chain and signature passed for the CPU and every GPU given); and the checks that
+    failed (the policy's rules: debug, TCB, pinned values, revocation …). Never a trusted worker:
+    nothing in vendor evidence alone binds a worker's keys."""
+
+    report: AttestationReport
+    authentic: bool
+    failed: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.authentic and not self.failed
+
+
+def verify_vendor_evidence(
+    platform: pb.Platform,
+    cpu_report: bytes,
+    cpu_certs: list[bytes],
+    gpus: list[pb.GpuEvidence],
+    policy: Policy,
+    roots: RootStore,
+    now: datetime,
+    *,
+    gpu_nonce: bytes | None = None,
+    collateral: Collateral | None = None,
+) -> VendorVerdict:
+    """Offline verification of vendor evidence as a machine produced it (an SEV-SNP report and its
+    VCEK/VLEK chain, a TDX quote, NVIDIA SPDM reports and chains), under the same rules and checks
+    as `verify_bundle`. What only a ccgw worker's bundle can show is recorded as a skip with the
+    reason: the key binding, the bundle's issue time and models, release inclusion. GPU reports are
+    checked against `gpu_nonce` when given (a pass or a fail); otherwise each report's own nonce is
+    used and gpu.nonce is a skip that says so."""
+    b = ReportBuilder(policy.enforcement())
+    col = policy.collateral.merged(collateral)
+    bundle = pb.EvidenceBundle(
+        version=1, platform=platform, cpu_report=cpu_report, cpu_certs=cpu_certs, gpus=gpus
+    )
+    own_nonce = gpu_nonce is None
+    if gpus:
+        try:
+            first = nvidia.parse_report(gpus[0].report)
+            bundle.nonce = gpu_nonce if gpu_nonce is not None else first.nonce
+        except VerifyError:
+            bundle.nonce = gpu_nonce or bytes(limits.NONCE_BYTES)
+    why = "vendor evidence alone: no ccgw worker bundle binds keys to it"
+    with contextlib.suppress(_Stop):
+        try:
+            _check_sizes(bundle)
+        except VerifyError as exc:
+            b.failed("cpu.report", exc)
+            raise _Stop from exc
+        _, root, _ = _cpu(b, bundle, policy, roots, now, col, vendor_only=True)
+        b.skipped("binding.keys", why)
+        b.skipped("binding.cpu_gpu", why)
+        _gpus(b, bundle, policy, roots, now, col)
+        if gpus and own_nonce and b.status("gpu.nonce") is Status.PASS:
+            b.replace_with_skip("gpu.nonce", "no nonce given: each report's own nonce was used")
+        b.skipped("evidence.nonce", why)
+        b.skipped("evidence.freshness", "vendor evidence carries no issue time")
+        b.skipped("models.digests", why)
+        validate.root_real(b, root)
+        b.skipped("release.inclusion", f"{why} (no worker whose software a release could allow)")
+    report = b.build(
+        verified_at=now.isoformat(),
+        platform={pb.SEV_SNP: "sev-snp", pb.TDX: "tdx"}.get(platform, "unknown"),
+        evidence_sha256="",
+        collateral_sources=tuple(s for s in col.sources if not col.empty),
+    )
+    needed = VENDOR_CHECKS + (VENDOR_GPU_CHECKS if gpus else ())
+    authentic = all(report.check(c).status is Status.PASS for c in needed)
+    failed = tuple(c.id for c in report.checks if c.status is Status.FAIL)
+    return VendorVerdict(report=report, authentic=authentic, failed=failed)

@@ -1,4 +1,5 @@
-"""Certificate revocation from CRLs (RFC 5280 §5, §6.3), for every vendor chain.
+"""Certificate revocation from CRLs (RFC 5280 §5, §6.3) and OCSP responses (verify.attestation.ocsp),
+for every vendor chain.
 
 Which certificates must be checked: every certificate of a verified chain, except the pinned root,
 that names a CRL distribution point (its issuer publishes revocation that way): AMD's ASK/ASVK (on
@@ -22,9 +23,11 @@ from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.x509.oid import ExtensionOID
+from cryptography.x509 import ocsp as ocsp_x509
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID
 
 from ccgw.verify import limits
+from ccgw.verify.attestation import ocsp
 from ccgw.verify.errors import LimitError, MalformedError
 
 _UNDERSTOOD_CRL_EXTENSIONS = frozenset(
@@ -126,26 +129,46 @@ def _publishes_crl(cert: x509.Certificate) -> bool:
     return True
 
 
+def _publishes_ocsp(cert: x509.Certificate) -> bool:
+    try:
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess)
+    except x509.ExtensionNotFound:
+        return False
+    return any(d.access_method == AuthorityInformationAccessOID.OCSP for d in aia.value)
+
+
 def check_chain(
     chain: Sequence[x509.Certificate],
     crls: Sequence[x509.CertificateRevocationList],
     now: datetime,
+    responses: Sequence[ocsp_x509.OCSPResponse] = (),
 ) -> ChainRevocation:
-    """`chain` is a verified path, leaf first, ending with the pinned root (not itself checked)."""
+    """`chain` is a verified path, leaf first, ending with the pinned root (not itself checked).
+    A usable OCSP response for a certificate (verify.attestation.ocsp) decides its status — also for
+    certificates that publish no CRL, such as one GPU's device certificate; otherwise its issuer's
+    CRL does. A certificate that names neither a CRL nor an OCSP responder, and has no response
+    supplied, has nothing to consult and is not listed."""
     out: list[CertStatus] = []
     for cert, issuer in itertools.pairwise(chain):
-        if not _publishes_crl(cert):
-            continue
         name = _cn(cert.subject)
-        reasons: list[str] = []
+        answer, ocsp_reasons = ocsp.status_for(cert, issuer, responses, now)
+        if answer is not None and answer.status != "unknown":
+            out.append(CertStatus(name, answer.status, answer.detail))
+            continue
+        if not _publishes_crl(cert):
+            if answer is not None or ocsp_reasons or _publishes_ocsp(cert):
+                why = answer.detail if answer else "; ".join(ocsp_reasons)
+                out.append(CertStatus(name, "unchecked", why or "no OCSP response supplied"))
+            continue
+        reasons: list[str] = [*ocsp_reasons]
         usable = None
         for crl in crls:
-            why = crl_problem(crl, issuer, now)
-            if why is None:
+            problem = crl_problem(crl, issuer, now)
+            if problem is None:
                 usable = crl
                 break
-            if why != "issued by another CA":
-                reasons.append(f"CRL from {_cn(crl.issuer)} {why}")
+            if problem != "issued by another CA":
+                reasons.append(f"CRL from {_cn(crl.issuer)} {problem}")
         if usable is None:
             why = "; ".join(reasons) or f"no CRL from {_cn(issuer.subject)} supplied"
             out.append(CertStatus(name, "unchecked", why))

@@ -21,6 +21,7 @@ allow-list is refused rather than read as "allow all" or silently as "allow noth
     allow_migration_agent = false
     max_vmpl = 0
     allowed_host_data = ["<hex32>"]
+    allow_azure_paravisor = false               # reports Azure's paravisor (HCL) asked for
 
     [tdx]
     rtmr0 = ["<hex48>"]                         # rtmr0 … rtmr3
@@ -109,6 +110,9 @@ class Policy:
     snp_allow_migration_agent: bool = False
     snp_max_vmpl: int | None = None
     snp_allowed_host_data: frozenset[str] | None = None
+    # Accept SEV-SNP reports that Azure's paravisor (HCL) requested for the guest: the launch
+    # measurement then covers the paravisor, not the worker image (cpu.paravisor is a skip).
+    snp_allow_azure_paravisor: bool = False
     # TDX
     tdx_allowed_rtmrs: Mapping[int, frozenset[str]] = field(default_factory=dict)
     tdx_allowed_mr_seam: frozenset[str] | None = None
@@ -150,6 +154,8 @@ class Policy:
             return not self.accepts_simulated
         if check_id == "release.inclusion":
             return self.release_view is not None
+        if check_id == "cpu.paravisor":
+            return not self.snp_allow_azure_paravisor
         return False
 
     def enforcement(self) -> dict[str, bool]:
@@ -320,6 +326,7 @@ def policy_from_dict(data: Mapping[str, Any], base_dir: Path | None = None) -> P
     kw["snp_allow_migration_agent"] = snp.boolean("allow_migration_agent", False)
     kw["snp_max_vmpl"] = snp.integer("max_vmpl", None, 0, 3)
     kw["snp_allowed_host_data"] = snp.strings("allowed_host_data", _hexlen(32))
+    kw["snp_allow_azure_paravisor"] = snp.boolean("allow_azure_paravisor", False)
     snp.unknown()
 
     tdx = _Reader(_table(top, "tdx"), "tdx", problems)

@@ -52,6 +52,7 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("cpu.chain", _H, "CPU certificate chain to a pinned vendor root", True),
     CheckSpec("cpu.signature", _H, "CPU report signature", True),
     CheckSpec("cpu.debug", _H, "debug off, guest policy allowed", True),
+    CheckSpec("cpu.paravisor", _H, "the guest's own CPU report, no paravisor in between"),
     CheckSpec("cpu.tcb", _H, "TCB at or above the policy minimum"),
     CheckSpec("cpu.collateral", _H, "TCB status from signed vendor collateral"),
     CheckSpec("cpu.revocation", _H, "CPU certificates not revoked (CRLs)"),
@@ -157,10 +158,11 @@ class AttestationReport:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
-    def render(self, title: str = "") -> str:
-        """Human-readable, grouped by tier, with the score."""
+    def render(self, title: str = "", verdict: str = "") -> str:
+        """Human-readable, grouped by tier, with the score (and TRUSTED / REFUSED unless the
+        caller names another verdict)."""
         passed, total = self.score
-        verdict = "TRUSTED" if self.trusted else "REFUSED"
+        verdict = verdict or ("TRUSTED" if self.trusted else "REFUSED")
         lines = [f"{title or 'attestation'}: {verdict}  score {passed}/{total} passed"]
         for tier in Tier:
             lines.append(f"  [{tier.value}]")
@@ -246,6 +248,12 @@ class ReportBuilder:
 
     def skipped(self, check_id: str, why: str, seen: str = "", required: str = "") -> None:
         self._put(Check(check_id, Status.SKIP, seen, required, self._enforces[check_id], (why,)))
+
+    def replace_with_skip(self, check_id: str, why: str) -> None:
+        """Downgrade a recorded result to a skip (keeping what was seen): for a check whose pass
+        would claim more than was shown, e.g. a nonce the verifier did not choose."""
+        old = self._results.pop(check_id)
+        self.skipped(check_id, why, old.seen, old.required)
 
     def build(self, **meta: Any) -> AttestationReport:
         order = tuple(self._results)

@@ -78,6 +78,9 @@ class Rim:
     goldens: dict[int, Golden]
     not_before: datetime  # the window in which the whole signing chain is valid
     not_after: datetime
+    # The verified signing path, signer first, ending with the pinned RIM root: its revocation is
+    # checked with the GPU's (gpu.revocation).
+    chain: tuple[x509.Certificate, ...] = ()
 
     @property
     def active(self) -> dict[int, Golden]:
@@ -191,6 +194,7 @@ def _verify_uncached(data: bytes, root_der: bytes) -> Rim:
         goldens=_goldens(signed),
         not_before=not_before,
         not_after=not_after,
+        chain=tuple(chain) if chain[-1] == rim_root else (*chain, rim_root),
     )
 
 

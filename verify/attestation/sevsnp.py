@@ -1,7 +1,10 @@
 """AMD SEV-SNP attestation reports (SEV-SNP Firmware ABI spec, "ATTESTATION_REPORT" table).
 
-parse_report: 1184 bytes → SnpReport for report versions 2–5, every field range and every reserved
-range checked, no trust decision. Version 3 adds the CPUID family/model/stepping at 0x188 (which
+parse_report: 1184 bytes → SnpReport for report versions 1–5, every field range and every reserved
+range checked, no trust decision. Version 1 (firmware before ABI 1.51, still seen in 2022 on Azure)
+defines only the author-key bit of 0x48 (so the VCEK signs) and nothing from 0x1E0 to the
+signature: those must be zero, and its committed/launch TCB and firmware versions read as zero.
+Version 3 adds the CPUID family/model/stepping at 0x188 (which
 name the product, and so the TCB_VERSION layout); version 5 adds the launch and current mitigation
 vectors at 0x1F8/0x200.
 
@@ -40,7 +43,7 @@ REPORT_BYTES = 0x4A0
 SIGNED_BYTES = 0x2A0
 SIG_COMPONENT_BYTES = 72
 SIG_ALGO_ECDSA_P384_SHA384 = 1
-SUPPORTED_VERSIONS = (2, 3, 4, 5)
+SUPPORTED_VERSIONS = (1, 2, 3, 4, 5)
 
 # Guest policy bits (SEV-SNP ABI, "GUEST_POLICY"); bits 26–63 are reserved.
 POLICY_SMT = 1 << 16
@@ -250,6 +253,10 @@ def parse_report(data: bytes) -> SnpReport:
         raise MalformedError("SEV-SNP signer_info has reserved bits set")
     if (signer_info >> 2) & 0x7 not in SIGNING_KEYS:
         raise MalformedError("SEV-SNP signer_info names a reserved signing key")
+    if version == 1:
+        if signer_info >> 1:
+            raise MalformedError("SEV-SNP version 1 report sets bits of 0x48 it does not define")
+        _zero(data, 0x1E0, SIGNED_BYTES, "reserved 0x1E0 of a version 1 report")
     chip_id = data[0x1A0:0x1E0]
     if signer_info & SIGNER_MASK_CHIP_KEY and any(chip_id):
         raise MalformedError("SEV-SNP chip id is masked by signer_info but not zero")

@@ -22,6 +22,7 @@ root.real — the evidence chains to a real vendor root, not the simulated TEE.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -192,7 +193,9 @@ def revocation(
     now: datetime,
 ) -> None:
     crls, unparsed = col.parsed_crls
-    results = [crl.check_chain(p, crls, now) for p in paths]
+    responses, bad_ocsp = col.parsed_ocsp
+    unparsed = (*unparsed, *bad_ocsp)
+    results = [crl.check_chain(p, crls, now, responses) for p in paths]
     seen = " | ".join(r.describe() for r in results)
     revoked = [c for r in results for c in r.revoked]
     unchecked = [c for r in results for c in r.unchecked]
@@ -200,13 +203,13 @@ def revocation(
         problems = [f"{c.subject} is revoked ({c.why})" for c in revoked]
         b.failed(cid, ChainError("; ".join(problems)), seen, "no certificate revoked", problems)
     elif not any(r.certs for r in results):
-        b.skipped(cid, "no certificate in the chain publishes a CRL", seen)
+        b.skipped(cid, "no certificate in the chain publishes a CRL or an OCSP responder", seen)
     elif unchecked:
         why = "; ".join(f"{c.subject}: {c.why}" for c in unchecked)
-        extra = f" (CRLs that do not parse: {'; '.join(unparsed)})" if unparsed else ""
-        b.skipped(cid, f"revocation not checked for {why}{extra}", seen, "current CRLs")
+        extra = f" (collateral that does not parse: {'; '.join(unparsed)})" if unparsed else ""
+        b.skipped(cid, f"revocation not checked for {why}{extra}", seen, "current CRLs / OCSP")
     else:
-        b.passed(cid, seen, "current CRLs, no certificate revoked")
+        b.passed(cid, seen, "current CRLs / OCSP responses, no certificate revoked")
 
 
 def gpu_measurements(
@@ -240,6 +243,30 @@ def gpu_measurements(
         required.append("pinned values")
         problems += _pinned_gpu_problems(gpus, policy)
     _record(b, "gpu.measurements", problems, seen, "; ".join(required))
+
+
+def rim_signing_paths(
+    gpus: Sequence[VerifiedGpu],
+    rim_files: Sequence[bytes],
+    rim_root: x509.Certificate | None,
+    now: datetime,
+) -> list[tuple[x509.Certificate, ...]]:
+    """The verified signing paths of the RIMs that apply to these GPUs (their driver and VBIOS),
+    so their signers' revocation is checked with the GPUs' (gpu.revocation). A RIM that does not
+    verify is left to gpu.measurements, which reports it."""
+    if rim_root is None or not rim_files:
+        return []
+    rims = []
+    for data in rim_files:
+        with contextlib.suppress(VerifyError):
+            rims.append(rim.verify_rim(data, rim_root, now))
+    used: dict[str, tuple[x509.Certificate, ...]] = {}
+    for g in gpus:
+        for version in (g.report.driver_version, g.report.vbios_version):
+            chosen = rim.select(rims, version)
+            if chosen is not None and chosen.chain:
+                used[chosen.sha256] = chosen.chain
+    return list(used.values())
 
 
 def _rim_problems(

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprotos/ccgw/v1/collateral.proto\x12\x07\x63\x63gw.v1\"f\n\nCollateral\x12\x0c\n\x04\x63rls\x18\x01 \x03(\x0c\x12\x14\n\x0ctdx_tcb_info\x18\x02 \x03(\x0c\x12\x17\n\x0ftdx_qe_identity\x18\x03 \x03(\x0c\x12\x1b\n\x13intel_signing_chain\x18\x04 \x03(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprotos/ccgw/v1/collateral.proto\x12\x07\x63\x63gw.v1\"~\n\nCollateral\x12\x0c\n\x04\x63rls\x18\x01 \x03(\x0c\x12\x14\n\x0ctdx_tcb_info\x18\x02 \x03(\x0c\x12\x17\n\x0ftdx_qe_identity\x18\x03 \x03(\x0c\x12\x1b\n\x13intel_signing_chain\x18\x04 \x03(\x0c\x12\x16\n\x0eocsp_responses\x18\x05 \x03(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.ccgw.v1.collateral_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_COLLATERAL']._serialized_start=44
-  _globals['_COLLATERAL']._serialized_end=146
+  _globals['_COLLATERAL']._serialized_end=170
 # @@protoc_insertion_point(module_scope)
