@@ -51,11 +51,16 @@ def unreleased_policy() -> Policy:
     return dataclasses.replace(Policy().allowing_simulated(), accept_unreleased=True)
 
 
-def auditor(c: Cluster, ch: grpc.aio.Channel) -> Auditor:
+def auditor(c: Cluster, ch: grpc.aio.Channel, state: Path | None = None) -> Auditor:
     assert c.log is not None
     roots = RootStore.default().with_simulated(c.vendor.root_pem())
     return Auditor(
-        ch, c.log, Policy().allowing_simulated(), roots, release_keys=c.release_trust().keys
+        ch,
+        c.log,
+        Policy().allowing_simulated(),
+        roots,
+        state_path=state,
+        release_keys=c.release_trust().keys,
     )
 
 
@@ -376,3 +381,33 @@ async def test_accept_unreleased_software_is_a_named_skip_and_warns_on_every_use
         check = report.check("release.inclusion")
         assert check.status is Status.SKIP and check.detail == (UNRELEASED_SKIP,)
         assert "--accept-unreleased-software" in report.render()
+
+
+# -- the auditor: a release swapped in the log is a log that does not match its checkpoints -------
+
+
+async def test_auditor_refuses_a_release_swapped_under_a_checkpoint(tmp_path: Path) -> None:
+    """A gateway that swaps a logged release for one allowing another image: without re-signing,
+    the entries no longer hash to the checkpoint; re-signing a new tree over the edit is a history
+    the auditor's last checkpoint does not extend."""
+    from tests.integration.test_audit import resign
+    from tests.support.ledger import Raw
+
+    async with cluster(tmp_path, limits=LIMITS) as c:
+        await c.add_worker({"echo": EchoEngine()})
+        await c.deposit("client:alice", 1_000_000)
+        await c.client().complete("echo", prompt="a b")
+        state = tmp_path / "audit-state.json"
+        async with grpc.aio.insecure_channel(c.address) as ch:
+            assert (await auditor(c, ch, state).run()).ok
+        swapped = le.release_entry(altered(c.published[0]))
+        raw = Raw(tmp_path / "gw.sqlite3")
+        raw.q("UPDATE log_entries SET body = ? WHERE idx = 1", (swapped.body,))
+        rep = await audit(c)
+        assert "log_root_mismatch" in {p.kind for p in rep.problems} and rep.exit_code == 1
+        raw.q("UPDATE log_entries SET entry_hash = ? WHERE idx = 1", (swapped.leaf_hash(),))
+        raw.close()
+        await resign(c)
+        async with grpc.aio.insecure_channel(c.address) as ch:
+            rep = await auditor(c, ch, state).run()
+        assert "history_rewritten" in {p.kind for p in rep.problems} and rep.exit_code == 1
