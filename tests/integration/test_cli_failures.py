@@ -146,6 +146,24 @@ def test_funds_and_settings(env: Env) -> None:
     one_line(r, "ask", 2, "CCGW_MAX_NEW_TOKENS")
 
 
+def test_accept_unreleased_software_warns_at_start_and_on_every_use(env: Env) -> None:
+    r = ccgw("workers", "--gateway", env.addr, *ca(env), "--token-file", str(env.t / "app.jwt"),
+             *sim(env), "--accept-unreleased-software")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "release=NOT CHECKED (--accept-unreleased-software)" in r.stdout
+    warned = [ln for ln in r.stderr.splitlines() if ln.startswith("WARNING:")]
+    assert any("NOT checked against any release" in w for w in warned)  # at start
+    assert any("without checking its software against any release" in w for w in warned)  # use
+    assert "Traceback" not in r.stderr and "sdk.py" not in r.stderr  # one line each
+    r = ccgw("workers", "--gateway", env.addr, *ca(env), "--token-file", str(env.t / "app.jwt"),
+             *sim(env), *trust(env.t))  # fmt: skip
+    assert (
+        r.returncode == 0
+        and "release=release 1.0.0" in r.stdout
+        and "WARNING: --acc" not in r.stderr
+    )
+
+
 def test_debug_shows_the_traceback(env: Env) -> None:
     r = ccgw("--debug", "token", "--key", str(env.t / "nope.key"), "--sub", "a", "--role", "client")
     assert r.returncode != 0 and "Traceback" in r.stderr
