@@ -15,9 +15,11 @@ this client a release the log does not hold, or a forked log, fails here: Releas
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ccgw.client.errors import ReleaseLogRejected
@@ -54,6 +56,29 @@ class LogIdentity:
 class ReleaseTrust:
     keys: tuple[ReleaseKey, ...]  # release keys whose releases this party trusts
     log: LogIdentity
+    # Where the last checkpoint accepted is kept between runs (None: in memory only), so that a
+    # log forked or rolled back between two runs is refused too.
+    state_path: Path | None = None
+
+
+def load_state(path: Path, log: LogIdentity) -> Checkpoint | None:
+    """The checkpoint a follower accepted last (None when the file does not exist yet)."""
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text())
+        cp = Checkpoint(str(state["origin"]), int(state["size"]), bytes.fromhex(state["root"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"log state {path} is not a release follower's state file") from exc
+    if cp.origin != log.origin or cp.size < 0 or len(cp.root) != 32:
+        raise ValueError(f"log state {path} is for another log than {log.origin!r}")
+    return cp
+
+
+def save_state(path: Path, cp: Checkpoint) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"origin": cp.origin, "size": cp.size, "root": cp.root.hex()}))
+    tmp.replace(path)
 
 
 def proven_entries(
@@ -102,6 +127,8 @@ class ReleaseFollower:
         if not trust.keys:
             raise ValueError("a release follower needs at least one release key")
         self.trust, self._refresh_s, self._clock = trust, refresh_s, clock
+        if last_seen is None and trust.state_path is not None:
+            last_seen = load_state(trust.state_path, trust.log)
         self.checkpoint: Checkpoint | None = last_seen  # the last checkpoint accepted
         self.view: ReleaseView | None = None
         self._until = float("-inf")
@@ -131,6 +158,8 @@ class ReleaseFollower:
         except VerifyError as exc:
             raise ReleaseLogRejected(f"the log's releases are refused: {exc}") from exc
         self.checkpoint, self.view = cp, view
+        if self.trust.state_path is not None:
+            save_state(self.trust.state_path, cp)
         self._until = self._clock() + self._refresh_s
         return view
 

@@ -113,7 +113,9 @@ NO_RELEASE_KEY = (
 )
 
 
-def add_release_trust(p: argparse.ArgumentParser, log_key: bool = True) -> None:
+def add_release_trust(
+    p: argparse.ArgumentParser, log_key: bool = True, log_state: bool = True
+) -> None:
     """--release-key / --accept-unreleased-software (and, for clients, the log they follow)."""
     p.add_argument(
         "--release-key",
@@ -189,7 +191,17 @@ def release_trust(args: argparse.Namespace, policy: Any) -> tuple[Any, Any]:
                 "checkpoint signed by the gateway's log key"
             )
         log = LogIdentity(args.log_name, log_public_raw(args.log_pubkey), args.log_origin)
-        return policy, ReleaseTrust((release_key(args.release_key),), log)
+        trust = ReleaseTrust(
+            (release_key(args.release_key),), log, getattr(args, "log_state", None)
+        )
+        if trust.state_path is not None:
+            from ccgw.client.releases import load_state
+
+            try:
+                load_state(trust.state_path, log)
+            except ValueError as exc:
+                raise CliError(str(exc)) from None
+        return policy, trust
     if args.accept_unreleased_software:
         warn_unreleased()
         return dataclasses.replace(policy, accept_unreleased=True), None

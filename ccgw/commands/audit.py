@@ -33,7 +33,7 @@ def register(sub: Subparsers) -> None:
         help="where the last verified checkpoint is kept between runs",
     )
     au.add_argument("--policy", type=Path, default=None, help="attestation policy file")
-    add_release_trust(au)
+    add_release_trust(au, log_state=False)  # the audit keeps its checkpoint in --state
     next(a for a in au._actions if a.dest == "log_pubkey").required = True
     au.add_argument("--jobs", action="store_true", help="list the release of every job")
     add_simulated_root(au)
