@@ -57,7 +57,8 @@ class GatewayLimits:
     metrics_refresh_s: float = 5.0  # log size and ledger totals read from the store this often
     collateral_refresh_s: float = 60.0  # rescan of the collateral directory at most this often
     release_refresh_s: float = 5.0  # releases/revocations re-read from the store this often
-    release_entries_page_max: int = 64  # GetReleases page size (entries, each up to 128 KiB)
+    release_entries_page_max: int = 64  # GetReleases page size (entries, each up to 128 KiB) …
+    release_page_bytes_max: int = 1_048_576  # … and bytes of entry bodies (at least one entry)
 
 
 @dataclass(frozen=True)

@@ -204,8 +204,13 @@ class LogServicer(lgrpc.TransparencyLogServicer):
             raise NotFound(f"no signed checkpoint of size {size}")
         rows = [e for e in await self._store.release_entries(start, page + 1) if e.index < size]
         more = len(rows) > page
-        out = []
+        out: list[lpb.ProvenEntry] = []
+        budget = self._config.limits.release_page_bytes_max
         for e in rows[:page]:
+            if out and budget < len(e.body):  # a page stays within a gRPC message's bound
+                more = True
+                break
+            budget -= len(e.body)
             out.append(
                 lpb.ProvenEntry(
                     entry=_entry(e), hashes=await self._store.inclusion_proof(e.index, size)

@@ -409,3 +409,20 @@ async def test_auditor_refuses_a_release_swapped_under_a_checkpoint(tmp_path: Pa
         async with grpc.aio.insecure_channel(c.address) as ch:
             rep = await auditor(c, ch, state).run()
         assert "history_rewritten" in {p.kind for p in rep.problems} and rep.exit_code == 1
+
+
+@pytest.mark.parametrize("page", [{"release_entries_page_max": 2}, {"release_page_bytes_max": 1}])
+async def test_the_client_follows_releases_across_pages(
+    tmp_path: Path, page: dict[str, int]
+) -> None:
+    async with cluster(tmp_path, limits=GatewayLimits(checkpoint_every_entries=1, **page)) as c:
+        docs = [c.release_for({f"m{i}": EchoEngine(f"m{i}")}, version=f"1.{i}.0") for i in range(5)]
+        for d in docs:
+            await c.publish(d)
+        async with grpc.aio.insecure_channel(c.address) as ch:
+            stub = lgrpc.TransparencyLogStub(ch)
+            first = await stub.GetReleases(lpb.GetReleasesRequest())
+            assert first.more and 0 < len(first.entries) < 5
+            view = await ReleaseFollower(c.release_trust()).refresh(stub, call)
+        assert sorted(x.document.digest for x in view.candidates) == sorted(d.digest for d in docs)
+        assert all(not x.excluded for x in view.candidates)
