@@ -137,6 +137,14 @@ def add_release_trust(
             default="ccgw.local/log",
             help="origin line of the gateway's checkpoints",
         )
+    if log_key and log_state:
+        p.add_argument(
+            "--log-state",
+            type=Path,
+            default=None,
+            help="keep the last log checkpoint verified here between runs: a log forked or rolled "
+            "back since is refused",
+        )
     p.add_argument(
         UNRELEASED_FLAG,
         dest="accept_unreleased_software",

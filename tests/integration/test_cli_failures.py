@@ -4,6 +4,7 @@ traceback only with --debug. Also: a worker exits 0 after draining on SIGTERM.""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -162,6 +163,19 @@ def test_accept_unreleased_software_warns_at_start_and_on_every_use(env: Env) ->
         and "release=release 1.0.0" in r.stdout
         and "WARNING: --acc" not in r.stderr
     )
+
+
+def test_log_state_keeps_the_release_checkpoint_between_runs(env: Env) -> None:
+    state = env.t / "log-state.json"
+    for _ in range(2):  # the second run checks consistency with the first run's checkpoint
+        r = ccgw("workers", "--gateway", env.addr, *ca(env), "--token-file",
+                 str(env.t / "app.jwt"), *sim(env), *trust(env.t), "--log-state", str(state))  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert json.loads(state.read_text())["size"] >= 2
+    state.write_text('{"origin": "elsewhere", "size": 1, "root": "' + "00" * 32 + '"}')
+    r = ccgw("workers", "--gateway", env.addr, *ca(env), "--token-file", str(env.t / "app.jwt"),
+             *sim(env), *trust(env.t), "--log-state", str(state))  # fmt: skip
+    one_line(r, "workers", 2, "for another log")
 
 
 def test_debug_shows_the_traceback(env: Env) -> None:
