@@ -62,3 +62,17 @@ def test_release_entries_move_no_money_and_are_logged_once() -> None:
         with pytest.raises(ledger_rules.RuleViolation) as again:
             ledger_rules.apply(le.release_entry(d), 9, view)
         assert again.value.problem == "release_logged_twice"
+
+
+def test_a_release_larger_than_other_entries_is_logged_whole() -> None:
+    from dataclasses import replace
+
+    from ccgw.verify import limits
+
+    base = manifest()
+    many = tuple(
+        replace(base.launch[0], measurement=f"{i:096x}", vcpus=1 + i % 64) for i in range(200)
+    )
+    entry = le.release_entry(signed(manifest(launch=many)))
+    assert len(entry.body) > limits.LOG_ENTRY_BODY_BYTES_MAX  # bounded per kind, not by 16 KiB
+    assert len(le.parse(entry).document.manifest.launch) == 200
