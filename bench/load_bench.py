@@ -6,12 +6,17 @@ ccgw:  SDK clients (own processes) -> gateway (own process, SQLite) -> worker (o
 bare:  clients (own processes) -> relay (own process) -> backend (own process, dialled in to the
        relay over one bidi stream); 1 KiB request, 4 x 1 KiB replies, raw bytes, no checks.
 
+With --pg DSN, the same gateway runs on PostgreSQL (`ccgw-pg`: one gateway; `ccgw-pg2`: two gateway
+replicas on one schema, a worker on each, the client processes split between them), each system on
+a fresh schema dropped afterwards. The PostgreSQL server's own CPU is not in the CPU column.
+
 Cells (system x concurrency) are interleaved, round after round, so both systems see the same
 machine; each cell reports jobs/s, p50 and p99 latency, and the CPU time per job summed over all
 processes of that system (from /proc). The table gives the median over rounds and the spread.
 
     python bench/load_bench.py                      # concurrency 1, 8, 64; 3 rounds of 4 s cells
     python bench/load_bench.py --rounds 5 --seconds 6 --client-procs 4
+    python bench/load_bench.py --systems ccgw,ccgw-pg,ccgw-pg2 --pg postgresql://postgres@127.0.0.1:5432/test
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ class BenchEngine:
 
 
 # --------------------------------------------------------------------------- roles -----------
-async def role_gateway(d: Path, sync: str) -> None:
+async def role_gateway(d: Path, sync: str, db: str, schema: str) -> None:
     from ccgw.gateway.config import GatewayConfig, GatewayLimits
     from ccgw.gateway.server import start_gateway
     from ccgw.logs import configure
@@ -74,13 +79,15 @@ async def role_gateway(d: Path, sync: str) -> None:
     config = GatewayConfig(
         listen="127.0.0.1:0",
         db_path=d / "gw.sqlite3",
+        db_dsn=db or None,
+        db_schema=schema,
         auth_public_keys_pem=((d / "auth.pub").read_bytes(),),
         allow_simulated_tee=True,
         simulated_root_pem=(d / "sim" / "root.pem").read_bytes(),
         log_key_pem=log_key.read_bytes() if log_key.exists() else None,
         limits=GatewayLimits(**_unlimited_quotas(GatewayLimits)),
     )
-    store = _open_store(config, sync)
+    store = None if db else _open_store(config, sync)  # PostgreSQL: as `ccgw gateway` opens it
     gw = await start_gateway(config, store=store)
     if os.environ.get("CCGW_BENCH_DEFAULT_GC") is None:
         tune_gc_for_serving()  # what `ccgw gateway` does
@@ -105,7 +112,7 @@ def _open_store(config: Any, sync: str) -> Any:
         return store
     store = open_store(config.db_path)
     if sync != "FULL":
-        store.backend._w.execute("PRAGMA synchronous=NORMAL")
+        store.backend.durable_sync = "NORMAL"
     if sync == "INLINE":
         backend = store.backend
 
@@ -374,9 +381,9 @@ def prepare(d: Path) -> None:
         (d / f"client{i}.jwt").write_text(issue_token(key, sub=f"client:b{i}", role="client"))
 
 
-def prepare_ledger(d: Path) -> None:
+def prepare_ledger(d: Path, db: str = "", schema: str = "ccgw") -> None:
     """A new ledger with every bench account funded (run by the code under test: --before
-    prepares its own database format)."""
+    prepares its own database format); on PostgreSQL when `db` is a DSN."""
     try:
         from ccgw.gateway.store.factory import open_store
     except ImportError:  # code from before the log of entries (--before)
@@ -407,7 +414,7 @@ def prepare_ledger(d: Path) -> None:
     pub = key.public_key().public_bytes_raw()
 
     async def fund() -> None:
-        store = open_store(d / "gw.sqlite3", operator=pub, create=True)
+        store = open_store(db or d / "gw.sqlite3", schema=schema, operator=pub, create=True)
         deposits = [
             le.deposit(key, f"client:b{i}", 10**15, f"bench-deposit-{i}")
             for i in range(ACCOUNTS_MAX)
@@ -423,11 +430,12 @@ class System:
         self,
         name: str,
         servers: list[Proc],
-        address: str,
+        addresses: list[str],
         d: Path,
         procs: int,
         root: Path | None = None,
     ) -> None:
+        """Client process i talks to addresses[i % len(addresses)] (replicas share the load)."""
         self.name, self.servers = name, servers
         self.clients = [
             Proc(
@@ -438,7 +446,7 @@ class System:
                 "--system",
                 name,
                 "--address",
-                address,
+                addresses[i % len(addresses)],
                 "--index",
                 str(i),
                 root=root,
@@ -506,6 +514,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--client-procs", type=int, default=4)
     ap.add_argument("--sync", default="FULL", help=argparse.SUPPRESS)
+    ap.add_argument("--db", default="", help=argparse.SUPPRESS)  # a role's PostgreSQL DSN
+    ap.add_argument("--schema", default="ccgw", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--pg",
+        default="",
+        help="PostgreSQL DSN for the systems ccgw-pg and ccgw-pg2 (a fresh schema each, dropped "
+        "at the end), e.g. postgresql://postgres@127.0.0.1:5432/test",
+    )
     ap.add_argument(
         "--before",
         type=Path,
@@ -516,15 +532,16 @@ def main() -> None:
         "--systems",
         default="bare,ccgw,ccgw-nosync",
         help="bare, ccgw, ccgw-nosync (the gateway's SQLite at synchronous=NORMAL: no fsync per "
-        "commit), ccgw-before (needs --before)",
+        "commit), ccgw-before (needs --before), ccgw-pg (one gateway on PostgreSQL; needs --pg), "
+        "ccgw-pg2 (two gateway replicas on one PostgreSQL schema, a worker each; needs --pg)",
     )
     a = ap.parse_args()
     if a.role == "ledger":
-        prepare_ledger(a.dir)
+        prepare_ledger(a.dir, a.db, a.schema)
         print(json.dumps({"ledger": "ready"}), flush=True)
         return None
     roles = {
-        "gateway": lambda: role_gateway(a.dir, a.sync),
+        "gateway": lambda: role_gateway(a.dir, a.sync, a.db, a.schema),
         "worker": lambda: role_worker(a.dir, a.address),
         "relay": role_relay,
         "backend": lambda: role_backend(a.address),
@@ -559,9 +576,14 @@ def run_all(a: argparse.Namespace) -> None:
         d = Path(tmp)
         prepare(d)
         names = a.systems.split(",")
-        systems = {name: start_system(name, d, a.client_procs, a.before) for name in names}
+        if any(n.startswith("ccgw-pg") for n in names) and not a.pg:
+            raise SystemExit("ccgw-pg and ccgw-pg2 need --pg DSN")
+        schemas: list[str] = []
+        systems: dict[str, System] = {}
         cells: dict[tuple[str, int], list[dict[str, float]]] = {}
         try:
+            for name in names:
+                systems[name] = start_system(name, d, a.client_procs, a.before, a.pg, schemas)
             for r in range(a.rounds):
                 for c in levels:
                     order = names if r % 2 == 0 else names[::-1]
@@ -572,15 +594,29 @@ def run_all(a: argparse.Namespace) -> None:
         finally:
             for s in systems.values():
                 s.stop()
+            drop_schemas(a.pg, schemas)
     report(cells, levels, names, a)
 
 
-def start_system(name: str, d: Path, client_procs: int, before: Path | None) -> System:
+def drop_schemas(dsn: str, schemas: list[str]) -> None:
+    if not schemas:
+        return
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for schema in schemas:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def start_system(
+    name: str, d: Path, client_procs: int, before: Path | None, pg: str, schemas: list[str]
+) -> System:
     root = before if name == "ccgw-before" else None
     if name == "bare":
         relay = Proc("--role", "relay")
-        addr = f"127.0.0.1:{relay.read()['port']}"
-        backend = Proc("--role", "backend", "--address", addr)
+        addrs = [f"127.0.0.1:{relay.read()['port']}"]
+        backend = Proc("--role", "backend", "--address", addrs[0])
         backend.read()
         servers = [relay, backend]
     else:
@@ -589,15 +625,21 @@ def start_system(name: str, d: Path, client_procs: int, before: Path | None) -> 
         for f in d.iterdir():
             if f.is_file() or f.name == "sim":
                 (gdir / f.name).symlink_to(f)
-        Proc("--role", "ledger", "--dir", str(gdir), root=root).read()
+        db: list[str] = []
+        if name.startswith("ccgw-pg"):
+            schemas.append(f"bench_{name.replace('-', '_')}_{os.getpid()}")
+            db = ["--db", pg, "--schema", schemas[-1]]
+        Proc("--role", "ledger", "--dir", str(gdir), *db, root=root).read()
         sync = {"ccgw-nosync": "NORMAL", "ccgw-inline": "INLINE"}.get(name, "FULL")
-        gw = Proc("--role", "gateway", "--dir", str(gdir), "--sync", sync, root=root)
-        addr = f"127.0.0.1:{gw.read()['port']}"
-        worker = Proc("--role", "worker", "--dir", str(gdir), "--address", addr, root=root)
-        worker.read()
-        servers = [gw, worker]
+        servers, addrs = [], []
+        for _ in range(2 if name == "ccgw-pg2" else 1):
+            gw = Proc("--role", "gateway", "--dir", str(gdir), "--sync", sync, *db, root=root)
+            addrs.append(f"127.0.0.1:{gw.read()['port']}")
+            worker = Proc("--role", "worker", "--dir", str(gdir), "--address", addrs[-1], root=root)
+            worker.read()
+            servers += [gw, worker]
     print(f"# {name}: pids {[p.p.pid for p in servers]}", file=sys.stderr)
-    return System(name, servers, addr, d, client_procs, root)
+    return System(name, servers, addrs, d, client_procs, root)
 
 
 def report(
@@ -620,6 +662,13 @@ def report(
                 f"{spread([r['p50_ms'] for r in rs])} | {spread([r['p99_ms'] for r in rs])} | "
                 f"{spread([r['cpu_ms'] for r in rs])} | {sum(r['errors'] for r in rs):.0f} |"
             )
+    pg = [n for n in names if n.startswith("ccgw-pg")]
+    if "ccgw" in names and pg:
+        print("\n| in flight | system | throughput vs ccgw (SQLite) | p50 − ccgw (ms) |")
+        print("| ---: | :--- | ---: | ---: |")
+        for c in levels:
+            for name in pg:
+                _ratio_row(c, name, cells[(name, c)], cells[("ccgw", c)])
     if "bare" not in names:
         return
     print("\n| in flight | system | throughput vs bare | p50 − bare (ms) |")
@@ -628,14 +677,21 @@ def report(
         for name in names:
             if name == "bare":
                 continue
-            pairs = list(zip(cells[(name, c)], cells[("bare", c)], strict=True))
-            ratios = [g["jobs_s"] / b["jobs_s"] for g, b in pairs if b["jobs_s"]]
-            deltas = [g["p50_ms"] - b["p50_ms"] for g, b in pairs]
-            print(
-                f"| {c} | {name} | {statistics.median(ratios):.2f}× "
-                f"({min(ratios):.2f}–{max(ratios):.2f}) | {statistics.median(deltas):+.2f} "
-                f"({min(deltas):+.2f}…{max(deltas):+.2f}) |"
-            )
+            _ratio_row(c, name, cells[(name, c)], cells[("bare", c)])
+
+
+def _ratio_row(
+    c: int, name: str, rows: list[dict[str, float]], base: list[dict[str, float]]
+) -> None:
+    """Ratios cell by cell within a round (the same machine state), then median and spread."""
+    pairs = list(zip(rows, base, strict=True))
+    ratios = [g["jobs_s"] / b["jobs_s"] for g, b in pairs if b["jobs_s"]]
+    deltas = [g["p50_ms"] - b["p50_ms"] for g, b in pairs]
+    print(
+        f"| {c} | {name} | {statistics.median(ratios):.2f}× "
+        f"({min(ratios):.2f}–{max(ratios):.2f}) | {statistics.median(deltas):+.2f} "
+        f"({min(deltas):+.2f}…{max(deltas):+.2f}) |"
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,11 @@ Draining (`drain()`, e.g. on SIGTERM, or the gateway's Drain): tell the gateway 
 job here), refuse new jobs (UNAVAILABLE to the client, which retries elsewhere), let the jobs in
 flight finish within a grace period (the rest are cancelled), end the link and stop `run()`. A
 gateway message that does not parse ends the session (and the agent reconnects); it never crashes
-the worker."""
+the worker.
+
+Messages wait in one outbox while the link sends; whatever queued up meanwhile goes out with each
+job's consecutive updates merged into one message (`coalesce_updates`): nothing waits for company,
+but a busy link sends fewer, larger messages (the gateway relays each as one event)."""
 
 from __future__ import annotations
 
@@ -148,10 +152,17 @@ class WorkerAgent:
             region=self._config.region,
         )
 
+        lim = self._limits
+
         async def requests() -> AsyncIterator[wpb.WorkerMessage]:
             yield wpb.WorkerMessage(hello=hello)
-            while (m := await outbox.get()) is not None:
-                yield m
+            ended = False
+            while not ended and (m := await outbox.get()) is not None:
+                batch, ended = coalesce_updates(
+                    m, outbox, lim.update_chunks_max, lim.update_bytes_max
+                )
+                for out in batch:
+                    yield out
 
         stub = wgrpc.WorkerLinkStub(channel)
         call = stub.Connect(
@@ -248,6 +259,62 @@ class WorkerAgent:
             await asyncio.sleep(self._limits.heartbeat_interval_s)
             hb = self._telemetry.heartbeat(len(self._tasks), self._limits.jobs_in_flight_max)
             await outbox.put(wpb.WorkerMessage(heartbeat=hb))
+
+
+def _job_of(m: wpb.WorkerMessage) -> bytes | None:
+    kind = m.WhichOneof("msg")
+    body = getattr(m, kind) if kind else None
+    if body is None or "job_id" not in body.DESCRIPTOR.fields_by_name:
+        return None
+    return bytes(body.job_id)
+
+
+def coalesce_updates(
+    first: wpb.WorkerMessage,
+    outbox: asyncio.Queue[wpb.WorkerMessage | None],
+    chunks_max: int,
+    bytes_max: int,
+) -> tuple[list[wpb.WorkerMessage], bool]:
+    """`first` and every message queued behind it now, in order, except that an update of a job
+    is merged into that job's previous update when nothing of the job came between them, the
+    previous one has no receipt yet (a receipt ends a job's answer), the later one carries no
+    answer salt (only a job's first update does), and the merged update stays within
+    `chunks_max` chunks and `bytes_max` bytes. Returns (messages, whether the end of the outbox
+    (None) was taken)."""
+    out = [first]
+    growing: dict[bytes, tuple[wpb.JobUpdate, int]] = {}  # job -> (its open update, bytes)
+
+    def note(m: wpb.WorkerMessage) -> None:
+        job = _job_of(m)
+        if job is None:
+            return
+        if m.WhichOneof("msg") == "update" and not m.update.receipt_jws:
+            growing[job] = (m.update, m.ByteSize())
+        else:
+            growing.pop(job, None)
+
+    note(first)
+    while not outbox.empty():
+        m = outbox.get_nowait()
+        if m is None:
+            return out, True
+        if m.WhichOneof("msg") == "update":
+            u, job = m.update, bytes(m.update.job_id)
+            open_ = growing.get(job)
+            if open_ is not None and not u.answer_salt:
+                prev, size = open_
+                more = m.ByteSize()
+                if len(prev.chunks) + len(u.chunks) <= chunks_max and size + more <= bytes_max:
+                    prev.chunks.extend(u.chunks)
+                    if u.receipt_jws:
+                        prev.receipt_jws = u.receipt_jws
+                        del growing[job]
+                    else:
+                        growing[job] = (prev, size + more)
+                    continue
+        out.append(m)
+        note(m)
+    return out, False
 
 
 def _failed(job_id: bytes, code: int, message: str) -> wpb.WorkerMessage:

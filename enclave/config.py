@@ -23,6 +23,10 @@ class WorkerLimits:
     reconnect_backoff_max_s: float = 30.0
     reconnect_attempts_max: int = 0  # 0 = keep trying
     chunk_tokens_max: int = 16  # coalesce at most this many tokens into one answer chunk
+    # Updates of one job queued behind each other while the link is busy go as one message, with
+    # at most this many chunks and bytes (the gateway accepts 64 chunks per update).
+    update_chunks_max: int = 16
+    update_bytes_max: int = 262_144
     drain_timeout_s: float = 60.0  # when draining, jobs in flight get this long to finish
     drain_close_wait_s: float = 5.0  # ... then the gateway this long to close the link
 

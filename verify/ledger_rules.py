@@ -14,6 +14,9 @@ break is a named problem). Both call `apply(entry, index, view)`:
                   before the entry itself nor before the previous schedule's
   account_key     no transfer; the account's first key is self-signed; a change names the current
                   key and is signed by it as well
+  release         no transfer; a well-formed signed manifest, each release digest logged once (the
+                  release key's signature is each verifier's to check against the keys it trusts)
+  revocation      no transfer; a well-formed signed revocation, each document logged once
 
 Every transfer sums to zero; no account but `external` goes below zero; no balance exceeds
 limits.BALANCE_MICRO_MAX. Violations raise RuleViolation with the problem's name.
@@ -21,6 +24,7 @@ limits.BALANCE_MICRO_MAX. Violations raise RuleViolation with the problem's name
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -199,12 +203,28 @@ def _account_key(body: le.AccountKeyBody, index: int, view: LedgerReader) -> Eff
     return Effects(account_key=(body.account, body.public_key))
 
 
+def _release(body: le.ReleaseBody, index: int, view: LedgerReader) -> Effects:
+    digest = body.document.digest
+    if view.seen("release", digest):
+        raise RuleViolation("release_logged_twice", f"release {digest} is already in the log")
+    return Effects(unique=(("release", digest),))
+
+
+def _revocation(body: le.RevocationBody, index: int, view: LedgerReader) -> Effects:
+    key = hashlib.sha256(body.document.to_bytes()).hexdigest()
+    if view.seen("revocation", key):
+        raise RuleViolation("release_logged_twice", f"revocation {key} is already in the log")
+    return Effects(unique=(("revocation", key),))
+
+
 RULES: dict[str, Rule] = {
     le.ReceiptBody.KIND: _receipt,
     le.DepositBody.KIND: _deposit,
     le.WithdrawalBody.KIND: _withdrawal,
     le.PriceScheduleBody.KIND: _price_schedule,
     le.AccountKeyBody.KIND: _account_key,
+    le.ReleaseBody.KIND: _release,
+    le.RevocationBody.KIND: _revocation,
 }
 
 

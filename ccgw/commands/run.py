@@ -10,15 +10,19 @@ from typing import Any
 
 from ccgw.commands._common import (
     EXIT_USAGE,
+    NO_RELEASE_KEY,
     CliError,
     Subparsers,
+    add_release_trust,
     add_simulated_root,
     add_tls_ca,
     load_private_key,
     read_bytes,
     read_token,
+    release_key,
     until_signal,
     warn,
+    warn_unreleased,
 )
 from ccgw.runtime import tune_gc_for_serving
 
@@ -61,6 +65,7 @@ def register(sub: Subparsers) -> None:
     )
     g.add_argument("--log-origin", default="ccgw.local/log", help="origin line of checkpoints")
     g.add_argument("--policy", type=Path, default=None, help="attestation policy file (TOML/JSON)")
+    add_release_trust(g, log_key=False)
     g.add_argument(
         "--metrics-listen", default=None, help="host:port for Prometheus /metrics (off if unset)"
     )
@@ -139,6 +144,14 @@ def _gateway(args: argparse.Namespace) -> int:
         _check_public_key(pub)
     if args.tls_cert is not None:
         _check_tls(args.tls_cert, args.tls_key)
+    release_pems: tuple[bytes, ...] = ()
+    if args.release_key is not None:
+        release_key(args.release_key)
+        release_pems = (read_bytes(args.release_key, "release public key"),)
+    elif args.accept_unreleased_software:
+        warn_unreleased()
+    elif args.policy is None:
+        raise CliError(NO_RELEASE_KEY.replace(" --log-pubkey LOG_PUB", ""))
     config = GatewayConfig(
         listen=args.listen,
         db_path=Path(args.db),
@@ -153,6 +166,8 @@ def _gateway(args: argparse.Namespace) -> int:
         log_key_pem=read_bytes(args.log_key, "log key"),
         log_origin=args.log_origin,
         policy_path=args.policy,
+        release_keys_pem=release_pems,
+        accept_unreleased_software=args.accept_unreleased_software,
         collateral_dir=args.collateral_dir,
         metrics_listen=args.metrics_listen,
         reflection=not args.no_reflection,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import random
 import time
@@ -26,12 +27,14 @@ from ccgw.commands._common import (
     EXIT_OK,
     CliError,
     Subparsers,
+    add_release_trust,
     add_simulated_root,
     add_tls_ca,
     channel,
     policy_and_roots,
     read_bytes,
     read_token,
+    release_trust,
 )
 
 DEFAULT_PROMPTS = (
@@ -102,6 +105,7 @@ def register(sub: Subparsers) -> None:
     c.add_argument("--policy", type=Path, default=None, help="attestation policy file")
     add_simulated_root(c)
     add_tls_ca(c)
+    add_release_trust(c)
     c.set_defaults(func=_canary, default_log_level="WARNING")
 
     d = sub.add_parser("dispute", help="file a dispute (evidence from ccgw canary) with a gateway")
@@ -113,6 +117,7 @@ def register(sub: Subparsers) -> None:
     d.add_argument("--policy", type=Path, default=None, help="attestation policy file")
     add_simulated_root(d)
     add_tls_ca(d)
+    add_release_trust(d)
     d.set_defaults(func=_dispute, default_log_level="WARNING")
 
 
@@ -149,6 +154,7 @@ def _canary(args: argparse.Namespace) -> int:
         raise CliError("--count must be >= 1 and --rate-per-s > 0")
     token = read_token(args.token_file, "client")
     policy, roots = policy_and_roots(args.policy, args.allow_simulated_tee)
+    policy, trust = release_trust(args, policy)
     prompts, params = _prompts(args.prompts), _params(args.params)
     rng = random.Random(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -168,7 +174,7 @@ def _canary(args: argparse.Namespace) -> int:
     async def run() -> int:
         bad = 0
         async with channel(args.gateway, args.tls_ca) as ch:
-            client = Client(ch, token, policy, roots)
+            client = Client(ch, token, policy, roots, releases=trust)
             for i in range(args.count):
                 if i:
                     await asyncio.sleep(rng.expovariate(args.rate_per_s))
@@ -238,11 +244,15 @@ def _dispute(args: argparse.Namespace) -> int:
         raise CliError(f"{args.file}: {exc}") from None
     token = read_token(args.token_file, "client", "admin")
     policy, roots = policy_and_roots(args.policy, args.allow_simulated_tee)
+    if args.release_key is not None or args.accept_unreleased_software:
+        policy, trust = release_trust(args, policy)
+    else:  # filing trusts no worker (the gateway checks the evidence), so no release is needed
+        policy, trust = dataclasses.replace(policy, accept_unreleased=True), None
 
     async def run() -> int:
         async with channel(args.gateway, args.tls_ca) as ch:
             try:
-                resp = await Client(ch, token, policy, roots).dispute(raw)
+                resp = await Client(ch, token, policy, roots, releases=trust).dispute(raw)
             except GatewayRefused as exc:
                 if exc.code.name in ("FAILED_PRECONDITION", "PERMISSION_DENIED", "NOT_FOUND"):
                     raise CliError(f"dispute refused: {exc.details}", EXIT_CHECK_FAILED) from None

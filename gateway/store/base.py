@@ -110,6 +110,10 @@ class Store(Protocol):
 
     async def receipt(self, job_id: bytes) -> tuple[str, int] | None: ...
 
+    async def release_entries(self, after: int, limit: int) -> list[LogEntry]:
+        """Release and revocation entries at log indexes >= `after`, in order, at most `limit`."""
+        ...
+
     async def log_size(self) -> int: ...
 
     async def log_head(self) -> tuple[int, bytes]:

@@ -7,6 +7,10 @@
   fastest; `lock_mode="ledger"` / `"account"` keep those two for that benchmark only;
 - rows a write will change are still read FOR UPDATE (gateway.store.rules' lock order), and its
   writes travel in one pipeline;
+- a write the rules refuse before it wrote anything (the rules read and decide first, then write in
+  one pipeline) leaves its batch's transaction as it was, so a batch runs without a savepoint per
+  write (two round trips each); only when a write fails after writing, or the database refuses a
+  statement, is the batch rolled back and run again with one savepoint per write;
 - connections come from a pool (`pool_connections_max`), each used by one thread at a time;
 - reads run as REPEATABLE READ, READ ONLY transactions: one snapshot per call;
 - a transaction that deadlocks or fails to serialise is retried at most `RETRIES_MAX` times.
@@ -46,8 +50,10 @@ def _pg(q: str) -> str:
 class _Tx:
     def __init__(self, cur: psycopg.Cursor[Any], ledger_lock: bool) -> None:
         self._cur, self._ledger_lock = cur, ledger_lock
+        self.wrote = False  # a statement that may change rows was sent (run, many, batch)
 
     def one(self, q: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        self._note(q)
         self._cur.execute(_pg(q), params)
         row: tuple[Any, ...] | None = self._cur.fetchone()
         return row
@@ -56,18 +62,28 @@ class _Tx:
         return self.one(q + " FOR UPDATE", params)
 
     def all(self, q: str, params: Sequence[Any] = (), lock: bool = False) -> list[tuple[Any, ...]]:
+        self._note(q)
         self._cur.execute(_pg(q + " FOR UPDATE" if lock else q), params)
         return self._cur.fetchall()
 
+    def _note(self, q: str) -> None:
+        """Anything but a plain SELECT read through one()/all() (INSERT ... RETURNING, a CTE
+        that writes) counts as a write."""
+        if q.lstrip()[:6].upper() != "SELECT":
+            self.wrote = True
+
     def batch(self) -> AbstractContextManager[Any]:
+        self.wrote = True
         return self._cur.connection.pipeline()
 
     def run(self, q: str, params: Sequence[Any] = ()) -> int:
+        self.wrote = True
         self._cur.execute(_pg(q), params)
         return int(self._cur.rowcount)
 
     def many(self, q: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
+        self.wrote = True
         if rows:
             self._cur.executemany(_pg(q), rows)
 
@@ -123,6 +139,12 @@ class _Pool:
 
 
 _LEDGER_LOCK = "SELECT pg_advisory_xact_lock(hashtext('ccgw-ledger'))"
+_ASYNC_COMMIT = "SET LOCAL synchronous_commit TO OFF; "  # this transaction only
+
+
+class _NeedsSavepoints(Exception):
+    """A write failed after writing (or the database refused a statement): run the batch again,
+    one savepoint per write."""
 
 
 class PostgresBackend:
@@ -142,14 +164,40 @@ class PostgresBackend:
         self._ledger_lock = lock_mode == "ledger"
         self._group: GroupCommit[_Tx] = GroupCommit(self.run_batch, write_batch_max)
 
-    def run_batch(self, fns: list[Callable[[_Tx], Any]]) -> list[Outcome]:
-        """Writes in one transaction behind the ledger lock, each in its own savepoint."""
+    def run_batch(self, fns: list[Callable[[_Tx], Any]], durable: bool = True) -> list[Outcome]:
+        """Writes in one transaction behind the ledger lock. A batch that is not `durable` (hold
+        reservations only) commits with synchronous_commit off: it does not wait for the WAL
+        flush; a crash of the server may drop it, and only with every commit after it (ADR 11)."""
+        # Batches of all replicas, one at a time: no lock cycles (one round trip with the SET).
+        begin = _LEDGER_LOCK if durable else _ASYNC_COMMIT + _LEDGER_LOCK
 
-        def batch(tx: _Tx) -> list[Outcome]:
-            tx.run(_LEDGER_LOCK)  # batches of all replicas, one at a time: no lock cycles
+        def optimistic(tx: _Tx) -> list[Outcome]:
+            tx.run(begin)
+            return [self._unguarded(tx, fn) for fn in fns]
+
+        def guarded(tx: _Tx) -> list[Outcome]:
+            tx.run(begin)
             return [self._one(tx, fn) for fn in fns]
 
-        return self._run(batch, read_only=False)
+        try:
+            return self._run(optimistic, read_only=False)
+        except _NeedsSavepoints:
+            return self._run(guarded, read_only=False)
+
+    @staticmethod
+    def _unguarded(tx: _Tx, fn: Callable[[_Tx], Any]) -> Outcome:
+        """A write without a savepoint: its refusal is its caller's only if it changed nothing."""
+        tx.wrote = False
+        try:
+            return Outcome(fn(tx))
+        except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
+            raise  # the whole batch is retried
+        except psycopg.Error as exc:  # the transaction is aborted: nothing of it can commit
+            raise _NeedsSavepoints from exc
+        except Exception as exc:  # handed to this write's caller unless it wrote
+            if tx.wrote:
+                raise _NeedsSavepoints from exc
+            return Outcome(error=exc)
 
     @staticmethod
     def _one(tx: _Tx, fn: Callable[[_Tx], Any]) -> Outcome:
@@ -191,9 +239,9 @@ class PostgresBackend:
     def read_now(self, fn: Callable[[_Tx], T]) -> T:
         return self._run(fn, read_only=True)
 
-    async def write(self, fn: Callable[[_Tx], T]) -> T:
+    async def write(self, fn: Callable[[_Tx], T], durable: bool = True) -> T:
         if self._mode == "group":
-            return await self._group.submit(fn)
+            return await self._group.submit(fn, durable)
         return await asyncio.get_running_loop().run_in_executor(
             self._executor, self._run, fn, False
         )

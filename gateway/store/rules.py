@@ -72,6 +72,7 @@ _REFUSALS: dict[str, type[Exception]] = {
     "duplicate_reference": Conflict,
     "job_logged_twice": Conflict,
     "job_disputed_twice": Conflict,
+    "release_logged_twice": Conflict,
     "no_price_schedule": Conflict,
 }
 

@@ -1,4 +1,5 @@
-"""SQLite backend (embedded default): WAL, synchronous=FULL. One writer connection (writes are
+"""SQLite backend (embedded default): WAL, synchronous=FULL (a batch of hold reservations only
+commits at synchronous=NORMAL: no fsync; see GroupCommit and ADR 11). One writer connection (writes are
 group-committed: each batch one IMMEDIATE transaction, so writes are serialised and need no row
 locks) and one reader connection (reads see a snapshot and never wait behind a write), both used
 off the event loop."""
@@ -71,6 +72,8 @@ class SqliteBackend:
         self._r, self._rlock = _connect(path), threading.Lock()
         self._r.execute("PRAGMA query_only=ON")
         self._group: GroupCommit[_Tx] = GroupCommit(self.run_batch, write_batch_max)
+        self._w_sync = "FULL"  # the writer connection's synchronous setting now
+        self.durable_sync = "FULL"  # what a durable commit uses (benchmarks isolate fsync: NORMAL)
 
     def _tx(self, conn: sqlite3.Connection, begin: str, fn: Callable[[_Tx], T]) -> T:
         conn.execute(begin)
@@ -82,18 +85,28 @@ class SqliteBackend:
         conn.execute("COMMIT")
         return out
 
+    def _sync(self, durable: bool) -> None:
+        sync = self.durable_sync if durable else "NORMAL"
+        if sync != self._w_sync:
+            self._w.execute(f"PRAGMA synchronous={sync}")
+            self._w_sync = sync
+
     def write_now(self, fn: Callable[[_Tx], T]) -> T:
         with self._wlock:
+            self._sync(durable=True)
             return self._tx(self._w, "BEGIN IMMEDIATE", fn)
 
     def read_now(self, fn: Callable[[_Tx], T]) -> T:
         with self._rlock:
             return self._tx(self._r, "BEGIN", fn)
 
-    def run_batch(self, fns: list[Callable[[_Tx], Any]]) -> list[Outcome]:
-        """Writes in one IMMEDIATE transaction, each in its own savepoint (group commit)."""
+    def run_batch(self, fns: list[Callable[[_Tx], Any]], durable: bool = True) -> list[Outcome]:
+        """Writes in one IMMEDIATE transaction, each in its own savepoint (group commit). A batch
+        that is not `durable` commits without fsync (WAL, synchronous=NORMAL): a power loss may
+        drop it, and only together with every commit after it (the WAL is replayed as a prefix)."""
         with self._wlock:
             conn = self._w
+            self._sync(durable)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 outs = [self._one(conn, fn) for fn in fns]
@@ -114,8 +127,8 @@ class SqliteBackend:
         conn.execute("RELEASE w")
         return out
 
-    async def write(self, fn: Callable[[_Tx], T]) -> T:
-        return await self._group.submit(fn)
+    async def write(self, fn: Callable[[_Tx], T], durable: bool = True) -> T:
+        return await self._group.submit(fn, durable)
 
     async def read(self, fn: Callable[[_Tx], T]) -> T:
         return await asyncio.to_thread(self.read_now, fn)

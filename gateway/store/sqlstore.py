@@ -22,7 +22,10 @@ T = TypeVar("T")
 class Backend(Protocol):
     shared: bool  # other processes may hold (and own the pending holds of) the same database
 
-    async def write(self, fn: Callable[[Tx], T]) -> T: ...
+    async def write(self, fn: Callable[[Tx], T], durable: bool = True) -> T:
+        """Group-committed; `durable=False` (reservations only) may commit without waiting for
+        the disk when no durable write shares its batch."""
+        ...
 
     async def read(self, fn: Callable[[Tx], T]) -> T: ...
 
@@ -51,10 +54,11 @@ class SqlStore:
     # -- reservations -------------------------------------------------------------------------
 
     async def hold(self, job_id: bytes, account: str, amount_micro: int) -> None:
-        await self._b.write(lambda tx: rules.hold(tx, job_id, account, amount_micro))
+        # A reservation moves no money and is not logged: it need not wait for the disk (ADR 11).
+        await self._b.write(lambda tx: rules.hold(tx, job_id, account, amount_micro), False)
 
     async def void(self, job_id: bytes) -> None:
-        await self._b.write(lambda tx: rules.void(tx, job_id))
+        await self._b.write(lambda tx: rules.void(tx, job_id), False)
 
     async def release_orphaned_holds(self) -> int:
         # Alone on its database, a gateway owns every pending hold at start-up; next to other
@@ -100,6 +104,9 @@ class SqlStore:
 
     async def receipt(self, job_id: bytes) -> tuple[str, int] | None:
         return await self._b.read(lambda tx: reads.receipt(tx, job_id))
+
+    async def release_entries(self, after: int, limit: int) -> list[LogEntry]:
+        return await self._b.read(lambda tx: reads.release_entries(tx, after, limit))
 
     async def log_size(self) -> int:
         return await self._b.read(lambda tx: tree.head(tx).size)

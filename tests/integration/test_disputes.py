@@ -192,8 +192,9 @@ async def test_canary_and_dispute_commands(
             (tmp_path / "root.pem").write_bytes(c.vendor.root_pem())
             common = ["--gateway", c.address, "--token-file", str(tmp_path / "t.jwt")]
             common += ["--allow-simulated-tee", str(tmp_path / "root.pem")]
+            canary_trust = c.trust_args(tmp_path)
             canary = ["canary", "--model", "tiny", "--model-dir", str(pinned), "--count", "4"]
-            canary += ["--rate-per-s", "1000", "--seed", "3", *common]
+            canary += ["--rate-per-s", "1000", "--seed", "3", *common, *canary_trust]
             code, out = await run_cli([*canary, "--out", str(tmp_path / "ok")], capsys)
             assert code == 0, out
             assert "4 canaries, 0 inconsistent" in out

@@ -160,3 +160,21 @@ class FileDisputeResponse(_message.Message):
     worker_id: str
     already_logged: bool
     def __init__(self, log_index: _Optional[int] = ..., outcome: _Optional[str] = ..., position: _Optional[int] = ..., reason: _Optional[str] = ..., worker_id: _Optional[str] = ..., already_logged: _Optional[bool] = ...) -> None: ...
+
+class PublishReleaseRequest(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: bytes
+    def __init__(self, document: _Optional[bytes] = ...) -> None: ...
+
+class PublishReleaseResponse(_message.Message):
+    __slots__ = ("log_index", "already_logged", "kind", "digest")
+    LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_LOGGED_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    log_index: int
+    already_logged: bool
+    kind: str
+    digest: str
+    def __init__(self, log_index: _Optional[int] = ..., already_logged: _Optional[bool] = ..., kind: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
