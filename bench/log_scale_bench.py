@@ -79,6 +79,17 @@ def receipt_jws(job: bytes, client: str, provider: str) -> str:
         "finished_at_ms": 1_700_000_001_000,
         "evidence_sha256": EVIDENCE,
         "finish_reason": "stop",
+        # v3 (ADR 14): commitments and decoding parameters
+        "input_commit": "23" * 32,
+        "output_commit": "45" * 32,
+        "temperature": "0.699999988079071",
+        "top_p": "0.8999999761581421",
+        "top_k": 0,
+        "max_tokens": 512,
+        "seed": "",
+        "stop_count": 0,
+        "engine_version": "ccgw-torch/1",
+        "dtype": "bfloat16",
     }
     payload = b64(json.dumps(claims, sort_keys=True, separators=(",", ":")).encode())
     return b".".join((_HEADER, payload, b64(os.urandom(64)))).decode()

@@ -2,7 +2,10 @@
 
 Each row is the best of --repeat runs, and its ratio to a baseline measured in the same run:
   measurement rows  ÷ one SHA-384 pass over the firmware image (the least any digest must do);
-  policy rows       ÷ one Ed25519 signature verification (what each release costs to admit).
+  policy rows       ÷ one Ed25519 signature verification (what each release costs to admit);
+  follower rows     the client's check of the log's releases (ADR 10 phase 2): every release
+                    entry parsed and its inclusion proof verified under one checkpoint
+                    (client.releases.proven_entries), ÷ the same Ed25519 verification.
 
     python bench/release_bench.py [--repeat 5]
 """
@@ -21,7 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ccgw.client.releases import proven_entries
+from ccgw.protos.ccgw.v1 import log_pb2 as lpb
+from ccgw.verify import log_entries as le
+from ccgw.verify import merkle
+from ccgw.verify.checkpoint import Checkpoint
 from ccgw.verify.measure import boot, firmware, snp, tdx
+from ccgw.verify.release.manifest import SignedManifest
 from ccgw.verify.release.policy import LoggedRelease, decide, release_view
 from tests.unit.release.helpers import NOW, TRUSTED, manifest, signed, snp_worker
 
@@ -80,6 +89,30 @@ def main() -> None:
             f"{f'release_view, {n} releases (per checkpoint)':48} {v * 1e3:9.2f} {v / sig:19.1f}"
         )
         print(f"{f'decide, {n} releases (per worker)':48} {d * 1e3:9.2f} {d / sig:19.1f}")
+        page = _page([r.document for r in docs])
+        cp = Checkpoint("ccgw.local/log", page.tree_size, merkle.root(_leaves(page)))
+        f = best(lambda page=page, cp=cp: proven_entries(cp, [page]), args.repeat)
+        print(f"{f'follower: {n} logged releases, proofs + parse':48} {f * 1e3:9.2f} {f / sig:19.1f}")
+
+
+def _leaves(page: lpb.GetReleasesResponse) -> list[bytes]:
+    return [le.Entry(p.entry.kind, bytes(p.entry.body)).leaf_hash() for p in page.entries]
+
+
+def _page(documents: list[SignedManifest]) -> lpb.GetReleasesResponse:
+    """A GetReleases page whose log holds only these releases (leaf i = release i)."""
+    entries = [le.release_entry(d) for d in documents]
+    leaves = [e.leaf_hash() for e in entries]
+    return lpb.GetReleasesResponse(
+        tree_size=len(entries),
+        entries=[
+            lpb.ProvenEntry(
+                entry=lpb.LogEntry(index=i, kind=e.kind, body=e.body),
+                hashes=merkle.inclusion_proof(i, leaves),
+            )
+            for i, e in enumerate(entries)
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ccgw import logs
 from ccgw.commands import MODULES
@@ -191,6 +192,18 @@ def _print_failure(cmd: str, exc: BaseException) -> int:
     return code
 
 
+def _warning_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """A warning as the CLI prints warnings: one `WARNING:` line on stderr, no source line."""
+    print(f"WARNING: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     raw = sys.argv[1:] if argv is None else argv
     # gRPC core logs a failed TLS handshake on stderr itself: a command's one line says it (the
@@ -212,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         return _print_failure(cmd or "", exc)
     args = parser.parse_args(raw)
     logs.configure(args.log_level or getattr(args, "default_log_level", "INFO"))
+    if not args.debug:
+        warnings.showwarning = _warning_line  # e.g. each --accept-unreleased-software use
     try:
         code: int = args.func(args)
         return code

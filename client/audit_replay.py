@@ -76,7 +76,7 @@ class Replay:
                 effects = ledger_rules.apply(entry, index, self.ledger)
             except RuleViolation as exc:
                 self._p.add(exc.problem, str(exc), {"index": index, "kind": e.kind[:40]})
-        self.ledger.record(effects)
+        self.ledger.record(effects, index)
         for t in effects.transfers:
             if t.kind == "reward":
                 self._derived_reward[t.job_id] = index

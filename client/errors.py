@@ -11,6 +11,9 @@ ClientError
 ├── GatewayMisbehaved   the gateway answered with something that does not parse or breaks the
 │                       protocol (a missing or unexpected message)
 └── AnswerRejected      the answer, receipt or inclusion proof failed verification
+    └── ReleaseLogRejected  the log the releases come from failed: a checkpoint not signed by
+                            the log key or inconsistent with one seen before, a release whose
+                            inclusion proof does not lead to the checkpoint (ADR 10)
 """
 
 from __future__ import annotations
@@ -56,4 +59,8 @@ class GatewayMisbehaved(ClientError):
 
 
 class AnswerRejected(ClientError):
+    pass
+
+
+class ReleaseLogRejected(AnswerRejected):
     pass

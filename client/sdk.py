@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ from ccgw.client.errors import (
     UnknownModel,
     WorkerRefused,
 )
+from ccgw.client.releases import ReleaseFollower, ReleaseTrust
 from ccgw.protos.ccgw.v1 import common_pb2 as cpb
 from ccgw.protos.ccgw.v1 import gateway_pb2 as gpb
 from ccgw.protos.ccgw.v1 import gateway_pb2_grpc as ggrpc
@@ -51,10 +53,19 @@ from ccgw.verify.attestation.supplied import Collateral
 from ccgw.verify.binding import evidence_sha256
 from ccgw.verify.checkpoint import Checkpoint
 from ccgw.verify.chunks import ChunkOpener, open_refusal
+from ccgw.verify.consistency import (
+    JobInput,
+    Tolerance,
+    Verdict,
+    commit_salt,
+    job_input_of,
+    receipt_claims,
+)
+from ccgw.verify.disputes import Evidence
 from ccgw.verify.errors import LogError, VerifyError
 from ccgw.verify.hpke import request_sha256, seal_request
 from ccgw.verify.log_entries import Entry
-from ccgw.verify.receipts import Receipt, verify_job_receipt
+from ccgw.verify.receipts import RECEIPT_VERSION, Receipt, verify_job_receipt
 
 MESSAGE_BYTES_MAX = limits.SEALED_REQUEST_BYTES_MAX + 64 * limits.KIB
 M = TypeVar("M")
@@ -70,6 +81,14 @@ class ClientLimits:
     max_input_tokens: int = 1_536
     workers_verified_max: int = 64  # evidence bundles verified per listing (each costs ~2 ms)
     workers_cache_s: float = 10.0  # complete() reuses a verified listing this long
+    releases_refresh_s: float = 10.0  # the release view is re-read from the log this often
+
+
+class UnreleasedSoftwareWarning(UserWarning):
+    """Issued on every verification under accept_unreleased (shown each time, not once)."""
+
+
+warnings.simplefilter("always", UnreleasedSoftwareWarning)
 
 
 @dataclass(frozen=True)
@@ -93,6 +112,10 @@ class Answer:
     report: AttestationReport | None = None
     embeddings: list[list[float]] = field(default_factory=list)  # embedding jobs, input order
     worker: TrustedWorker | None = None  # the verified worker that answered
+    # What a spot check or a dispute needs (ADR 14): the committed input and the salt that opens
+    # the receipt's commitments. Held in memory only; `ccgw canary` / `ccgw dispute` write them.
+    job_input: JobInput | None = None
+    commit_salt: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -119,7 +142,20 @@ class Client:
         roots: RootStore,
         limits: ClientLimits = ClientLimits(),
         clock: Callable[[], float] = time.time,
+        releases: ReleaseTrust | None = None,
     ) -> None:
+        """`releases`: follow the releases signed by these keys in this log (ADR 10): a worker is
+        trusted only when a release in a checkpoint this client verified allows its software.
+        Without it the policy must pin the software itself (policy.pins_software) or accept
+        unreleased software by name (policy.accept_unreleased, warned on every use)."""
+        if releases is None and not policy.pins_software and not policy.accept_unreleased:
+            raise InvalidInput(
+                "no release key: give `releases` (release keys and the log key), a policy that "
+                "pins measurements, or a policy with accept_unreleased=True"
+            )
+        self._releases = (
+            ReleaseFollower(releases, limits.releases_refresh_s) if releases is not None else None
+        )
         self._stub = ggrpc.GatewayStub(channel)
         self._log = lgrpc.TransparencyLogStub(channel)
         self._token = token
@@ -153,6 +189,7 @@ class Client:
         *,
         tls_ca_pem: bytes | None = None,
         limits: ClientLimits = ClientLimits(),
+        releases: ReleaseTrust | None = None,
     ) -> Client:
         """A client on its own channel; TLS when `tls_ca_pem` is given (plaintext is for loopback)."""
         options = [
@@ -164,7 +201,7 @@ class Client:
             channel = grpc.aio.secure_channel(address, creds, options=options)
         else:
             channel = grpc.aio.insecure_channel(address, options=options)
-        return cls(channel, token, policy, roots, limits)
+        return cls(channel, token, policy, roots, limits, releases=releases)
 
     @property
     def policy(self) -> Policy:
@@ -186,6 +223,20 @@ class Client:
             raise GatewayMisbehaved(f"the gateway's {expect.__name__} does not parse")
         return resp
 
+    @property
+    def release_checkpoint(self) -> Checkpoint | None:
+        """The last log checkpoint the client verified its releases under (None before)."""
+        return self._releases.checkpoint if self._releases is not None else None
+
+    async def _follow(self) -> None:
+        """Bring the policy's release view up to date (a checkpoint this client verified)."""
+        if self._releases is None:
+            return
+        view = await self._releases.current(self._log, self._call)
+        if view is not self._policy.release_view:
+            self._policy = self._policy.with_releases(view)
+            self._verified.clear()  # a revocation may refuse what was verified before
+
     async def workers(self, model: str, region: str = "") -> list[TrustedWorker]:
         """Workers serving `model` (every model when empty) whose evidence passes THIS client's
         policy (the gateway's ranking, least loaded first)."""
@@ -195,6 +246,7 @@ class Client:
         self, model: str, region: str = ""
     ) -> tuple[list[TrustedWorker], dict[str, str]]:
         """(trusted workers, {worker id: why refused}) of one listing."""
+        await self._follow()
         resp = await self._call(
             self._stub.ListWorkers,
             gpb.ListWorkersRequest(model=model, region=region),
@@ -239,6 +291,13 @@ class Client:
         cached = self._verified.get(digest)
         if cached is not None and nonce is None and self._fresh(cached):
             return cached
+        if self._policy.accept_unreleased:
+            warnings.warn(
+                "accepting a worker without checking its software against any release "
+                "(--accept-unreleased-software)",
+                UnreleasedSoftwareWarning,
+                stacklevel=2,
+            )
         v = verify_bundle(
             bundle,
             self._policy,
@@ -254,6 +313,7 @@ class Client:
 
     async def challenge(self, worker_id: str) -> VerifiedWorker:
         """Fresh evidence for the client's own nonce."""
+        await self._follow()
         nonce = os.urandom(limits.NONCE_BYTES)
         resp = await self._call(
             self._stub.ChallengeWorker,
@@ -343,6 +403,14 @@ class Client:
                 )
             key = body.public_key
         return key
+
+    async def dispute(self, evidence: bytes) -> gpb.FileDisputeResponse:
+        """File a dispute (ADR 14; verify.disputes.Evidence as JSON, e.g. from `evidence_for`)."""
+        return await self._call(
+            self._stub.FileDispute,
+            gpb.FileDisputeRequest(evidence=evidence),
+            gpb.FileDisputeResponse,
+        )
 
     async def balance(self) -> tuple[int, int]:
         resp = await self._call(
@@ -542,6 +610,26 @@ class Client:
         return min(left, key=lambda w: self._busy.get(w.worker_id, 0) / max(1, w.capacity))
 
 
+def evidence_for(
+    answer: Answer, verdict: Verdict, tolerance: Tolerance, verifier: dict[str, str]
+) -> Evidence:
+    """A dispute's evidence for one of this client's answers and a verifier's verdict on it."""
+    r = answer.receipt
+    if r is None or answer.job_input is None or not answer.commit_salt:
+        raise InvalidInput("only a verified text answer (with its receipt) can be disputed")
+    return Evidence(
+        receipt_jws=answer.receipt_jws,
+        evidence_sha256=r.evidence_sha256,
+        model_digest=r.model_digest,
+        salt=answer.commit_salt,
+        job=answer.job_input,
+        answer=answer.text,
+        verdict=verdict,
+        tolerance=tolerance,
+        verifier=verifier,
+    )
+
+
 def _take_embeddings(piece: cpb.AnswerPiece, into: list[list[float]]) -> None:
     """Append a chunk's vectors, which must continue the input order without gaps."""
     for e in piece.embeddings:
@@ -631,7 +719,11 @@ class _Job:
             self.opener.digest,
             input_tokens=a.usage.input_tokens,
             output_tokens=a.usage.output_tokens,
+            v=RECEIPT_VERSION,
+            **receipt_claims(self.inner, self.header.max_new_tokens, "".join(self.parts)),
         )
+        a.job_input = job_input_of(self.inner, self.header.max_new_tokens)
+        a.commit_salt = commit_salt(bytes(self.inner.response_key))
         a.receipt_jws, a.log_index = jws, log_index
         a.text = "".join(self.parts)
         a.worker_id = self.worker.worker_id

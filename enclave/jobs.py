@@ -32,6 +32,7 @@ from ccgw.enclave.keys import Keyring
 from ccgw.protos.ccgw.v1 import common_pb2 as cpb
 from ccgw.protos.ccgw.v1 import worker_pb2 as wpb
 from ccgw.verify.chunks import ANSWER_SALT_BYTES, ChunkSealer, seal_refusal
+from ccgw.verify.consistency import OutputCommitter, commit_salt, job_input_of, receipt_claims
 from ccgw.verify.errors import LimitError, VerifyError
 from ccgw.verify.hpke import OpenedRequest, check_sealed_size, parse_header, request_sha256
 from ccgw.verify.receipts import RECEIPT_VERSION, Receipt
@@ -181,6 +182,8 @@ class JobRunner:
 
         pending_text, pending_tokens = [], 0
         finished: Finished | None = None
+        # Receipt v3 commits to the answer text (ADR 14): hashed as it streams, never kept.
+        committer = OutputCommitter(commit_salt(bytes(inner.response_key)))
         gen = (
             embed_events(engine, inner.embed.texts, req.max_input_tokens)
             if inner.WhichOneof("input") == "embed"
@@ -189,6 +192,7 @@ class JobRunner:
         try:
             async for ev in gen:
                 if isinstance(ev, TextDelta):
+                    committer.update(ev.text)
                     pending_text.append(ev.text)
                     pending_tokens += ev.tokens
                     if pending_tokens >= self._limits.chunk_tokens_max:
@@ -218,8 +222,13 @@ class JobRunner:
             True,
         )
         # The final chunk and the receipt over the whole answer travel in one message.
+        spot = receipt_claims(inner, header.max_new_tokens, None)
+        if job_input_of(inner, header.max_new_tokens) is not None:
+            spot["output_commit"] = committer.hexdigest()
+        spot["engine_version"] = str(getattr(engine, "engine_version", ""))
+        spot["dtype"] = str(getattr(engine, "dtype", ""))
         last.update.receipt_jws = self._sign(
-            sealed, header, ctx, engine.model_sha256, sealer, finished, started_ms
+            sealed, header, ctx, engine.model_sha256, sealer, finished, started_ms, spot
         )
         yield last
         log.info(
@@ -240,6 +249,7 @@ class JobRunner:
         sealer: ChunkSealer,
         finished: Finished,
         started_ms: int,
+        spot: Mapping[str, str | int],
     ) -> str:
         return self._keys.sign(
             Receipt(
@@ -260,6 +270,7 @@ class JobRunner:
                 finished_at_ms=int(self._clock() * 1000),
                 evidence_sha256=ctx.evidence_sha256,
                 finish_reason=finished.finish_reason,
+                **spot,  # type: ignore[arg-type]
             )
         )
 

@@ -56,6 +56,9 @@ class GatewayLimits:
     error_log_interval_s: float = 10.0
     metrics_refresh_s: float = 5.0  # log size and ledger totals read from the store this often
     collateral_refresh_s: float = 60.0  # rescan of the collateral directory at most this often
+    release_refresh_s: float = 5.0  # releases/revocations re-read from the store this often
+    release_entries_page_max: int = 64  # GetReleases page size (entries, each up to 128 KiB) …
+    release_page_bytes_max: int = 1_048_576  # … and bytes of entry bodies (at least one entry)
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,12 @@ class GatewayConfig:
     allow_simulated_tee: bool = False
     simulated_root_pem: bytes | None = None
     policy_path: Path | None = None
+    # Release keys (Ed25519 public keys, PEM; ADR 10): workers are admitted only when a release
+    # signed by one of them, in this gateway's log and not revoked, allows their software; only
+    # documents signed by them may be published. Without one, the gateway needs `policy_path` or
+    # the loud `accept_unreleased_software` (start_gateway refuses otherwise).
+    release_keys_pem: tuple[bytes, ...] = ()
+    accept_unreleased_software: bool = False
     # Vendor collateral (CRLs, Intel TCB info / QE identity) served to clients with the evidence.
     collateral_dir: Path | None = None
     # TLS for the listener (PEM). Without it the gateway listens in plaintext: loopback/dev only.

@@ -13,6 +13,7 @@
     ├── WorkerUnavailable      worker gone or not admitted                UNAVAILABLE
     ├── WorkerRejected         worker refused the job (its code carried)  per FailureCode
     ├── DeadlineExceeded       a job or challenge ran out of time         DEADLINE_EXCEEDED
+    ├── DisputeRefused         dispute evidence fails or is not reproduced FAILED_PRECONDITION
     └── ReceiptRejected        a worker receipt that fails verification   DATA_LOSS
 
 verify.errors.VerifyError reaching a handler is the caller's bad input (INVALID_ARGUMENT, or
@@ -77,6 +78,10 @@ class DeadlineExceeded(GatewayError):
     pass
 
 
+class DisputeRefused(GatewayError):
+    """A dispute whose evidence does not hold or whose verdict the gateway does not reproduce."""
+
+
 class ReceiptRejected(GatewayError):
     pass
 
@@ -99,6 +104,7 @@ _STATUS: dict[type[Exception], grpc.StatusCode] = {
     WorkerUnavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     ReceiptRejected: grpc.StatusCode.DATA_LOSS,
+    DisputeRefused: grpc.StatusCode.FAILED_PRECONDITION,
     verrors.LimitError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     verrors.VerifyError: grpc.StatusCode.INVALID_ARGUMENT,
     DecodeError: grpc.StatusCode.INVALID_ARGUMENT,

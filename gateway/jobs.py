@@ -149,6 +149,8 @@ class JobRouter:
             raise BadRequest(f"worker {session.worker_id} does not serve {header.model!r}")
         if session.draining:
             raise WorkerUnavailable(f"worker {session.worker_id} is draining")
+        if session.suspended:
+            raise WorkerUnavailable(f"worker {session.worker_id} is suspended by a dispute")
         if not is_fresh(session, self._limits.attestation_max_age_s, time.monotonic()):
             raise WorkerUnavailable(f"worker {session.worker_id} has no fresh attestation")
         if header.job_id in self._in_flight:

@@ -186,6 +186,39 @@ class LogServicer(lgrpc.TransparencyLogServicer):
         )
 
     @unary
+    async def GetReleases(
+        self, request: lpb.GetReleasesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> lpb.GetReleasesResponse:
+        requested = u63(request.tree_size, "tree_size")
+        start = u63(request.start_index, "start_index")
+        page = self._config.limits.release_entries_page_max
+        if not requested:
+            # The latest checkpoint must cover every release logged: a client follows releases
+            # only through a checkpoint, so one published a moment ago must not wait for the next.
+            size, _ = await self._latest()
+            if await self._store.release_entries(size, 1):
+                await self._cp.maybe_sign(force=True)
+        size = await self._signed_size(requested)
+        text = await self._store.checkpoint(size)
+        if text is None:
+            raise NotFound(f"no signed checkpoint of size {size}")
+        rows = [e for e in await self._store.release_entries(start, page + 1) if e.index < size]
+        more = len(rows) > page
+        out: list[lpb.ProvenEntry] = []
+        budget = self._config.limits.release_page_bytes_max
+        for e in rows[:page]:
+            if out and budget < len(e.body):  # a page stays within a gRPC message's bound
+                more = True
+                break
+            budget -= len(e.body)
+            out.append(
+                lpb.ProvenEntry(
+                    entry=_entry(e), hashes=await self._store.inclusion_proof(e.index, size)
+                )
+            )
+        return lpb.GetReleasesResponse(tree_size=size, entries=out, more=more, checkpoint=text)
+
+    @unary
     async def GetAccountKeys(
         self, request: lpb.GetAccountKeysRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> lpb.GetAccountKeysResponse:

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ccgw.gateway.errors import NotFound, Overloaded, WorkerUnavailable
+from ccgw.gateway.errors import NotFound, Overloaded, PermissionDenied, WorkerUnavailable
 from ccgw.protos.ccgw.v1 import common_pb2 as cpb
 from ccgw.protos.ccgw.v1 import worker_pb2 as wpb
 from ccgw.verify.attestation.bundle import VerifiedWorker
@@ -68,6 +68,7 @@ class WorkerSession:
     challenges: dict[bytes, asyncio.Future[cpb.EvidenceBundle]] = field(default_factory=dict)
     closed: bool = False
     draining: bool = False
+    suspended: bool = False  # by a reproduced dispute: no new job, ever (ADR 14)
 
     def send(self, msg: wpb.GatewayMessage) -> None:
         if self.closed:
@@ -91,6 +92,15 @@ class Registry:
         self._workers_max = workers_max
         self._per_provider_max = workers_per_provider_max
         self._per_provider: Counter[str] = Counter()
+        # Workers a reproduced dispute suspended (ADR 14): never routed to, never re-admitted.
+        self.suspended: set[str] = set()
+
+    def suspend(self, *worker_ids: str) -> None:
+        self.suspended.update(worker_ids)
+        for w in worker_ids:
+            s = self._workers.get(w)
+            if s is not None:
+                s.suspended = True
 
     def check_room(self, provider_account: str) -> None:
         """Refuse early (before verifying evidence) when no session could be added."""
@@ -100,6 +110,8 @@ class Registry:
             raise Overloaded(f"provider {provider_account} has {self._per_provider_max} workers")
 
     def add(self, session: WorkerSession) -> None:
+        if session.worker_id in self.suspended:
+            raise PermissionDenied(f"worker {session.worker_id} is suspended by a dispute")
         if session.worker_id in self._workers:
             raise Overloaded(f"worker {session.worker_id} is already connected")
         self.check_room(session.provider_account)
@@ -124,7 +136,7 @@ class Registry:
         return [
             s
             for s in self._workers.values()
-            if not s.closed and (not model or model in s.verified.models)
+            if not s.closed and not s.suspended and (not model or model in s.verified.models)
         ]
 
     def sessions(self) -> list[WorkerSession]:

@@ -1,7 +1,8 @@
 """Which workers a client should use, best first (the client seals to one of them, so routing is
 the ranking the gateway offers plus the admission checks in gateway.jobs).
 
-A worker is eligible when it serves the model, is not draining or closed, and its evidence was
+A worker is eligible when it serves the model, is not draining, closed or suspended (by a
+reproduced dispute, ADR 14), and its evidence was
 verified for a gateway nonce within `attestation_max_age_s`. Eligible workers are ordered by:
 room left (a full worker last), the region hint (same region first), load (jobs in flight over
 capacity), then admission order (the sort is stable over the registry's order). Prices come from
@@ -25,6 +26,7 @@ def eligible(session: WorkerSession, model: str, max_age_s: float, now_s: float)
     return (
         not session.closed
         and not session.draining
+        and not session.suspended
         and (not model or model in session.verified.models)
         and is_fresh(session, max_age_s, now_s)
     )

@@ -8,7 +8,9 @@ no new job and the jobs in flight get `shutdown_grace_s` to finish, then the ser
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -22,10 +24,12 @@ from ccgw.gateway.auth import Authenticator
 from ccgw.gateway.checkpointer import Checkpointer
 from ccgw.gateway.collateral_cache import CollateralCache
 from ccgw.gateway.config import GatewayConfig
+from ccgw.gateway.disputes import DisputeDesk, Scorer
 from ccgw.gateway.jobs import JobRouter
 from ccgw.gateway.log_service import LogServicer
 from ccgw.gateway.metrics import GatewayMetrics, serve_metrics
 from ccgw.gateway.registry import Registry
+from ccgw.gateway.releases import GatewayReleases, Published, load_keys
 from ccgw.gateway.rpc import add_service, internal_errors
 from ccgw.gateway.service import GatewayServicer, WorkerLinkServicer
 from ccgw.gateway.store.base import Store
@@ -43,7 +47,9 @@ from ccgw.verify.attestation.roots import RootStore
 
 log = structlog.get_logger("gateway.server")
 
-MESSAGE_BYTES_MAX = limits.SEALED_REQUEST_BYTES_MAX + 64 * limits.KIB
+MESSAGE_BYTES_MAX = (
+    max(limits.SEALED_REQUEST_BYTES_MAX, limits.DISPUTE_FILE_BYTES_MAX) + 64 * limits.KIB
+)
 STOP_SETTLE_S = 2.0  # after the server stopped: time for cancelled jobs to release their holds
 
 
@@ -84,8 +90,13 @@ class RunningGateway:
     checkpointer: Checkpointer
     health: health.aio.HealthServicer  # type: ignore[name-defined]
     metrics: GatewayMetrics
+    releases: GatewayReleases
     metrics_server: asyncio.Server | None = None
     tasks: tuple[asyncio.Task[None], ...] = ()
+
+    async def publish_release(self, document: bytes) -> Published:
+        """Log a signed release or revocation (as the PublishRelease RPC does)."""
+        return await self.releases.publish(self.store, document)
 
     async def deposit(self, account: str, amount_micro: int, reference: str) -> None:
         """Credit an account with a deposit signed by this gateway's operator (log) key."""
@@ -120,8 +131,32 @@ async def start_gateway(
     store: Store | None = None,
     policy: Policy | None = None,
     roots: RootStore | None = None,
+    verifiers: Mapping[str, Scorer] | None = None,
 ) -> RunningGateway:
+    """`verifiers`: scoring engines by model digest (hex) that re-check disputes (ADR 14; the
+    CLI loads them with `--verifier-model`, since the gateway package never imports torch)."""
     base_policy, base_roots = load_policy(config)
+    if (
+        policy is None
+        and not config.release_keys_pem
+        and config.policy_path is None
+        and not config.accept_unreleased_software
+    ):
+        raise ValueError(
+            "no release key: pass --release-key (workers must run released software), or a "
+            "--policy file, or --accept-unreleased-software (admits any software, loudly)"
+        )
+    releases = GatewayReleases(
+        load_keys(config.release_keys_pem),
+        config.accept_unreleased_software,
+        config.limits.release_entries_page_max,
+    )
+    if config.accept_unreleased_software:
+        log.warning(
+            "unreleased_software_accepted",
+            warning="--accept-unreleased-software: workers running software in NO release are "
+            "admitted; every admission says so",
+        )
     policy = policy or base_policy
     roots = roots or base_roots
     log_key = (
@@ -143,8 +178,11 @@ async def start_gateway(
             write_batch_max=config.limits.db_write_batch_max,
         )
     initial = config.initial_prices
-    if await store.ensure_schedule(lambda i: le.price_schedule(log_key, initial.with_from_index(i))):
+    if await store.ensure_schedule(
+        lambda i: le.price_schedule(log_key, initial.with_from_index(i))
+    ):
         log.info("price_schedule_logged", schedule=le.schedule_json(config.initial_prices))
+    await releases.refresh(store)
     released = await store.release_orphaned_holds()
     if released:
         log.warning("orphaned_holds_released", count=released)
@@ -155,8 +193,11 @@ async def start_gateway(
     collateral = CollateralCache(config.collateral_dir, config.limits.collateral_refresh_s)
 
     def verifier(bundle: cpb.EvidenceBundle, nonce: bytes) -> VerifiedWorker:
+        current = releases.policy(policy)
+        if current.accept_unreleased:
+            log.warning("unreleased_software_accepted", warning="release check NOT performed")
         return verify_bundle(
-            bundle, policy, roots, _utcnow(), expected_nonce=nonce, collateral=collateral.current()
+            bundle, current, roots, _utcnow(), expected_nonce=nonce, collateral=collateral.current()
         )
 
     auth = Authenticator(
@@ -166,6 +207,25 @@ async def start_gateway(
         cache_entries_max=lim.token_cache_entries_max,
     )
     checkpointer = Checkpointer(config, store, log_key)
+
+    # Disputes re-verify stored evidence only to learn the worker's attested receipt key, as of
+    # the evidence's own issue time; whether its release was (or still is) allowed is not the
+    # question (a worker revoked since must stay disputable).
+    dispute_policy = dataclasses.replace(policy, accept_unreleased=True)
+
+    def evidence_verifier(bundle: cpb.EvidenceBundle, when: dt.datetime) -> VerifiedWorker:
+        return verify_bundle(bundle, dispute_policy, roots, when, collateral=collateral.current())
+
+    desk = DisputeDesk(
+        store,
+        registry,
+        log_key,
+        evidence_verifier,
+        verifiers or {},
+    )
+    suspended = await desk.load_suspensions()
+    if suspended:
+        log.warning("workers_suspended_by_disputes", count=suspended)
     router = JobRouter(config, registry, store, checkpointer)
     metrics = GatewayMetrics(registry, router.in_flight, router.held_micro)
     router.metrics = metrics
@@ -179,7 +239,7 @@ async def start_gateway(
     gateway_svc, link_svc, log_svc = SERVICES
     add_service(
         server,
-        GatewayServicer(config, auth, registry, router, link, store, collateral),
+        GatewayServicer(config, auth, registry, router, link, store, collateral, releases, desk),
         gateway_svc,
     )
     add_service(server, WorkerLinkServicer(auth, link), link_svc)
@@ -210,9 +270,11 @@ async def start_gateway(
         checkpointer=checkpointer,
         health=health_servicer,
         metrics=metrics,
+        releases=releases,
         metrics_server=metrics_server,
         tasks=(
             asyncio.create_task(checkpointer.run()),
+            asyncio.create_task(releases.run(store, lim.release_refresh_s)),
             asyncio.create_task(
                 metrics.refresh_forever(
                     store, store.current_schedule().fee_account, lim.metrics_refresh_s

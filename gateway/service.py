@@ -16,10 +16,12 @@ import structlog
 from ccgw.gateway.auth import Authenticator, Principal
 from ccgw.gateway.collateral_cache import CollateralCache
 from ccgw.gateway.config import GatewayConfig
+from ccgw.gateway.disputes import DisputeDesk
 from ccgw.gateway.errors import BadRequest, NotFound
 from ccgw.gateway.jobs import JobRouter
 from ccgw.gateway.quotas import RateLimiter
 from ccgw.gateway.registry import Registry
+from ccgw.gateway.releases import GatewayReleases
 from ccgw.gateway.routing import rank
 from ccgw.gateway.rpc import streaming, unary
 from ccgw.gateway.store.base import Store
@@ -54,8 +56,12 @@ class GatewayServicer(ggrpc.GatewayServicer):
         link: WorkerLink,
         store: Store,
         collateral: CollateralCache | None = None,
+        releases: GatewayReleases | None = None,
+        disputes: DisputeDesk | None = None,
     ) -> None:
         self._config, self._auth, self._registry = config, auth, registry
+        self._releases = releases or GatewayReleases((), False, 1)
+        self._disputes = disputes
         self._router, self._link, self._store = router, link, store
         self._collateral = collateral or CollateralCache(None)
         lim = config.limits
@@ -163,6 +169,42 @@ class GatewayServicer(ggrpc.GatewayServicer):
         _check_worker_id(request.worker_id)
         in_flight = self._link.drain(self._registry.get(request.worker_id))
         return gpb.DrainWorkerResponse(in_flight=in_flight)
+
+    @unary
+    async def PublishRelease(
+        self, request: gpb.PublishReleaseRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gpb.PublishReleaseResponse:
+        self._principal(context, "admin")
+        if len(request.document) > limits.RELEASE_DOCUMENT_BYTES_MAX:
+            raise BadRequest(f"document exceeds {limits.RELEASE_DOCUMENT_BYTES_MAX} bytes")
+        done = await self._releases.publish(self._store, bytes(request.document))
+        return gpb.PublishReleaseResponse(
+            log_index=done.result.log_index,
+            already_logged=done.result.already_logged,
+            kind=done.kind,
+            digest=done.digest,
+        )
+
+    @unary
+    async def FileDispute(
+        self, request: gpb.FileDisputeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> gpb.FileDisputeResponse:
+        p = self._principal(context, "client", "admin")
+        if self._disputes is None:
+            raise NotFound("this gateway takes no disputes")
+        if len(request.evidence) > limits.DISPUTE_FILE_BYTES_MAX:
+            raise BadRequest(f"a dispute is at most {limits.DISPUTE_FILE_BYTES_MAX} bytes")
+        index, outcome, verdict, worker, again = await self._disputes.file(
+            p.account, p.role == "admin", bytes(request.evidence)
+        )
+        return gpb.FileDisputeResponse(
+            log_index=index,
+            outcome=outcome,
+            position=verdict.answer_tokens if verdict.position is None else verdict.position,
+            reason=verdict.reason,
+            worker_id=worker,
+            already_logged=again,
+        )
 
 
 class WorkerLinkServicer(wgrpc.WorkerLinkServicer):

@@ -9,6 +9,6 @@ certificate; everything that does so logs a warning.
 Kept outside `enclave/` so that the trusted worker code stays small and carries no signing root.
 """
 
-from ccgw.simtee.vendor import SimulatedSnpTee, SimulatedVendor
+from ccgw.simtee.vendor import SIMULATED_MEASUREMENT, SimulatedSnpTee, SimulatedVendor
 
-__all__ = ["SimulatedSnpTee", "SimulatedVendor"]
+__all__ = ["SIMULATED_MEASUREMENT", "SimulatedSnpTee", "SimulatedVendor"]

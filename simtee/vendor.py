@@ -155,6 +155,11 @@ class SimulatedVendor:
         return cls(keys[0], keys[1], ark, ask)
 
 
+# The launch measurement a simulated worker reports unless told otherwise (what a development
+# release lists: `ccgw release build --simulated-worker`).
+SIMULATED_MEASUREMENT = bytes(48)
+
+
 class SimulatedSnpTee:
     """One simulated SEV-SNP platform: its own chip id and VCEK, a fixed launch measurement."""
 
@@ -164,7 +169,7 @@ class SimulatedSnpTee:
         self,
         vendor: SimulatedVendor,
         *,
-        measurement: bytes = bytes(48),
+        measurement: bytes = SIMULATED_MEASUREMENT,
         debug: bool = False,
         tcb: sevsnp.TcbVersion | None = None,
         now: dt.datetime | None = None,

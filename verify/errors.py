@@ -81,3 +81,7 @@ class ReceiptError(VerifyError):
 
 class LogError(VerifyError):
     pass
+
+
+class DisputeError(VerifyError):
+    """A dispute's evidence does not hold together (verify.disputes): refused, never logged."""

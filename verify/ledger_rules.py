@@ -14,6 +14,9 @@ break is a named problem). Both call `apply(entry, index, view)`:
                   before the entry itself nor before the previous schedule's
   account_key     no transfer; the account's first key is self-signed; a change names the current
                   key and is signed by it as well
+  release         no transfer; a well-formed signed manifest, each release digest logged once (the
+                  release key's signature is each verifier's to check against the keys it trusts)
+  revocation      no transfer; a well-formed signed revocation, each document logged once
 
 Every transfer sums to zero; no account but `external` goes below zero; no balance exceeds
 limits.BALANCE_MICRO_MAX. Violations raise RuleViolation with the problem's name.
@@ -21,6 +24,7 @@ limits.BALANCE_MICRO_MAX. Violations raise RuleViolation with the problem's name
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,7 +36,7 @@ from ccgw.verify.prices import PriceSchedule
 
 EXTERNAL = le.EXTERNAL
 # Kinds of transfer in the ledger view; anything else served by a gateway is unknown.
-TRANSFER_KINDS = frozenset({"reward", "deposit", "withdrawal"})
+TRANSFER_KINDS = frozenset({"reward", "deposit", "withdrawal", "reversal"})
 
 
 class RuleViolation(VerifyError):
@@ -90,6 +94,10 @@ class LedgerReader(Protocol):
     def balance(self, account: str) -> int: ...
 
     def seen(self, namespace: str, key: str) -> bool: ...
+
+    def unique_index(self, namespace: str, key: str) -> int | None:
+        """The log index of the entry that took (namespace, key), None if none did."""
+        ...
 
 
 Rule = Callable[[Any, int, LedgerReader], Effects]
@@ -195,12 +203,28 @@ def _account_key(body: le.AccountKeyBody, index: int, view: LedgerReader) -> Eff
     return Effects(account_key=(body.account, body.public_key))
 
 
+def _release(body: le.ReleaseBody, index: int, view: LedgerReader) -> Effects:
+    digest = body.document.digest
+    if view.seen("release", digest):
+        raise RuleViolation("release_logged_twice", f"release {digest} is already in the log")
+    return Effects(unique=(("release", digest),))
+
+
+def _revocation(body: le.RevocationBody, index: int, view: LedgerReader) -> Effects:
+    key = hashlib.sha256(body.document.to_bytes()).hexdigest()
+    if view.seen("revocation", key):
+        raise RuleViolation("release_logged_twice", f"revocation {key} is already in the log")
+    return Effects(unique=(("revocation", key),))
+
+
 RULES: dict[str, Rule] = {
     le.ReceiptBody.KIND: _receipt,
     le.DepositBody.KIND: _deposit,
     le.WithdrawalBody.KIND: _withdrawal,
     le.PriceScheduleBody.KIND: _price_schedule,
     le.AccountKeyBody.KIND: _account_key,
+    le.ReleaseBody.KIND: _release,
+    le.RevocationBody.KIND: _revocation,
 }
 
 
@@ -249,6 +273,7 @@ class MemoryLedger:
     operator: bytes
     balances: dict[str, int] = field(default_factory=dict)
     taken: set[tuple[str, str]] = field(default_factory=set)
+    taken_at: dict[tuple[str, str], int] = field(default_factory=dict)
     keys: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     schedules: list[PriceSchedule] = field(default_factory=list)  # in log order
 
@@ -273,10 +298,15 @@ class MemoryLedger:
     def seen(self, namespace: str, key: str) -> bool:
         return (namespace, key) in self.taken
 
-    def record(self, effects: Effects) -> None:
+    def unique_index(self, namespace: str, key: str) -> int | None:
+        return self.taken_at.get((namespace, key))
+
+    def record(self, effects: Effects, index: int = -1) -> None:
+        """Count `effects` of the entry at `index` into the view."""
         for acct, delta in effects.balance_changes().items():
             self.balances[acct] = self.balances.get(acct, 0) + delta
         self.taken.update(effects.unique)
+        self.taken_at.update(dict.fromkeys(effects.unique, index))
         if effects.account_key is not None:
             acct, key = effects.account_key
             self.keys[acct] = (key, self.keys.get(acct, (b"", 0))[1] + 1)
@@ -302,3 +332,8 @@ def seq(index: int, leg: int) -> int:
 def total(balances: Mapping[str, int] | Iterable[tuple[str, int]]) -> int:
     items = balances.items() if isinstance(balances, Mapping) else balances
     return sum(v for _, v in items)
+
+
+# Kinds added by their own modules (log_entries.register + register above), imported last so that
+# every party that applies the rules knows them.
+from ccgw.verify import disputes as _disputes  # noqa: E402, F401

@@ -74,6 +74,8 @@ U63_MAX: Final = 2**63 - 1  # largest value any wire integer may carry
 
 # Releases (verify/release): signed manifests and revocations, as every party parses them.
 RELEASE_DOCUMENT_BYTES_MAX: Final = 64 * KIB  # one signed manifest or revocation, as JSON
+# A release/revocation log entry: the document as a JSON string (quotes escaped) and its wrapper.
+RELEASE_ENTRY_BODY_BYTES_MAX: Final = 2 * RELEASE_DOCUMENT_BYTES_MAX + 64
 RELEASE_TEXT_BYTES_MAX: Final = 256  # version, reason, names, versions: one bounded string each
 RELEASE_LAUNCH_ENTRIES_MAX: Final = 256  # allowed launch measurements in one manifest
 RELEASE_ALLOWED_VALUES_MAX: Final = 64  # driver / VBIOS versions, golden values per index
@@ -92,3 +94,7 @@ VCPUS_MAX: Final = 512
 
 # Cloud wrappers around CPU evidence (verify/attestation/azure_hcl.py).
 HCL_RUNTIME_CLAIMS_BYTES_MAX: Final = 16 * KIB  # the paravisor's runtime claims JSON
+
+# Spot checks and disputes (verify/consistency.py, verify/disputes.py; ADR 14).
+DISPUTE_FILE_BYTES_MAX: Final = 2 * MIB  # a dispute's evidence: receipt, input, answer, verdict
+DISPUTE_REASON_BYTES_MAX: Final = 256  # the verdict's reason, as logged

@@ -15,6 +15,8 @@ Kinds (the registry `KINDS`; verify.ledger_rules holds what each does to balance
   price_schedule  operator-signed prices per model and fee share, in force from a log index on
   account_key     binds a withdrawal key to an account: self-signed; a change also signed by the
                   previous key
+  release         a release manifest signed by a release key (ADR 10); moves no money
+  revocation      a revocation of a release, signed by the release's key; moves no money
 To add a kind: a frozen Body class here (KIND, from_json, to_json) added to KINDS, and its rule in
 verify.ledger_rules.RULES (a test checks both registries name the same kinds).
 """
@@ -35,9 +37,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ccgw.verify import limits, merkle
 from ccgw.verify.encoding import fields
-from ccgw.verify.errors import MalformedError, ReceiptError
+from ccgw.verify.errors import MalformedError, ReceiptError, VerifyError
 from ccgw.verify.prices import Price, PriceSchedule
 from ccgw.verify.receipts import Receipt, parse_claims
+from ccgw.verify.release.manifest import SignedManifest, SignedRevocation, parse_document
 
 LEAF_LABEL = "ccgw/v1/log-entry"
 SIG_LABEL = "ccgw/v1/entry-sig"
@@ -79,10 +82,16 @@ def _refuse(value: str) -> Any:
     raise MalformedError(f"entry body carries a non-integer number {value[:20]!r}")
 
 
-def load(body: bytes, keys: frozenset[str]) -> dict[str, Any]:
+# Kinds whose bodies may be larger than limits.LOG_ENTRY_BODY_BYTES_MAX (release documents).
+BODY_BYTES_MAX: dict[str, int] = {}
+
+
+def load(
+    body: bytes, keys: frozenset[str], max_bytes: int = limits.LOG_ENTRY_BODY_BYTES_MAX
+) -> dict[str, Any]:
     """The JSON object of a body: bounded, exactly `keys`, and in canonical form."""
-    if len(body) > limits.LOG_ENTRY_BODY_BYTES_MAX:
-        raise MalformedError(f"entry body exceeds {limits.LOG_ENTRY_BODY_BYTES_MAX} bytes")
+    if len(body) > max_bytes:
+        raise MalformedError(f"entry body exceeds {max_bytes} bytes")
     try:
         obj = json.loads(
             body,
@@ -370,7 +379,8 @@ def parse(entry: Entry) -> Any:
     parse, is not canonical, or carries a field out of range."""
     if entry.kind not in KINDS:
         raise MalformedError(f"unknown entry kind {entry.kind[:40]!r}")
-    return KINDS[entry.kind](load(entry.body, _KEYS[entry.kind]))
+    size_max = BODY_BYTES_MAX.get(entry.kind, limits.LOG_ENTRY_BODY_BYTES_MAX)
+    return KINDS[entry.kind](load(entry.body, _KEYS[entry.kind], size_max))
 
 
 def encode(body: Body) -> Entry:
@@ -428,3 +438,77 @@ def schedule_json(schedule: PriceSchedule) -> dict[str, Any]:
 def entry_digest(entry: Entry) -> str:
     """Hex SHA-256 of the leaf data: a short name for an entry in reports."""
     return hashlib.sha256(entry.leaf()).hexdigest()
+
+
+# -- releases (issue 8, ADR 10): signed release manifests and revocations -----------------------------
+# Kinds of their own, distinct from receipts and money: the body carries the signed document
+# exactly as SignedManifest.to_bytes() / SignedRevocation.to_bytes() wrote it (canonical JSON, as a
+# JSON string), so its release digest and signature are those of the document itself. The entry's
+# index is the position the release policy uses. Who may publish is the gateway's decision (its
+# configured release keys); every verifier checks the signature against its own trusted keys.
+
+
+@dataclass(frozen=True)
+class ReleaseBody:
+    KIND: ClassVar[str] = "release"
+    KEYS: ClassVar[frozenset[str]] = frozenset({"document"})
+    document: SignedManifest
+
+    @classmethod
+    def from_json(cls, o: dict[str, Any]) -> ReleaseBody:
+        doc = _release_document(o["document"])
+        if not isinstance(doc, SignedManifest):
+            raise MalformedError("a release entry carries a signed release manifest")
+        return cls(doc)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"document": self.document.to_bytes().decode("ascii")}
+
+
+@dataclass(frozen=True)
+class RevocationBody:
+    KIND: ClassVar[str] = "revocation"
+    KEYS: ClassVar[frozenset[str]] = frozenset({"document"})
+    document: SignedRevocation
+
+    @classmethod
+    def from_json(cls, o: dict[str, Any]) -> RevocationBody:
+        doc = _release_document(o["document"])
+        if not isinstance(doc, SignedRevocation):
+            raise MalformedError("a revocation entry carries a signed release revocation")
+        return cls(doc)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"document": self.document.to_bytes().decode("ascii")}
+
+
+def _release_document(v: Any) -> SignedManifest | SignedRevocation:
+    """The signed document a release or revocation entry carries, in its canonical bytes only."""
+    if not isinstance(v, str) or len(v) > limits.RELEASE_DOCUMENT_BYTES_MAX or not v.isascii():
+        raise MalformedError(
+            f"document must be the signed document's canonical JSON "
+            f"(ASCII, at most {limits.RELEASE_DOCUMENT_BYTES_MAX} bytes)"
+        )
+    try:
+        doc = parse_document(v.encode("ascii"))
+    except VerifyError as exc:
+        raise MalformedError(f"document does not parse: {exc}") from None
+    if doc.to_bytes() != v.encode("ascii"):
+        raise MalformedError("document is not in its canonical form")
+    return doc
+
+
+def release_entry(document: SignedManifest | SignedRevocation) -> Entry:
+    """The log entry of a signed release manifest or revocation."""
+    body: ReleaseBody | RevocationBody = (
+        ReleaseBody(document) if isinstance(document, SignedManifest) else RevocationBody(document)
+    )
+    entry = encode(body)
+    parse(entry)  # the round trip through the strict parser checks every bound
+    return entry
+
+
+BODY_BYTES_MAX[ReleaseBody.KIND] = limits.RELEASE_ENTRY_BODY_BYTES_MAX
+BODY_BYTES_MAX[RevocationBody.KIND] = limits.RELEASE_ENTRY_BODY_BYTES_MAX
+register(ReleaseBody.KIND, ReleaseBody.KEYS, ReleaseBody.from_json)
+register(RevocationBody.KIND, RevocationBody.KEYS, RevocationBody.from_json)

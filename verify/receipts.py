@@ -36,7 +36,12 @@ from ccgw.verify.errors import ReceiptError
 
 RECEIPT_TYP = "ccgw-receipt+jws"
 # 2: the answer digest covers the answer salt (what the client needs to open the answer).
-RECEIPT_VERSION = 2
+# 3: + what a spot check needs (ADR 14): salted commitments to the input (prompt, stop sequences,
+#    decoding parameters) and to the answer text, the decoding parameters, the engine version and
+#    dtype. Nothing in it reveals the prompt. v2 receipts stay verifiable (their logged entries
+#    keep their meaning); they cannot be spot-checked, and a dispute over one is refused.
+RECEIPT_VERSION = 3
+RECEIPT_VERSIONS = (2, 3)
 ED25519_SIGNATURE_BYTES = 64
 
 
@@ -59,14 +64,41 @@ class Receipt:
     finished_at_ms: int
     evidence_sha256: str  # hex
     finish_reason: str
+    # v3 (empty/zero in a v2 receipt, and the commitments empty for embedding jobs)
+    input_commit: str = ""  # hex, verify.consistency.input_commit
+    output_commit: str = ""  # hex, verify.consistency.output_commit
+    temperature: str = "0.0"  # float32 spellings (verify.consistency.f32)
+    top_p: str = "1.0"
+    top_k: int = 0
+    max_tokens: int = 0
+    seed: str = ""  # decimal, "" when the request named none
+    stop_count: int = 0
+    engine_version: str = ""
+    dtype: str = ""
 
     def to_json(self) -> bytes:
-        claims = {name: getattr(self, name) for name in _FIELD_NAMES}
+        claims = {name: getattr(self, name) for name in _NAMES_BY_VERSION.get(self.v, _FIELD_NAMES)}
         return json.dumps(claims, sort_keys=True, separators=(",", ":")).encode()
 
 
 _FIELD_TYPES = {f.name: f.type for f in fields(Receipt)}
 _FIELD_NAMES = tuple(sorted(_FIELD_TYPES))
+V3_FIELDS = frozenset(
+    {
+        "input_commit",
+        "output_commit",
+        "temperature",
+        "top_p",
+        "top_k",
+        "max_tokens",
+        "seed",
+        "stop_count",
+        "engine_version",
+        "dtype",
+    }
+)
+_NAMES_BY_VERSION = {2: tuple(n for n in _FIELD_NAMES if n not in V3_FIELDS), 3: _FIELD_NAMES}
+_HEX64_OR_EMPTY = re.compile(r"([0-9a-f]{64})?")
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
@@ -151,19 +183,23 @@ def verify_receipt(jws: str, public_key_raw: bytes, expected_kid: str) -> Receip
 
 def parse_claims(payload: bytes) -> Receipt:
     claims = _json_object(payload, "claims")
-    if set(claims) != set(_FIELD_TYPES):
+    version = claims.get("v")
+    if type(version) is not int or version not in RECEIPT_VERSIONS:
+        raise ReceiptError(f"receipt version {version!r} unsupported")
+    names = _NAMES_BY_VERSION[version]
+    if set(claims) != set(names):
         raise ReceiptError("receipt claims are missing fields or carry unknown ones")
-    for name, typ in _FIELD_TYPES.items():
-        value = claims[name]
+    for name in names:
+        value, typ = claims[name], _FIELD_TYPES[name]
         want = int if typ in (int, "int") else str
         if type(value) is not want:
             raise ReceiptError(f"receipt claim {name} has the wrong type")
         if isinstance(value, int) and not 0 <= value < 2**63:
             raise ReceiptError(f"receipt claim {name} out of range")
-    receipt = Receipt(**claims)
-    if receipt.v != RECEIPT_VERSION:
-        raise ReceiptError(f"receipt version {receipt.v} unsupported")
-    return receipt
+    for name in ("input_commit", "output_commit"):
+        if name in claims and not _HEX64_OR_EMPTY.fullmatch(claims[name]):
+            raise ReceiptError(f"receipt claim {name} is not a hex digest")
+    return Receipt(**claims)
 
 
 def match_job(receipt: Receipt, **expected: str | int) -> None:
@@ -195,6 +231,11 @@ def verify_job_receipt(
     if not answer.finished:
         raise ReceiptError("receipt arrived before the final chunk")
     receipt = verify_receipt(jws, worker.keys.receipt_ed25519, worker.key_id)
+    if "v" in also and receipt.v != also["v"]:
+        raise ReceiptError(
+            f"receipt version {receipt.v}; version {also['v']} is required (v3 binds the input "
+            "and the answer for spot checks, ADR 14): the worker runs an older image"
+        )
     match_job(
         receipt,
         job_id=header.job_id.hex(),

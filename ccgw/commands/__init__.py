@@ -18,6 +18,7 @@ from ccgw.commands import (
     proxy,
     release,
     run,
+    spotcheck,
     vendor,
     verify,
 )
@@ -29,6 +30,7 @@ MODULES: tuple[ModuleType, ...] = (
     ops,
     ledger,
     audit,
+    spotcheck,
     attest,
     verify,
     vendor,

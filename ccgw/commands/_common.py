@@ -106,6 +106,123 @@ def policy_and_roots(policy_file: Path | None, sim_root: Path | None) -> tuple[A
     return policy, roots
 
 
+UNRELEASED_FLAG = "--accept-unreleased-software"
+NO_RELEASE_KEY = (
+    "no release key: pass --release-key RELEASE_PUB --log-pubkey LOG_PUB (trust workers that run "
+    f"released software), or --policy FILE, or {UNRELEASED_FLAG} (accept ANY software, loudly)"
+)
+
+
+def add_release_trust(
+    p: argparse.ArgumentParser, log_key: bool = True, log_state: bool = True
+) -> None:
+    """--release-key / --accept-unreleased-software (and, for clients, the log they follow)."""
+    p.add_argument(
+        "--release-key",
+        type=Path,
+        default=None,
+        help="release public key (PEM): trust workers only under releases it signed, in the log "
+        "(the default path; see `ccgw release`)",
+    )
+    if log_key:
+        p.add_argument(
+            "--log-pubkey",
+            type=Path,
+            default=None,
+            help="the gateway's log key (PEM): releases count only under checkpoints it signed",
+        )
+        p.add_argument("--log-name", default="ccgw-log", help="key name in the checkpoints")
+        p.add_argument(
+            "--log-origin",
+            default="ccgw.local/log",
+            help="origin line of the gateway's checkpoints",
+        )
+    if log_key and log_state:
+        p.add_argument(
+            "--log-state",
+            type=Path,
+            default=None,
+            help="keep the last log checkpoint verified here between runs: a log forked or rolled "
+            "back since is refused",
+        )
+    p.add_argument(
+        UNRELEASED_FLAG,
+        dest="accept_unreleased_software",
+        action="store_true",
+        help="accept workers running software that is in NO release (warned on every use and "
+        "shown in every attestation report)",
+    )
+
+
+def warn_unreleased() -> None:
+    warn(
+        f"{UNRELEASED_FLAG}: workers are NOT checked against any release; any software the "
+        "hardware attests is accepted"
+    )
+
+
+def log_public_raw(path: Path) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        pub = load_pem_public_key(read_bytes(path, "log public key"))
+    except ValueError:
+        raise CliError(f"{path} is not a PEM public key") from None
+    if not isinstance(pub, Ed25519PublicKey):
+        raise CliError(f"log key {path} must be Ed25519")
+    return pub.public_bytes_raw()
+
+
+def release_key(path: Path) -> Any:
+    from ccgw.verify.errors import VerifyError
+    from ccgw.verify.release.manifest import load_release_key
+
+    try:
+        return load_release_key(read_bytes(path, "release public key"))
+    except VerifyError as exc:
+        raise CliError(f"release key {path}: {exc}") from None
+
+
+def release_trust(args: argparse.Namespace, policy: Any) -> tuple[Any, Any]:
+    """(policy, ReleaseTrust | None) for a verifying command: follow the releases of
+    --release-key in the log of --log-pubkey; or, loudly, accept unreleased software; or use the
+    --policy file's pins. Neither: one line saying what to pass."""
+    import dataclasses
+
+    if args.release_key is not None:
+        from ccgw.client.releases import LogIdentity, ReleaseTrust
+
+        if getattr(args, "log_pubkey", None) is None:
+            raise CliError(
+                "--release-key needs --log-pubkey LOG_PUB: releases count only under a "
+                "checkpoint signed by the gateway's log key"
+            )
+        log = LogIdentity(args.log_name, log_public_raw(args.log_pubkey), args.log_origin)
+        trust = ReleaseTrust(
+            (release_key(args.release_key),), log, getattr(args, "log_state", None)
+        )
+        if trust.state_path is not None:
+            from ccgw.client.releases import load_state
+
+            try:
+                load_state(trust.state_path, log)
+            except ValueError as exc:
+                raise CliError(str(exc)) from None
+        return policy, trust
+    if args.accept_unreleased_software:
+        warn_unreleased()
+        return dataclasses.replace(policy, accept_unreleased=True), None
+    if getattr(args, "policy", None) is not None:
+        if not policy.pins_software:
+            raise CliError(
+                f"policy {args.policy} pins no launch measurement (allowed_measurements); "
+                + NO_RELEASE_KEY
+            )
+        return policy, None
+    raise CliError(NO_RELEASE_KEY)
+
+
 def channel(address: str, tls_ca: Path | None) -> grpc.aio.Channel:
     import grpc
 

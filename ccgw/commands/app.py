@@ -10,11 +10,13 @@ from ccgw.commands._common import (
     EXIT_CHECK_FAILED,
     CliError,
     Subparsers,
+    add_release_trust,
     add_simulated_root,
     add_tls_ca,
     channel,
     policy_and_roots,
     read_token,
+    release_trust,
 )
 
 
@@ -29,6 +31,7 @@ def register(sub: Subparsers) -> None:
     add_simulated_root(a)
     add_tls_ca(a)
     a.add_argument("--policy", type=Path, default=None, help="attestation policy file")
+    add_release_trust(a)
     a.add_argument(
         "--report",
         action="store_true",
@@ -50,6 +53,7 @@ def register(sub: Subparsers) -> None:
         help="wait up to this long for a verified worker (and for the gateway to come up)",
     )
     w.add_argument("--policy", type=Path, default=None, help="attestation policy file")
+    add_release_trust(w)
     add_simulated_root(w)
     add_tls_ca(w)
     w.set_defaults(func=_workers, default_log_level="WARNING")
@@ -61,10 +65,11 @@ def _ask(args: argparse.Namespace) -> int:
 
     token = read_token(args.token_file, "client")
     policy, roots = policy_and_roots(args.policy, args.allow_simulated_tee)
+    policy, trust = release_trust(args, policy)
 
     async def run() -> int:
         async with channel(args.gateway, args.tls_ca) as ch:
-            client = Client(ch, token, policy, roots)
+            client = Client(ch, token, policy, roots, releases=trust)
             suite = (
                 cpb.MLKEM768X25519_SHA256_CHACHA20POLY1305
                 if args.post_quantum
@@ -95,11 +100,12 @@ def _workers(args: argparse.Namespace) -> int:
 
     token = read_token(args.token_file, "client", "admin")
     policy, roots = policy_and_roots(args.policy, args.allow_simulated_tee)
+    policy, trust = release_trust(args, policy)
     deadline = time.monotonic() + max(0.0, args.wait_s)
 
     async def run() -> int:
         async with channel(args.gateway, args.tls_ca) as ch:
-            client = Client(ch, token, policy, roots)
+            client = Client(ch, token, policy, roots, releases=trust)
             while True:
                 try:
                     trusted = await client.workers(args.model)
@@ -113,9 +119,16 @@ def _workers(args: argparse.Namespace) -> int:
         for t in trusted:
             v = t.verified
             sim = " SIMULATED (no hardware protection)" if v.simulated else ""
+            rel = (
+                f" release={v.release}"
+                if v.release
+                else " release=NOT CHECKED (--accept-unreleased-software)"
+                if policy.accept_unreleased
+                else ""
+            )
             print(
                 f"VERIFIED {t.worker_id} {v.platform} models={','.join(sorted(v.models))} "
-                f"in_flight={t.in_flight}/{t.capacity}{sim}"
+                f"in_flight={t.in_flight}/{t.capacity}{sim}{rel}"
             )
         for wid, why in sorted(client.rejected.items()):
             print(f"REFUSED  {wid} {why}")

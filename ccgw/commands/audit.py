@@ -11,11 +11,13 @@ from pathlib import Path
 from ccgw.commands._common import (
     CliError,
     Subparsers,
+    add_release_trust,
     add_simulated_root,
     add_tls_ca,
     channel,
     policy_and_roots,
     read_bytes,
+    release_trust,
 )
 
 
@@ -24,11 +26,6 @@ def register(sub: Subparsers) -> None:
         "audit", help="verify a gateway's log, receipts and ledger from public data"
     )
     au.add_argument("--gateway", required=True, help="host:port of the gateway")
-    au.add_argument("--log-pubkey", type=Path, required=True, help="the gateway's log key (PEM)")
-    au.add_argument("--log-name", default="ccgw-log", help="key name in the checkpoints")
-    au.add_argument(
-        "--log-origin", default="ccgw.local/log", help="origin line of the gateway's checkpoints"
-    )
     au.add_argument(
         "--state",
         type=Path,
@@ -36,6 +33,9 @@ def register(sub: Subparsers) -> None:
         help="where the last verified checkpoint is kept between runs",
     )
     au.add_argument("--policy", type=Path, default=None, help="attestation policy file")
+    add_release_trust(au, log_state=False)  # the audit keeps its checkpoint in --state
+    next(a for a in au._actions if a.dest == "log_pubkey").required = True
+    au.add_argument("--jobs", action="store_true", help="list the release of every job")
     add_simulated_root(au)
     add_tls_ca(au)
     au.set_defaults(func=_audit)
@@ -54,6 +54,7 @@ def _audit(args: argparse.Namespace) -> int:
     if not isinstance(pub, Ed25519PublicKey):
         raise CliError("the log key must be Ed25519")
     policy, roots = policy_and_roots(args.policy, args.allow_simulated_tee)
+    policy, trust = release_trust(args, policy)
 
     async def run() -> int:
         async with channel(args.gateway, args.tls_ca) as ch:
@@ -63,12 +64,14 @@ def _audit(args: argparse.Namespace) -> int:
                 policy,
                 roots,
                 state_path=args.state,
+                release_keys=trust.keys if trust is not None else (),
+                accept_unreleased=policy.accept_unreleased,
             )
             try:
                 rep = await auditor.run()
             except ValueError as exc:  # the local state file
                 raise CliError(str(exc)) from None
-        print(format_report(rep))
+        print(format_report(rep, jobs=args.jobs))
         return rep.exit_code
 
     return asyncio.run(run())

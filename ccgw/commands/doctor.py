@@ -69,7 +69,9 @@ def _probe(address: str, tls_ca: Path | None, timeout_s: float = 5.0) -> str:
     creds = grpc.ssl_channel_credentials(read_bytes(tls_ca, "TLS CA")) if tls_ca else None
     ch = grpc.secure_channel(address, creds) if creds else grpc.insecure_channel(address)
     try:
-        resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
+        resp = health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(), timeout=timeout_s
+        )
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
     except grpc.RpcError as exc:
         raise RuntimeError(f"{exc.code().name}: {exc.details()}") from None

@@ -9,12 +9,14 @@ from pathlib import Path
 from ccgw.commands._common import (
     CliError,
     Subparsers,
+    add_release_trust,
     add_simulated_root,
     add_tls_ca,
     policy_and_roots,
     read_bytes,
     read_text,
     read_token,
+    release_trust,
     until_signal,
 )
 
@@ -41,6 +43,7 @@ def register(sub: Subparsers) -> None:
         help="require `Authorization: Bearer <the key in this file>` from apps",
     )
     p.add_argument("--policy", type=Path, default=None, help="attestation policy file")
+    add_release_trust(p)
     add_simulated_root(p)
     add_tls_ca(p)
     p.add_argument(
@@ -65,6 +68,7 @@ def _proxy(args: argparse.Namespace) -> int:
 
     token = read_token(args.token_file, "client")
     policy, roots = policy_and_roots(args.policy, args.allow_simulated_tee)
+    policy, trust = release_trust(args, policy)
     host, port = _listen(args.listen)
     limits = ProxyLimits()
     if args.body_bytes_max is not None:
@@ -78,7 +82,7 @@ def _proxy(args: argparse.Namespace) -> int:
     tls = read_bytes(args.tls_ca, "TLS CA") if args.tls_ca else None
 
     async def run() -> int:
-        client = Client.connect(args.gateway, token, policy, roots, tls_ca_pem=tls)
+        client = Client.connect(args.gateway, token, policy, roots, tls_ca_pem=tls, releases=trust)
         try:
             runner = await serve(client, config)
         except ApiError as exc:

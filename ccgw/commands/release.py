@@ -8,8 +8,12 @@
     ccgw release show release.json
     ccgw release verify release.json --pubkey ops/release.pub
     ccgw release revoke --key ops/release.key --release release.json --reason "…" --out rev.json
+    ccgw release publish release.json --gateway HOST:PORT --token-file admin.jwt   # into the log
+    ccgw release show --gateway HOST:PORT --log-pubkey ops/log.pub                 # what is logged
 
-Publishing to the transparency log comes with the log's release entries (docs/adr/0009).
+A release counts once it is in the gateway's log (ADR 10): the gateway refuses documents that do
+not parse or are not signed by its --release-key; clients, the gateway and auditors follow the
+logged releases by default.
 """
 
 from __future__ import annotations
@@ -22,7 +26,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ccgw.commands._common import EXIT_CHECK_FAILED, CliError, Subparsers, read_bytes
+from ccgw.commands._common import (
+    EXIT_CHECK_FAILED,
+    EXIT_GATEWAY,
+    CliError,
+    Subparsers,
+    add_tls_ca,
+    channel,
+    log_public_raw,
+    read_bytes,
+    read_token,
+    release_key,
+)
 
 _FMT = argparse.RawDescriptionHelpFormatter
 
@@ -83,7 +98,7 @@ def register(sub: Subparsers) -> None:
         "--measurements",
         type=Path,
         action="append",
-        required=True,
+        default=[],
         help="output of `release measure` (repeatable)",
     )
     b.add_argument(
@@ -110,6 +125,11 @@ def register(sub: Subparsers) -> None:
         default=90,
         help="how long the release is valid, in days",
     )
+    b.add_argument(
+        "--simulated-worker",
+        action="store_true",
+        help="also allow the SIMULATED TEE's fixed launch measurement (development only)",
+    )
     b.add_argument("--source", default="", help="where the image was built from (free text)")
     b.add_argument("--out", type=Path, required=True, help="write the unsigned manifest here")
     b.set_defaults(func=_build)
@@ -133,8 +153,36 @@ def register(sub: Subparsers) -> None:
     r.add_argument("--out", type=Path, required=True, help="write the signed revocation here")
     r.set_defaults(func=_revoke)
 
-    sh = rs.add_parser("show", help="print a manifest or revocation human-readably")
-    sh.add_argument("document", type=Path, help="a release or revocation document")
+    pb = rs.add_parser("publish", help="log a signed release or revocation at a gateway (admin)")
+    pb.add_argument("document", type=Path, help="a signed release or revocation document")
+    pb.add_argument("--gateway", required=True, help="host:port of the gateway")
+    pb.add_argument("--token-file", type=Path, required=True, help="admin token (ccgw token)")
+    pb.add_argument(
+        "--wait-s",
+        type=float,
+        default=0.0,
+        help="wait up to this long for the gateway to come up",
+    )
+    add_tls_ca(pb)
+    pb.set_defaults(func=_publish)
+
+    sh = rs.add_parser(
+        "show", help="print a manifest or revocation, or (--gateway) the releases a log holds"
+    )
+    sh.add_argument("document", type=Path, nargs="?", help="a release or revocation document")
+    sh.add_argument("--gateway", default=None, help="list the releases in this gateway's log")
+    sh.add_argument(
+        "--log-pubkey",
+        type=Path,
+        default=None,
+        help="the gateway's log key (PEM): check the checkpoint and every inclusion proof",
+    )
+    sh.add_argument("--log-name", default="ccgw-log", help="key name in the checkpoints")
+    sh.add_argument("--log-origin", default="ccgw.local/log", help="origin line of checkpoints")
+    sh.add_argument(
+        "--release-key", type=Path, default=None, help="check signatures with this key (PEM)"
+    )
+    add_tls_ca(sh)
     sh.set_defaults(func=_show)
 
     v = rs.add_parser("verify", help="check a release document against a release public key")
@@ -312,6 +360,14 @@ def _build(args: argparse.Namespace) -> int:
             ]
         except (ValueError, KeyError, TypeError) as exc:
             raise CliError(f"{path} is not `ccgw release measure` output: {exc!r}") from None
+    if args.simulated_worker:
+        from ccgw.simtee import SIMULATED_MEASUREMENT
+
+        launch.append(LaunchEntry("sev-snp", SIMULATED_MEASUREMENT.hex(), 1, "simulated"))
+    if not launch:
+        raise CliError(
+            "give --measurements FILE (from `ccgw release measure`) or --simulated-worker"
+        )
     golden: dict[int, set[str]] = {}
     for spec in args.gpu_measurement:
         idx, sep, value = spec.partition("=")
@@ -405,9 +461,129 @@ def _load(path: Path) -> Any:
     return parse_document(data)
 
 
+def _publish(args: argparse.Namespace) -> int:
+    import asyncio
+    import time
+
+    import grpc
+
+    from ccgw.protos.ccgw.v1 import gateway_pb2 as gpb
+    from ccgw.protos.ccgw.v1 import gateway_pb2_grpc as ggrpc
+    from ccgw.verify.release.manifest import parse_document
+
+    data = read_bytes(args.document, "release document").strip()
+    parse_document(data)  # a document that does not parse is not sent (the gateway refuses it too)
+    token = read_token(args.token_file, "admin")
+
+    async def run() -> gpb.PublishReleaseResponse:
+        deadline = time.monotonic() + max(0.0, args.wait_s)
+        async with channel(args.gateway, args.tls_ca) as ch:
+            stub = ggrpc.GatewayStub(ch)
+            try:
+                while True:
+                    try:
+                        resp: gpb.PublishReleaseResponse = await stub.PublishRelease(
+                            gpb.PublishReleaseRequest(document=data),
+                            metadata=[("authorization", f"Bearer {token}")],
+                            timeout=30,
+                        )
+                        break
+                    except grpc.aio.AioRpcError as exc:
+                        down = exc.code() == grpc.StatusCode.UNAVAILABLE
+                        if not down or time.monotonic() >= deadline:
+                            raise
+                        await asyncio.sleep(0.5)
+            except grpc.aio.AioRpcError as exc:
+                code = (
+                    EXIT_GATEWAY if exc.code() == grpc.StatusCode.UNAVAILABLE else EXIT_CHECK_FAILED
+                )
+                raise CliError(
+                    f"the gateway refused the document: {exc.code().name}: {exc.details()}", code
+                ) from None
+            return resp
+
+    resp = asyncio.run(run())
+    again = " (already logged)" if resp.already_logged else ""
+    print(f"{resp.kind} of {resp.digest} logged at index {resp.log_index}{again}")
+    return 0
+
+
+def _show_log(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from ccgw.client.errors import ClientError
+    from ccgw.client.releases import LogIdentity, proven_entries
+    from ccgw.protos.ccgw.v1 import log_pb2 as lpb
+    from ccgw.protos.ccgw.v1 import log_pb2_grpc as lgrpc
+    from ccgw.verify import checkpoint
+    from ccgw.verify import log_entries as le
+    from ccgw.verify.errors import VerifyError
+    from ccgw.verify.release.policy import LoggedRelease, LoggedRevocation, release_view
+
+    async def fetch() -> list[lpb.GetReleasesResponse]:
+        async with channel(args.gateway, args.tls_ca) as ch:
+            stub = lgrpc.TransparencyLogStub(ch)
+            pages = [await stub.GetReleases(lpb.GetReleasesRequest(), timeout=30)]
+            while pages[-1].more and pages[-1].entries and len(pages) < 1024:
+                nxt = pages[-1].entries[-1].entry.index + 1
+                req = lpb.GetReleasesRequest(tree_size=pages[0].tree_size, start_index=nxt)
+                pages.append(await stub.GetReleases(req, timeout=30))
+            return pages
+
+    try:
+        pages = asyncio.run(fetch())
+    except Exception as exc:  # noqa: BLE001 - grpc errors: one line
+        raise CliError(f"cannot read the gateway's releases: {exc}", EXIT_GATEWAY) from None
+    size = pages[0].tree_size
+    status = "inclusion proofs NOT checked (give --log-pubkey)"
+    if args.log_pubkey is not None:
+        log = LogIdentity(args.log_name, log_public_raw(args.log_pubkey), args.log_origin)
+        try:
+            cp = checkpoint.verify(pages[0].checkpoint, log.name, log.public_raw, log.origin)
+            proven_entries(cp, pages)
+        except (VerifyError, ClientError) as exc:
+            raise CliError(
+                f"the gateway's release log is refused: {exc}", EXIT_CHECK_FAILED
+            ) from None
+        status = f"every inclusion proof verified under the signed checkpoint of size {size}"
+    keys = [release_key(args.release_key)] if args.release_key is not None else []
+    print(f"releases in the log of {args.gateway} (checkpoint size {size}): {status}")
+    rels: list[LoggedRelease] = []
+    revs: list[LoggedRevocation] = []
+    for page in pages:
+        for pe in page.entries:
+            body = le.parse(le.Entry(pe.entry.kind, bytes(pe.entry.body)))
+            if isinstance(body, le.ReleaseBody):
+                rels.append(LoggedRelease(body.document, pe.entry.index))
+            elif isinstance(body, le.RevocationBody):
+                revs.append(LoggedRevocation(body.document, pe.entry.index))
+    view = release_view(rels, revs, keys, size) if keys else None
+    state = {c.index: c.excluded or "counts" for c in view.candidates} if view else {}
+    for r in rels:
+        m = r.document.manifest
+        verdict = f"  [{state[r.index]}]" if view else ""
+        print(
+            f"  index {r.index:6}  release {m.version} {r.document.digest}  key "
+            f"{r.document.signature.key_id}  valid {m.not_before.isoformat()} .. "
+            f"{m.not_after.isoformat()}{verdict}"
+        )
+    for v in revs:
+        print(
+            f"  index {v.index:6}  revocation of {v.document.revocation.release}  key "
+            f"{v.document.signature.key_id}  reason {v.document.revocation.reason!r}"
+        )
+    if not rels and not revs:
+        print("  (none)")
+    return 0
+
+
 def _show(args: argparse.Namespace) -> int:
     from ccgw.verify.release.manifest import ReleaseManifest, SignedManifest
 
+    if (args.document is None) == (args.gateway is None):
+        raise CliError("give a release document, or --gateway to list the releases in its log")
+    if args.gateway is not None:
+        return _show_log(args)
     doc = _load(args.document)
     if isinstance(doc, ReleaseManifest | SignedManifest):
         m = doc if isinstance(doc, ReleaseManifest) else doc.manifest

@@ -10,15 +10,19 @@ from typing import Any
 
 from ccgw.commands._common import (
     EXIT_USAGE,
+    NO_RELEASE_KEY,
     CliError,
     Subparsers,
+    add_release_trust,
     add_simulated_root,
     add_tls_ca,
     load_private_key,
     read_bytes,
     read_token,
+    release_key,
     until_signal,
     warn,
+    warn_unreleased,
 )
 from ccgw.runtime import tune_gc_for_serving
 
@@ -72,6 +76,7 @@ def register(sub: Subparsers) -> None:
     )
     g.add_argument("--log-origin", default="ccgw.local/log", help="origin line of checkpoints")
     g.add_argument("--policy", type=Path, default=None, help="attestation policy file (TOML/JSON)")
+    add_release_trust(g, log_key=False)
     g.add_argument(
         "--metrics-listen", default=None, help="host:port for Prometheus /metrics (off if unset)"
     )
@@ -81,6 +86,20 @@ def register(sub: Subparsers) -> None:
         type=Path,
         default=None,
         help="vendor CRLs / Intel TCB info kept here are used and handed to clients",
+    )
+    g.add_argument(
+        "--verifier-model",
+        type=Path,
+        action="append",
+        default=[],
+        help="model directory the gateway re-scores disputes with (repeatable; needs the worker "
+        "extra); disputes over other weights are recorded as claimed only",
+    )
+    g.add_argument(
+        "--verifier-dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="dtype of the dispute verifier engines",
     )
     g.set_defaults(func=_gateway)
 
@@ -140,6 +159,14 @@ def _gateway(args: argparse.Namespace) -> int:
         _check_public_key(pub)
     if args.tls_cert is not None:
         _check_tls(args.tls_cert, args.tls_key)
+    release_pems: tuple[bytes, ...] = ()
+    if args.release_key is not None:
+        release_key(args.release_key)
+        release_pems = (read_bytes(args.release_key, "release public key"),)
+    elif args.accept_unreleased_software:
+        warn_unreleased()
+    elif args.policy is None:
+        raise CliError(NO_RELEASE_KEY.replace(" --log-pubkey LOG_PUB", ""))
     config = GatewayConfig(
         listen=args.listen,
         db_path=Path(args.db),
@@ -154,20 +181,22 @@ def _gateway(args: argparse.Namespace) -> int:
         log_key_pem=read_bytes(args.log_key, "log key"),
         log_origin=args.log_origin,
         policy_path=args.policy,
+        release_keys_pem=release_pems,
+        accept_unreleased_software=args.accept_unreleased_software,
         collateral_dir=args.collateral_dir,
         metrics_listen=args.metrics_listen,
         reflection=not args.no_reflection,
     )
 
     async def serve() -> None:
+        verifiers = await load_verifiers(args.verifier_model, args.verifier_dtype)
         try:
-            gw = await start_gateway(config)
+            gw = await start_gateway(config, verifiers=verifiers)
         except RuntimeError as exc:
             if "bind" not in str(exc).lower():
                 raise
             raise CliError(
-                f"cannot listen on {args.listen} (is the address this machine's and the port "
-                "free?)"
+                f"cannot listen on {args.listen} (is the address this machine's and the port free?)"
             ) from None
         tune_gc_for_serving()
         print(f"gateway listening on port {gw.port}", flush=True)
@@ -176,6 +205,21 @@ def _gateway(args: argparse.Namespace) -> int:
 
     asyncio.run(serve())
     return 0
+
+
+async def load_verifiers(dirs: list[Path], dtype: str) -> dict[str, Any]:
+    """A scoring engine per model directory, keyed by its weights' digest (ADR 14)."""
+    if not dirs:
+        return {}
+    from ccgw.enclave.engine import EngineLimits, load_engine  # torch: the worker extra
+
+    out: dict[str, Any] = {}
+    for d in dirs:
+        engine = await asyncio.to_thread(
+            load_engine, d, d.name, dtype=dtype, limits=EngineLimits(batch_size_max=1)
+        )
+        out[engine.model_sha256.hex()] = engine
+    return out
 
 
 def _check_public_key(path: Path) -> None:

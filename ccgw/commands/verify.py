@@ -20,11 +20,13 @@ from ccgw.commands._common import (
     EXIT_OK,
     CliError,
     Subparsers,
+    add_release_trust,
     add_simulated_root,
     add_tls_ca,
     channel,
     policy_and_roots,
     read_text,
+    release_trust,
 )
 
 
@@ -34,6 +36,7 @@ def register(sub: Subparsers) -> None:
     v.add_argument("--token-file", type=Path, required=True, help="client token (ccgw token)")
     v.add_argument("--model", required=True, help="model name the workers serve")
     v.add_argument("--policy", type=Path, default=None, help="attestation policy file")
+    add_release_trust(v)
     v.add_argument(
         "--collateral-dir", type=Path, default=None, help="CRLs / Intel TCB info to use as well"
     )
@@ -51,6 +54,7 @@ def _verify(args: argparse.Namespace) -> int:
     from ccgw.verify.errors import VerifyError
 
     policy, roots = policy_and_roots(args.policy, args.allow_simulated_tee)
+    policy, trust = release_trust(args, policy)
     if args.collateral_dir is not None:
         extra = load_collateral_dir(args.collateral_dir)
         policy = dataclasses.replace(policy, collateral=policy.collateral.merged(extra))
@@ -58,7 +62,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     async def run() -> dict[str, AttestationReport]:
         async with channel(args.gateway, args.tls_ca) as ch:
-            client = Client(ch, token, policy, roots)
+            client = Client(ch, token, policy, roots, releases=trust)
             trusted = await client.workers(args.model)
             if args.challenge:
                 for w in trusted:

@@ -221,6 +221,7 @@ async def report(request: web.Request) -> web.StreamResponse:
             "checked_at": int(time.time()),
             "simulated_tee_accepted": bool(client.policy.accepts_simulated),
             "policy": policy,
+            "releases": render.releases(client.policy),
             "workers": [render.attestation(w) for w in workers],
             "refused": dict(client.rejected),
         }

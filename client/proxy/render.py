@@ -18,7 +18,8 @@ from ccgw.client.proxy.requests import EmbeddingJob, GenerationJob
 from ccgw.client.sdk import Answer, TrustedWorker
 
 SIMULATED_WARNING = "SIMULATED TEE: no hardware protection (development only)"
-_SKIP_FIELDS = {"keys"}  # raw public keys: the key id names them
+# raw public keys (the key id names them); the release view (the report lists it as `releases`)
+_SKIP_FIELDS = {"keys", "release_view"}
 _DEPTH_MAX = 16
 
 
@@ -88,9 +89,36 @@ def worker_headers(worker: TrustedWorker | None) -> dict[str, str]:
         "x-ccgw-evidence-sha256": v.evidence_sha256,
         "x-ccgw-platform": v.platform,
     }
+    if v.release_digest:
+        h["x-ccgw-release"] = v.release_digest
     if v.simulated:
         h["x-ccgw-warning"] = SIMULATED_WARNING
     return h
+
+
+def releases(policy: Any) -> dict[str, Any]:
+    """The releases a policy follows (or that it follows none, and why)."""
+    view = policy.release_view
+    if view is None:
+        return {
+            "followed": False,
+            "accept_unreleased_software": bool(policy.accept_unreleased),
+        }
+    return {
+        "followed": True,
+        "checkpoint_size": view.checkpoint_size,
+        "releases": [
+            {
+                "version": c.document.manifest.version,
+                "digest": c.document.digest,
+                "log_index": c.index,
+                "counts": not c.excluded,
+                "excluded": c.excluded,
+            }
+            for c in view.candidates
+        ],
+        "ignored": list(view.ignored),
+    }
 
 
 def answer_headers(answer: Answer) -> dict[str, str]:

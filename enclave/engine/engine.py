@@ -28,8 +28,10 @@ from ccgw.enclave.engine.api import (
 from ccgw.enclave.engine.loader import ModelDir, load_model
 from ccgw.enclave.engine.model import Transformer
 from ccgw.enclave.engine.scheduler import Job, Scheduler
+from ccgw.enclave.engine.score import ENGINE_VERSION, Scored, check_answer
 from ccgw.enclave.engine.tokenizer import Tokenizer
 from ccgw.enclave.errors import EngineError, ModelError, RequestRejected, TooLarge
+from ccgw.verify.consistency import JobInput, Tolerance, Verdict
 
 log = structlog.get_logger("enclave.engine")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -48,11 +50,13 @@ class Engine:
         limits: EngineLimits,
     ) -> None:
         self.name, self.model_sha256, self.device, self.limits = name, model_sha256, device, limits
-        self._tok = tokenizer
+        self._tok, self._model = tokenizer, model
         eos = (*model.args.eos_token_ids, tokenizer.token_id(tokenizer.eos_token))
         self.eos_token_ids = tuple(sorted({i for i in eos if i is not None}))
         self._vocab = model.args.vocab_size
         dtype = next(model.parameters()).dtype
+        self.dtype = str(dtype).removeprefix("torch.")
+        self.engine_version = ENGINE_VERSION  # named in receipts (ADR 14)
         model.setup_cache(
             limits.batch_size_max, limits.context_tokens_max, torch.device(device), dtype
         )
@@ -125,6 +129,30 @@ class Engine:
                     return
         finally:
             self._scheduler.cancel(job)
+
+    async def score(
+        self,
+        job: JobInput,
+        answer: str,
+        finish_reason: str,
+        output_tokens: int,
+        tol: Tolerance = Tolerance(),  # noqa: B008 - frozen
+    ) -> tuple[Verdict, Scored]:
+        """Spot check (ADR 14): one teacher-forced pass over prompt + claimed answer, on a thread
+        next to the scheduler's (a private KV buffer; the weights are only read)."""
+        if self._closed:
+            raise EngineError("the engine is shut down")
+        return await asyncio.to_thread(
+            check_answer,
+            self._model,
+            self._tok,
+            self.eos_token_ids,
+            job,
+            answer,
+            finish_reason,
+            output_tokens,
+            tol,
+        )
 
     async def aclose(self) -> None:
         """Stop the scheduler thread once the jobs it holds are done."""

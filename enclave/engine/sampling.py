@@ -71,12 +71,25 @@ def select(logits: torch.Tensor, s: BatchSampling) -> torch.Tensor:
         k = torch.where(s.top_k > 0, s.top_k, vocab)[:, None]
         scaled = scaled.masked_fill(ranks >= k, float("-inf"))
     probs = torch.softmax(scaled, dim=-1)
+    u = uniforms(s.seed_lo, s.seed_hi, s.counter)[:, None]
     if s.filtered:
         before = probs.cumsum(-1) - probs  # mass of the better tokens; the best always stays
         probs = probs.masked_fill(before > s.top_p[:, None], 0.0)
-    cum = probs.cumsum(-1)
-    target = uniforms(s.seed_lo, s.seed_hi, s.counter)[:, None] * cum[:, -1:]
-    idx = (cum <= target).sum(-1).clamp(max=vocab - 1)
-    picked = idx if order is None else order.gather(-1, idx[:, None])[:, 0]
+    picked = _draw(probs, u, vocab)
+    if order is not None:
+        picked = order.gather(-1, picked[:, None])[:, 0]
+        # A row without top-k/top-p draws over vocabulary order, as it does in a batch with no
+        # filtered row: its tokens must not depend on the other rows (module doc, (c)).
+        plain = (s.top_k <= 0) & (s.top_p >= 1)
+        unsorted = _draw(
+            torch.softmax(logits / s.temperature.clamp(min=1e-6)[:, None], -1), u, vocab
+        )
+        picked = torch.where(plain, unsorted, picked)
     s.counter += 1
     return torch.where(s.temperature > 0, picked, greedy)
+
+
+def _draw(probs: torch.Tensor, u: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Index of the token whose cumulative interval holds u · total, per row."""
+    cum = probs.cumsum(-1)
+    return (cum <= u * cum[:, -1:]).sum(-1).clamp(max=vocab - 1)

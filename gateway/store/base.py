@@ -110,6 +110,10 @@ class Store(Protocol):
 
     async def receipt(self, job_id: bytes) -> tuple[str, int] | None: ...
 
+    async def release_entries(self, after: int, limit: int) -> list[LogEntry]:
+        """Release and revocation entries at log indexes >= `after`, in order, at most `limit`."""
+        ...
+
     async def log_size(self) -> int: ...
 
     async def log_head(self) -> tuple[int, bytes]:
@@ -138,6 +142,10 @@ class Store(Protocol):
 
     async def accounts(self, after: str, limit: int) -> tuple[int, list[AccountRow]]:
         """(log size, at most `limit` accounts named after `after`, by name), one snapshot."""
+        ...
+
+    async def unique_keys(self, namespace: str) -> list[str]:
+        """Every key taken in `namespace` (e.g. the workers disputes suspended), in log order."""
         ...
 
     async def account_key_entries(self, account: str) -> list[int]:

@@ -21,6 +21,18 @@ def entries(tx: Tx, start: int, end: int) -> list[LogEntry]:
     return [LogEntry(int(i), str(k), bytes(b)) for i, k, b in rows]
 
 
+def release_entries(tx: Tx, after: int, limit: int) -> list[LogEntry]:
+    """Release and revocation entries at indexes >= `after`, in log order, at most `limit`
+    (through the uniques index their rule writes: no scan of the log)."""
+    rows = tx.all(
+        "SELECT e.idx, e.kind, e.body FROM uniques u JOIN log_entries e ON e.idx = u.log_index "
+        "WHERE u.namespace IN ('release', 'revocation') AND u.log_index >= ? "
+        "ORDER BY u.log_index LIMIT ?",
+        (after, limit),
+    )
+    return [LogEntry(int(i), str(k), bytes(b)) for i, k, b in rows]
+
+
 def receipt(tx: Tx, job_id: bytes) -> tuple[str, int] | None:
     row = tx.one(
         "SELECT u.log_index, e.body FROM uniques u JOIN log_entries e ON e.idx = u.log_index "

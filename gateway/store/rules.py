@@ -71,6 +71,8 @@ _REFUSALS: dict[str, type[Exception]] = {
     "account_key_conflict": Conflict,
     "duplicate_reference": Conflict,
     "job_logged_twice": Conflict,
+    "job_disputed_twice": Conflict,
+    "release_logged_twice": Conflict,
     "no_price_schedule": Conflict,
 }
 
@@ -151,6 +153,12 @@ class Ledger:
             )
             self._taken[(namespace, key)] = row is not None
         return self._taken[(namespace, key)]
+
+    def unique_index(self, namespace: str, key: str) -> int | None:
+        row = self._tx.one(
+            "SELECT log_index FROM uniques WHERE namespace = ? AND key = ?", (namespace, key)
+        )
+        return None if row is None else int(row[0])
 
     def known_free(self, namespace: str, key: str) -> None:
         self._taken[(namespace, key)] = False

@@ -105,6 +105,9 @@ class SqlStore:
     async def receipt(self, job_id: bytes) -> tuple[str, int] | None:
         return await self._b.read(lambda tx: reads.receipt(tx, job_id))
 
+    async def release_entries(self, after: int, limit: int) -> list[LogEntry]:
+        return await self._b.read(lambda tx: reads.release_entries(tx, after, limit))
+
     async def log_size(self) -> int:
         return await self._b.read(lambda tx: tree.head(tx).size)
 
@@ -171,6 +174,15 @@ class SqlStore:
 
     async def accounts(self, after: str, limit: int) -> tuple[int, list[AccountRow]]:
         return await self._b.read(lambda tx: reads.accounts(tx, after, limit))
+
+    async def unique_keys(self, namespace: str) -> list[str]:
+        def fn(tx: Tx) -> list[str]:
+            rows = tx.all(
+                "SELECT key FROM uniques WHERE namespace = ? ORDER BY log_index", (namespace,)
+            )
+            return [str(r[0]) for r in rows]
+
+        return await self._b.read(fn)
 
     async def account_key_entries(self, account: str) -> list[int]:
         def fn(tx: Tx) -> list[int]:

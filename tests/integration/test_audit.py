@@ -45,7 +45,14 @@ def log_id(c: Cluster) -> LogIdentity:
 
 def auditor(c: Cluster, channel: grpc.aio.Channel, state: Path | None = None) -> Auditor:
     roots = RootStore.default().with_simulated(c.vendor.root_pem())
-    return Auditor(channel, log_id(c), Policy().allowing_simulated(), roots, state_path=state)
+    return Auditor(
+        channel,
+        log_id(c),
+        Policy().allowing_simulated(),
+        roots,
+        state_path=state,
+        release_keys=c.release_trust().keys,
+    )
 
 
 async def audit(c: Cluster, state: Path | None = None) -> Report:
@@ -104,7 +111,12 @@ async def test_honest_gateway_with_per_model_prices_passes(tmp_path: Path) -> No
         state = tmp_path / "audit-state.json"
         rep = await audit(c, state)
         assert rep.ok, rep.problems
-        assert rep.receipts_verified == JOBS and rep.tree_size == JOBS + 2 and rep.exit_code == 0
+        assert rep.receipts_verified == JOBS and rep.tree_size == JOBS + 3 and rep.exit_code == 0
+        # every job is reported under the release its worker was admitted under
+        release = c.published[0]
+        assert set(rep.job_releases.values()) == {
+            f"release test-1 ({release.digest[:16]}, log index 1), sev-snp 1 vCPU simulated"
+        }
         provider = rep.balances["provider:p1"]
         assert provider == (await c.gateway.store.balance("provider:p1"))[0] > 0
         assert sum(rep.balances.values()) == 0 and rep.balances["client:alice"] < 1_000_000
@@ -112,7 +124,7 @@ async def test_honest_gateway_with_per_model_prices_passes(tmp_path: Path) -> No
         # a second audit after more jobs checks consistency with the saved checkpoint
         answer = await c.client().complete("echo", prompt="one more")
         rep2 = await audit(c, state)
-        assert rep2.ok and rep2.tree_size == JOBS + 3
+        assert rep2.ok and rep2.tree_size == JOBS + 4
         cp = await c.client().inclusion(answer, log_id(c))
         assert cp.size >= answer.log_index + 1
 
@@ -277,7 +289,9 @@ async def test_wrong_log_key_is_refused(tmp_path: Path) -> None:
                 "ccgw.local/log",
             )
             roots = RootStore.default().with_simulated(c.vendor.root_pem())
-            rep = await Auditor(ch, other, Policy().allowing_simulated(), roots).run()
+            rep = await Auditor(
+                ch, other, Policy().allowing_simulated(), roots, release_keys=c.release_trust().keys
+            ).run()
         assert kinds(rep) == {"checkpoint_signature"} and rep.exit_code == 1
 
 
@@ -365,6 +379,8 @@ async def test_log_rpcs_validate_every_field_at_the_edge(tmp_path: Path) -> None
             page = await stub.GetLedger(lpb.GetLedgerRequest(after_seq=0, limit=10_000))
             assert 0 < len(page.entries) <= LIMITS.log_entries_page_max
             accounts = await stub.GetAccounts(lpb.GetAccountsRequest())
-            assert accounts.log_size == JOBS + 2 and len(accounts.accounts) == 3  # no fee yet
+            assert accounts.log_size == JOBS + 3 and len(accounts.accounts) == 3  # no fee yet
             proof = await stub.GetEntryProof(lpb.GetEntryProofRequest(index=1))
-            assert proof.entry.kind == "deposit" and proof.leaf_index == 1
+            assert proof.entry.kind == "release" and proof.leaf_index == 1
+            proof = await stub.GetEntryProof(lpb.GetEntryProofRequest(index=2))
+            assert proof.entry.kind == "deposit" and proof.leaf_index == 2

@@ -4,6 +4,7 @@ traceback only with --debug. Also: a worker exits 0 after draining on SIGTERM.""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import ccgw, free_port, operator_files, start_gateway, stop
+from tests.support.processes import ccgw, free_port, operator_files, start_gateway, stop, trust
 
 
 @dataclass
@@ -53,7 +54,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     try:
         ok = ccgw("workers", "--gateway", addr, "--tls-ca", str(t / "certs" / "ca.crt"),
                   "--token-file", str(t / "app.jwt"), "--allow-simulated-tee",
-                  str(t / "sim" / "root.pem"), "--wait-s", "60")  # fmt: skip
+                  str(t / "sim" / "root.pem"), "--wait-s", "60", *trust(t))  # fmt: skip
         assert ok.returncode == 0, ok.stderr + (t / "worker.log").read_text()[-2000:]
         yield Env(t, addr, worker)
     finally:
@@ -71,9 +72,13 @@ def one_line(r: subprocess.CompletedProcess[str], command: str, code: int, *word
     return lines[0]
 
 
-def ask(e: Env, *extra: str, token: str = "app.jwt") -> subprocess.CompletedProcess[str]:
+def ask(
+    e: Env, *extra: str, token: str = "app.jwt", released: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`ccgw ask`, following the operator's releases unless `released` is False."""
     return ccgw("ask", "--gateway", e.addr, "--token-file", str(e.t / token), "--model", "tiny",
-                "--prompt", "hi", "--max-new-tokens", "2", *extra)  # fmt: skip
+                "--prompt", "hi", "--max-new-tokens", "2", *extra,
+                *(trust(e.t) if released else ()))  # fmt: skip
 
 
 def sim(e: Env) -> tuple[str, str]:
@@ -103,12 +108,19 @@ def test_input_errors_exit_2(env: Env) -> None:
     one_line(ccgw(*gw, "--auth-pubkey", str(t / "auth.pub"), "--log-key", str(t / "log.pub")),
              "gateway", 2, "log key", "ccgw keygen")  # fmt: skip
     one_line(ask(env, *ca(env), "--allow-simulated-tee", str(t)), "ask", 2, "is a directory")
+    # no silent accept-anything default: a verifier without a release key says what to pass
+    one_line(ask(env, *ca(env), *sim(env), released=False), "ask", 2, "no release key",
+             "--release-key", "--accept-unreleased-software")  # fmt: skip
+    one_line(ask(env, *ca(env), *sim(env), "--release-key", str(t / "release.pub"),
+                 released=False), "ask", 2, "--log-pubkey")  # fmt: skip
+    one_line(ccgw(*gw, "--auth-pubkey", str(t / "auth.pub"), "--log-key", str(t / "log.key")),
+             "gateway", 2, "no release key", "--release-key")  # fmt: skip
 
 
 def test_gateway_unreachable_or_tls_mismatch_exit_3(env: Env) -> None:
     down = f"127.0.0.1:{free_port()}"
     r = ccgw("ask", "--gateway", down, "--token-file", str(env.t / "app.jwt"), "--model", "m",
-             "--prompt", "p", *sim(env))  # fmt: skip
+             "--prompt", "p", *sim(env), *trust(env.t))  # fmt: skip
     one_line(r, "ask", 3, "cannot reach the gateway")
     one_line(ask(env, *ca(env, "other"), *sim(env)), "ask", 3, "TLS", "--tls-ca")
     one_line(ask(env, *sim(env)), "ask", 3, "--tls-ca")  # plaintext to a TLS gateway
@@ -117,7 +129,8 @@ def test_gateway_unreachable_or_tls_mismatch_exit_3(env: Env) -> None:
 def test_refused_evidence_exits_1_and_names_the_fix(env: Env) -> None:
     line = one_line(ask(env, *ca(env)), "ask", 1, "passes the client's policy")
     assert "--allow-simulated-tee" in line
-    r = ccgw("workers", "--gateway", env.addr, *ca(env), "--token-file", str(env.t / "app.jwt"))
+    r = ccgw("workers", "--gateway", env.addr, *ca(env), "--token-file", str(env.t / "app.jwt"),
+             *trust(env.t))  # fmt: skip
     assert "REFUSED" in r.stdout
     one_line(r, "workers", 1, "no worker passes your policy")
 
@@ -132,6 +145,37 @@ def test_funds_and_settings(env: Env) -> None:
         check=False,
     )
     one_line(r, "ask", 2, "CCGW_MAX_NEW_TOKENS")
+
+
+def test_accept_unreleased_software_warns_at_start_and_on_every_use(env: Env) -> None:
+    r = ccgw("workers", "--gateway", env.addr, *ca(env), "--token-file", str(env.t / "app.jwt"),
+             *sim(env), "--accept-unreleased-software")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "release=NOT CHECKED (--accept-unreleased-software)" in r.stdout
+    warned = [ln for ln in r.stderr.splitlines() if ln.startswith("WARNING:")]
+    assert any("NOT checked against any release" in w for w in warned)  # at start
+    assert any("without checking its software against any release" in w for w in warned)  # use
+    assert "Traceback" not in r.stderr and "sdk.py" not in r.stderr  # one line each
+    r = ccgw("workers", "--gateway", env.addr, *ca(env), "--token-file", str(env.t / "app.jwt"),
+             *sim(env), *trust(env.t))  # fmt: skip
+    assert (
+        r.returncode == 0
+        and "release=release 1.0.0" in r.stdout
+        and "WARNING: --acc" not in r.stderr
+    )
+
+
+def test_log_state_keeps_the_release_checkpoint_between_runs(env: Env) -> None:
+    state = env.t / "log-state.json"
+    for _ in range(2):  # the second run checks consistency with the first run's checkpoint
+        r = ccgw("workers", "--gateway", env.addr, *ca(env), "--token-file",
+                 str(env.t / "app.jwt"), *sim(env), *trust(env.t), "--log-state", str(state))  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert json.loads(state.read_text())["size"] >= 2
+    state.write_text('{"origin": "elsewhere", "size": 1, "root": "' + "00" * 32 + '"}')
+    r = ccgw("workers", "--gateway", env.addr, *ca(env), "--token-file", str(env.t / "app.jwt"),
+             *sim(env), *trust(env.t), "--log-state", str(state))  # fmt: skip
+    one_line(r, "workers", 2, "for another log")
 
 
 def test_debug_shows_the_traceback(env: Env) -> None:

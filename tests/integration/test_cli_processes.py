@@ -8,23 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import ccgw, free_port, start_gateway, start_worker, stop
+from tests.support.processes import (
+    ccgw,
+    free_port,
+    operator_files,
+    start_gateway,
+    start_worker,
+    stop,
+    trust,
+)
 
 
 @pytest.mark.slow
 def test_operator_provider_app_and_auditor_flow(tmp_path: Path) -> None:
     t = tmp_path
-    assert ccgw("keygen", str(t / "auth")).returncode == 0
-    assert ccgw("keygen", str(t / "log")).returncode == 0
+    (t / "app.jwt").write_text(operator_files(t))  # keys, tokens, model, a signed release
     assert oct((t / "auth.key").stat().st_mode & 0o777) == "0o600"
-    prov = ccgw(
-        "token", "--key", str(t / "auth.key"), "--sub", "provider:acme", "--role", "provider"
-    )
-    app = ccgw("token", "--key", str(t / "auth.key"), "--sub", "client:app", "--role", "client")
-    (t / "provider.jwt").write_text(prov.stdout)
-    (t / "app.jwt").write_text(app.stdout)
-    assert ccgw("sim-root", str(t / "sim")).returncode == 0
-    assert ccgw("tiny-model", str(t / "model")).returncode == 0
+    assert oct((t / "release.key").stat().st_mode & 0o777) == "0o600"
     addr = f"127.0.0.1:{free_port()}"
     gw = start_gateway(t, addr)
     worker = None
@@ -62,6 +62,7 @@ def test_operator_provider_app_and_auditor_flow(tmp_path: Path) -> None:
                 "5",
                 "--allow-simulated-tee",
                 str(t / "sim" / "root.pem"),
+                *trust(t),
             )
             if out.returncode == 0:
                 break
@@ -78,9 +79,16 @@ def test_operator_provider_app_and_auditor_flow(tmp_path: Path) -> None:
             str(t / "audit.json"),
             "--allow-simulated-tee",
             str(t / "sim" / "root.pem"),
+            "--release-key",
+            str(t / "release.pub"),
         )
         assert audit.returncode == 0, audit.stdout + audit.stderr[-1500:]
         assert "AUDIT OK" in audit.stdout and "provider:acme=" in audit.stdout
+        assert "jobs by release: 1 under release 1.0.0" in audit.stdout
+        listed = ccgw("release", "show", "--gateway", addr, "--log-pubkey", str(t / "log.pub"))
+        assert listed.returncode == 0, listed.stderr
+        assert "every inclusion proof verified" in listed.stdout
+        assert "index      1  release 1.0.0" in listed.stdout
         wrong = ccgw(
             "audit",
             "--gateway",
@@ -91,6 +99,8 @@ def test_operator_provider_app_and_auditor_flow(tmp_path: Path) -> None:
             str(t / "audit2.json"),
             "--allow-simulated-tee",
             str(t / "sim" / "root.pem"),
+            "--release-key",
+            str(t / "release.pub"),
         )
         assert wrong.returncode == 1 and "checkpoint_signature" in wrong.stdout
     finally:

@@ -24,6 +24,7 @@ from tests.support.processes import (
     ccgw,
     free_port,
     operator_files,
+    release_trust,
     start_gateway,
     start_worker,
     stop,
@@ -81,7 +82,12 @@ async def test_sigkill_during_recording_loses_and_doubles_nothing(tmp_path: Path
     answered: set[str] = set()
     try:
         client = Client.connect(
-            addr, token, policy, roots, limits=ClientLimits(rpc_deadline_s=5, job_deadline_s=10)
+            addr,
+            token,
+            policy,
+            roots,
+            limits=ClientLimits(rpc_deadline_s=5, job_deadline_s=10),
+            releases=release_trust(t),
         )
         for _ in range(100):  # wait for the worker to be admitted
             with contextlib.suppress(ClientError):
@@ -108,7 +114,11 @@ async def test_sigkill_during_recording_loses_and_doubles_nothing(tmp_path: Path
         assert isinstance(pub, Ed25519PublicKey)
         async with grpc.aio.insecure_channel(addr) as ch:
             rep = await Auditor(
-                ch, LogIdentity("ccgw-log", pub.public_bytes_raw(), "ccgw.local/log"), policy, roots
+                ch,
+                LogIdentity("ccgw-log", pub.public_bytes_raw(), "ccgw.local/log"),
+                policy,
+                roots,
+                release_keys=release_trust(t).keys,
             ).run()
         assert rep.ok, rep.problems
         import sqlite3

@@ -18,7 +18,7 @@ async def test_happy_path_end_to_end(tmp_path: Path) -> None:
         assert answer.text == "three two one "
         assert answer.receipt is not None
         assert answer.receipt.output_tokens == 3 and answer.receipt.input_tokens == 3
-        assert answer.log_index == 2  # after the price schedule and the deposit entries
+        assert answer.log_index == 3  # after the price schedule, the release and the deposit
         provider = await c.gateway.store.balance("provider:p1")
         alice = await c.gateway.store.balance("client:alice")
         assert provider[0] > 0

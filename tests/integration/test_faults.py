@@ -131,7 +131,13 @@ async def test_gateway_restart_with_clients_and_workers_active(tmp_path: Path) -
         async def load(account: str) -> None:
             ch = grpc.aio.insecure_channel(c.address, options=FAST_RECONNECT)
             c.channels.append(ch)
-            client = Client(ch, c.token(account, "client"), Policy().allowing_simulated(), roots)
+            client = Client(
+                ch,
+                c.token(account, "client"),
+                Policy().allowing_simulated(),
+                roots,
+                releases=c.release_trust(),
+            )
             while not stop.is_set():
                 try:
                     answers.append(await client.complete("echo", prompt="p q r s"))

@@ -114,6 +114,7 @@ async def _raw_worker(
 ) -> grpc.StatusCode:
     """A worker stream written by hand: `first` messages, then (if it gets that far) a real
     admission with the agent's evidence, then `after_admission`."""
+    await c.publish(c.release_for({"echo": EchoEngine()}))  # admitted under a release
     from ccgw.enclave.agent import WorkerAgent
     from ccgw.enclave.config import WorkerConfig
     from ccgw.simtee import SimulatedSnpTee

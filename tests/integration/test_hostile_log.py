@@ -202,6 +202,7 @@ def test_ccgw_audit_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str
     pub = tmp_path / "log.pub"
     pub.write_bytes(public_pem(OPERATOR))
     base = ["audit", "--log-pubkey", str(pub), "--state", str(tmp_path / "s.json")]
+    base.append("--accept-unreleased-software")  # these logs hold no release
     gone = f"127.0.0.1:{_closed_port()}"
     assert main([*base, "--gateway", gone]) == 3
     assert "gateway_unreachable" in capsys.readouterr().out
@@ -229,6 +230,7 @@ async def test_ccgw_audit_exit_code_on_a_bad_state_file(tmp_path: Path) -> None:
             str(pub),
             "--state",
             str(tmp_path / "s.json"),
+            "--accept-unreleased-software",
         ]
         code = await asyncio.to_thread(main, [*args, "--allow-simulated-tee", str(_root(tmp_path))])
     assert code == 2

@@ -68,7 +68,14 @@ async def test_two_gateway_processes_share_one_database(tmp_path: Path) -> None:
     from ccgw.verify.attestation.policy import Policy
     from ccgw.verify.attestation.roots import RootStore
     from tests.integration.test_crash import hammer
-    from tests.support.processes import free_port, operator_files, start_gateway, start_worker, stop
+    from tests.support.processes import (
+        free_port,
+        operator_files,
+        release_trust,
+        start_gateway,
+        start_worker,
+        stop,
+    )
 
     t = tmp_path
     schema = pg.fresh_schema()
@@ -84,7 +91,9 @@ async def test_two_gateway_processes_share_one_database(tmp_path: Path) -> None:
         procs += [start_worker(t, a) for a in addrs]
         roots = RootStore.default().with_simulated((t / "sim" / "root.pem").read_bytes())
         policy = Policy().allowing_simulated()
-        clients = [Client.connect(a, token, policy, roots) for a in addrs]
+        clients = [
+            Client.connect(a, token, policy, roots, releases=release_trust(t)) for a in addrs
+        ]
         for c in clients:
             for _ in range(150):
                 try:
@@ -104,7 +113,11 @@ async def test_two_gateway_processes_share_one_database(tmp_path: Path) -> None:
         assert isinstance(pub, Ed25519PublicKey)
         async with grpc.aio.insecure_channel(addrs[1]) as ch:
             rep = await Auditor(
-                ch, LogIdentity("ccgw-log", pub.public_bytes_raw(), "ccgw.local/log"), policy, roots
+                ch,
+                LogIdentity("ccgw-log", pub.public_bytes_raw(), "ccgw.local/log"),
+                policy,
+                roots,
+                release_keys=release_trust(t).keys,
             ).run()
         assert rep.ok, rep.problems
         assert sum(v for k, v in rep.balances.items() if k != "external") == 100_000_000

@@ -104,7 +104,7 @@ async def test_metrics_endpoint_and_one_canonical_log_line_per_job(tmp_path: Pat
         assert len(jobs) == 1
         line = jobs[0]
         assert (
-            line["outcome"] == "ok" and line["log_index"] == 2
+            line["outcome"] == "ok" and line["log_index"] == 3
         )  # after the schedule and the deposit and line["chunks"] >= 1
         assert len(line["job_id"]) == 32 and line["account"] == "client:alice"
         assert line["request_bytes"] > 0 and line["answer_bytes"] > 0
@@ -117,7 +117,7 @@ async def test_metrics_endpoint_and_one_canonical_log_line_per_job(tmp_path: Pat
         for needle in (
             'ccgw_jobs_total{outcome="ok"} 1.0',
             'ccgw_workers{state="ready"} 1.0',
-            "ccgw_log_entries 3.0",  # the price schedule, the deposit, the receipt
+            "ccgw_log_entries 4.0",  # the price schedule, the release, the deposit, the receipt
             "ccgw_jobs_in_flight 0.0",
             'ccgw_worker_admissions_total{result="admitted"} 1.0',
             "ccgw_job_duration_seconds_count",

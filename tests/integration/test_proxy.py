@@ -122,6 +122,7 @@ async def test_chat_non_streaming_with_headers_and_receipt(stack: Stack) -> None
     assert raw.headers["x-ccgw-receipt-verified"] == "true"
     assert raw.headers["x-ccgw-attestation"] == "verified"
     assert raw.headers["x-ccgw-worker-id"] == stack.cluster.workers[0].worker_id
+    assert raw.headers["x-ccgw-release"] == stack.cluster.published[0].digest  # released path
     assert "SIMULATED" in raw.headers["x-ccgw-warning"]
 
 
@@ -200,6 +201,8 @@ async def test_models_and_report(stack: Stack) -> None:
     (w,) = rep["workers"]
     assert w["verified"] and w["simulated"] and w["platform"] == "sev-snp"
     assert set(w["models"]) == {"echo", "minilm"}
+    assert w["release_digest"] == stack.cluster.published[0].digest
+    assert rep["releases"]["followed"] and rep["releases"]["releases"][0]["counts"]
     assert strict["workers"] == [] and strict["simulated_tee_accepted"] is False
     assert list(strict["refused"]) == [stack.cluster.workers[0].worker_id]
 

@@ -4,6 +4,7 @@ reaches the client before anything is settled."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -67,7 +68,8 @@ def client_at(c: Cluster, port: int) -> Client:
     ch = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     c.channels.append(ch)
     roots = RootStore.default().with_simulated(c.vendor.root_pem())
-    return Client(ch, c.token("client:alice", "client"), Policy().allowing_simulated(), roots)
+    policy = dataclasses.replace(Policy().allowing_simulated(), accept_unreleased=True)
+    return Client(ch, c.token("client:alice", "client"), policy, roots)
 
 
 async def test_every_sdk_entry_point_raises_only_client_errors_on_garbage(tmp_path: Path) -> None:
@@ -106,7 +108,9 @@ async def test_every_sdk_entry_point_raises_only_client_errors_on_garbage(tmp_pa
             finally:
                 await server.stop(0)
         with pytest.raises(InvalidInput):
-            Client(c.channels[0], "not-a-jwt", Policy(), RootStore.default())
+            Client(c.channels[0], "not-a-jwt", Policy(accept_unreleased=True), RootStore.default())
+        with pytest.raises(InvalidInput, match="no release key"):
+            Client(c.channels[0], c.token("client:alice", "client"), Policy(), RootStore.default())
         with pytest.raises(InvalidInput):
             real.seal(worker, "echo", prompt="x", messages=[("user", "y")])
         with pytest.raises(InvalidInput):

@@ -88,6 +88,7 @@ async def test_job_over_tls(tmp_path: Path) -> None:
             {"echo": EchoEngine()},
             SimulatedSnpTee(c.vendor),
         )
+        await c.publish(c.release_for({"echo": EchoEngine()}), rpc=False)
         task = asyncio.create_task(agent.run())
         c.tasks.append(task)
         await asyncio.wait_for(agent.admitted.wait(), 10)
@@ -95,7 +96,12 @@ async def test_job_over_tls(tmp_path: Path) -> None:
         roots = RootStore.default().with_simulated(c.vendor.root_pem())
         policy = Policy().allowing_simulated()
         client = Client.connect(
-            c.address, c.token("client:alice", "client"), policy, roots, tls_ca_pem=ca_of(cert)
+            c.address,
+            c.token("client:alice", "client"),
+            policy,
+            roots,
+            tls_ca_pem=ca_of(cert),
+            releases=c.release_trust(),
         )
         answer = await client.complete("echo", prompt="over tls")
         assert answer.text == "tls over "
@@ -106,6 +112,7 @@ async def test_job_over_tls(tmp_path: Path) -> None:
             policy,
             roots,
             tls_ca_pem=ca_of(other_cert),
+            releases=c.release_trust(),
         )
         with pytest.raises(GatewayRefused) as err:
             await stranger.workers("echo")

@@ -38,6 +38,7 @@ async def test_verify_and_ask_report(tmp_path: Path, capsys: pytest.CaptureFixtu
         (tmp_path / "root.pem").write_bytes(c.vendor.root_pem())
         common = ["--gateway", c.address, "--token-file", str(tmp_path / "t.jwt")]
         common += ["--allow-simulated-tee", str(tmp_path / "root.pem")]
+        common += c.trust_args(tmp_path)
 
         code, out = await run_cli(["verify", "--model", "echo", "--challenge", *common], capsys)
         assert code == 0, out

@@ -196,3 +196,16 @@ def test_a_missing_optional_package_names_the_extra_to_install() -> None:
     assert code == 2 and "ccgw[postgres]" in message
     # a module no extra provides is a bug, reported as one
     assert expected_failure(ModuleNotFoundError("x", name="ccgw.nowhere")) is None
+
+
+def test_release_trust_comes_from_flags_env_or_the_config_file(tmp_path: Path) -> None:
+    base = ["ask", "--gateway", "g", "--token-file", "t.jwt", "--model", "m", "--prompt", "p"]
+    env = {"CCGW_RELEASE_KEY": "env.pub", "CCGW_LOG_PUBKEY": "log.pub"}
+    ns = settings(base, env, tmp_path)
+    assert (ns.release_key, ns.log_pubkey) == (Path("env.pub"), Path("log.pub"))
+    toml = 'release-key = "file.pub"\nlog-pubkey = "flog.pub"\n'
+    ns = settings(base, {}, tmp_path, toml)
+    assert (ns.release_key, ns.log_pubkey) == (Path("file.pub"), Path("flog.pub"))
+    ns = settings(base, {"CCGW_ACCEPT_UNRELEASED_SOFTWARE": "yes"}, tmp_path)
+    assert ns.accept_unreleased_software is True and ns.release_key is None
+    assert settings(base, {}, tmp_path).accept_unreleased_software is False

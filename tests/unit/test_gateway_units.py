@@ -112,6 +112,7 @@ def _session(wid: str, *, jobs: int = 0, cap: int = 4, region: str = "", **kw: A
         region=region,
         closed=False,
         draining=False,
+        suspended=False,
         attested_at_s=time.monotonic(),
         verified=SimpleNamespace(models={"m": b""}),
     )
@@ -130,6 +131,7 @@ def test_routing_filters_and_orders_workers() -> None:
         _session("draining", draining=True),
         _session("stale", attested_at_s=time.monotonic() - 61),
         _session("closed", closed=True),
+        _session("suspended", suspended=True),  # by a reproduced dispute (ADR 14)
         _session("other", verified=SimpleNamespace(models={"x": b""})),
     ]
     assert [s.worker_id for s in rank(ws, "m", config)] == ["idle", "eu", "busy", "full"]
@@ -155,6 +157,7 @@ def receipt(**kw: Any) -> Receipt:
     base: dict[str, Any] = {f: "00" for f in Receipt.__dataclass_fields__}
     base.update(v=RECEIPT_VERSION, answer_chunks=1, input_tokens=1, output_tokens=1)
     base.update(started_at_ms=1, finished_at_ms=2)
+    base.update(top_k=0, max_tokens=1, stop_count=0, input_commit="", output_commit="")
     base.update(kw)
     return Receipt(**base)
 

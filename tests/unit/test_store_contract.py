@@ -232,3 +232,27 @@ async def test_concurrent_writes_commit_together_and_fail_alone(store: SqlStore)
     assert size == 12 and root == merkle.root(
         [e.entry.leaf_hash() for e in await store.entries(0, 99)]
     )
+
+
+async def test_release_entries_are_listed_in_order_from_an_index_and_survive_a_rebuild(
+    store: SqlStore,
+) -> None:
+    from tests.unit.release.helpers import manifest, revocation, signed
+
+    s = store
+    docs = [signed(manifest(version=f"1.{i}.0")) for i in range(3)]
+    logged = []
+    for i, d in enumerate(docs):
+        await s.append(le.deposit(OPERATOR, "client:c", 10, f"d{i}"))  # interleaved other kinds
+        logged.append((await s.append(le.release_entry(d))).log_index)
+    logged.append((await s.append(le.release_entry(revocation(docs[0])))).log_index)
+    with pytest.raises(Conflict):  # one release digest is logged once (by any signature)
+        await s.append(le.release_entry(signed(docs[1].manifest, Ed25519PrivateKey.generate())))
+    rows = await s.release_entries(0, 10)
+    assert [r.index for r in rows] == logged
+    assert [r.kind for r in rows] == ["release"] * 3 + ["revocation"]
+    assert [r.index for r in await s.release_entries(logged[1], 2)] == logged[1:3]
+    assert await s.release_entries(logged[-1] + 1, 10) == []
+    await s.rebuild_view()  # the index is part of the view: rebuilt from the log alone
+    assert [r.index for r in await s.release_entries(0, 10)] == logged
+    assert await s.balance("client:c") == (30, 0)  # releases moved no money

@@ -18,7 +18,11 @@ whose checks are then skips "not reached"):
  6. validate: every policy rule and the collateral (CRLs, Intel TCB status, NVIDIA RIMs) — see
     verify.attestation.validate [cpu.debug, cpu.tcb, cpu.measurement, platform.identity,
     cpu.collateral, cpu.revocation, gpu.revocation, gpu.measurements, models.digests, root.real];
- 7. release inclusion [release.inclusion]: a skip until release policies exist (issue 8).
+ 7. release inclusion [release.inclusion]: with a release policy (policy.release_view, ADR 10),
+    the worker's platform, launch measurement, GPU values and model digests must be allowed by a
+    trusted, logged, unrevoked release valid now (verify.release.policy.decide); the release is
+    named in the report and in `worker.release`. Without one it is a skip that says why
+    (--accept-unreleased-software, or no release policy), never a pass.
 The worker is trusted when no check refuses (a fail, or a skip the policy enforces); otherwise the
 first non-policy failure is raised with its own type, or one PolicyError lists every problem — and
 the error carries the report (`exc.report`). A trusted worker carries it too (`worker.report`).
@@ -29,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +54,7 @@ from ccgw.verify.errors import (
     SignatureError,
     VerifyError,
 )
+from ccgw.verify.release.policy import WorkerClaims, decide
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,9 @@ class VerifiedWorker:
     tcb_status: str = ""  # TDX: from collateral, or says that none was supplied
     gpus: tuple[GpuClaims, ...] = ()
     report: AttestationReport | None = field(default=None, compare=False, repr=False)
+    # The release that admits it (Accepted.describe()) and its digest; "" without a release policy.
+    release: str = ""
+    release_digest: str = ""
 
 
 def _check_sizes(bundle: pb.EvidenceBundle) -> None:
@@ -355,9 +363,31 @@ def _freshness(
         b.passed("evidence.freshness", f"{age_s} s old", required)
 
 
-def release_inclusion(b: ReportBuilder, bundle: pb.EvidenceBundle, policy: Policy) -> None:
-    """Step 7. Issue 8 (worker releases) replaces this skip with the release-log check."""
-    b.skipped("release.inclusion", "no release policy")
+UNRELEASED_SKIP = "NOT CHECKED: --accept-unreleased-software accepts software that is in no release"
+
+
+def release_inclusion(
+    b: ReportBuilder, worker: VerifiedWorker, policy: Policy, now: datetime
+) -> VerifiedWorker:
+    """Step 7: the release that allows the worker's software, or the check fails naming the
+    measurement and every release checked."""
+    view = policy.release_view
+    if view is None:
+        why = UNRELEASED_SKIP if policy.accept_unreleased else "no release policy (no release key)"
+        b.skipped("release.inclusion", why)
+        return worker
+    required = (
+        f"a trusted, unrevoked release valid now, in the log at checkpoint size "
+        f"{view.checkpoint_size}"
+    )
+    seen = f"{worker.platform} measurement {worker.measurement[:16]}…"
+    try:
+        accepted = decide(WorkerClaims.of(worker), view, now)
+    except PolicyError as exc:
+        b.failed("release.inclusion", exc, seen, required)
+        return worker
+    b.passed("release.inclusion", accepted.describe(), required)
+    return replace(worker, release=accepted.describe(), release_digest=accepted.digest)
 
 
 def verify_bundle(
@@ -396,8 +426,6 @@ def _digest(bundle: pb.EvidenceBundle) -> str:
 
 
 def _with_report(worker: VerifiedWorker, report: AttestationReport) -> VerifiedWorker:
-    from dataclasses import replace
-
     return replace(worker, report=report)
 
 
@@ -427,8 +455,7 @@ def _run(
     _freshness(b, bundle, policy, now, expected_nonce)  # 5
     validate.models(b, bundle.models, policy)  # 6
     validate.root_real(b, root)
-    release_inclusion(b, bundle, policy)  # 7
-    return VerifiedWorker(
+    worker = VerifiedWorker(
         key_id=binding.key_id(bundle.keys),
         keys=bundle.keys,
         evidence_sha256=binding.evidence_sha256(bundle),
@@ -447,6 +474,7 @@ def _run(
         ),
         **claims,
     )
+    return release_inclusion(b, worker, policy, now)  # 7
 
 
 VENDOR_CHECKS = ("cpu.report", "cpu.chain", "cpu.signature")
@@ -516,7 +544,7 @@ def verify_vendor_evidence(
         b.skipped("evidence.freshness", "vendor evidence carries no issue time")
         b.skipped("models.digests", why)
         validate.root_real(b, root)
-        release_inclusion(b, bundle, policy)
+        b.skipped("release.inclusion", f"{why} (no worker whose software a release could allow)")
     report = b.build(
         verified_at=now.isoformat(),
         platform={pb.SEV_SNP: "sev-snp", pb.TDX: "tdx"}.get(platform, "unknown"),

@@ -69,6 +69,7 @@ from ccgw.verify.attestation.report import ALWAYS_ENFORCED, CHECK_IDS
 from ccgw.verify.attestation.roots import SIMULATED
 from ccgw.verify.attestation.supplied import Collateral, load_collateral_dir
 from ccgw.verify.errors import LimitError, PolicyFileError
+from ccgw.verify.release.policy import ReleaseView
 
 REAL_ROOTS = frozenset({"amd-milan", "amd-genoa", "amd-turin", "intel-sgx", "nvidia-device"})
 KNOWN_ROOTS = REAL_ROOTS | {SIMULATED}
@@ -131,6 +132,13 @@ class Policy:
     collateral: Collateral = field(default_factory=Collateral)
     # Checks the policy enforces beyond the always-enforced ones ("*" = every check).
     enforce: frozenset[str] = frozenset()
+    # Released software (ADR 10): the releases of a log checkpoint the verifier checked itself
+    # (verify.release); the worker must run one of them. None = no release policy: the
+    # release.inclusion check is a skip, never a pass.
+    release_view: ReleaseView | None = None
+    # --accept-unreleased-software: software in no release is accepted on purpose; the check is
+    # a skip that says so in every report, and callers warn on every use.
+    accept_unreleased: bool = False
 
     def enforces(self, check_id: str) -> bool:
         """Whether a skip of `check_id` refuses the evidence (a fail always does)."""
@@ -144,6 +152,8 @@ class Policy:
             return self.tdx_require_collateral
         if check_id == "root.real":
             return not self.accepts_simulated
+        if check_id == "release.inclusion":
+            return self.release_view is not None
         if check_id == "cpu.paravisor":
             return not self.snp_allow_azure_paravisor
         return False
@@ -154,6 +164,15 @@ class Policy:
     @property
     def accepts_simulated(self) -> bool:
         return SIMULATED in self.accepted_roots
+
+    @property
+    def pins_software(self) -> bool:
+        """Whether the policy says which software may run: a release view or pinned
+        measurements (a policy file from derive-policy)."""
+        return self.release_view is not None or self.allowed_measurements is not None
+
+    def with_releases(self, view: ReleaseView) -> Policy:
+        return replace(self, release_view=view)
 
     def allowing_simulated(self) -> Policy:
         """The same policy that also accepts the locally generated simulated root. Everything that

@@ -138,3 +138,43 @@ class DrainWorkerResponse(_message.Message):
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     in_flight: int
     def __init__(self, in_flight: _Optional[int] = ...) -> None: ...
+
+class FileDisputeRequest(_message.Message):
+    __slots__ = ("evidence",)
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    evidence: bytes
+    def __init__(self, evidence: _Optional[bytes] = ...) -> None: ...
+
+class FileDisputeResponse(_message.Message):
+    __slots__ = ("log_index", "outcome", "position", "reason", "worker_id", "already_logged")
+    LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_LOGGED_FIELD_NUMBER: _ClassVar[int]
+    log_index: int
+    outcome: str
+    position: int
+    reason: str
+    worker_id: str
+    already_logged: bool
+    def __init__(self, log_index: _Optional[int] = ..., outcome: _Optional[str] = ..., position: _Optional[int] = ..., reason: _Optional[str] = ..., worker_id: _Optional[str] = ..., already_logged: _Optional[bool] = ...) -> None: ...
+
+class PublishReleaseRequest(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: bytes
+    def __init__(self, document: _Optional[bytes] = ...) -> None: ...
+
+class PublishReleaseResponse(_message.Message):
+    __slots__ = ("log_index", "already_logged", "kind", "digest")
+    LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_LOGGED_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    log_index: int
+    already_logged: bool
+    kind: str
+    digest: str
+    def __init__(self, log_index: _Optional[int] = ..., already_logged: _Optional[bool] = ..., kind: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...

@@ -65,6 +65,16 @@ class GatewayStub:
                 request_serializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.DrainWorkerRequest.SerializeToString,
                 response_deserializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.DrainWorkerResponse.FromString,
                 _registered_method=True)
+        self.FileDispute = channel.unary_unary(
+                '/ccgw.v1.Gateway/FileDispute',
+                request_serializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.FileDisputeRequest.SerializeToString,
+                response_deserializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.FileDisputeResponse.FromString,
+                _registered_method=True)
+        self.PublishRelease = channel.unary_unary(
+                '/ccgw.v1.Gateway/PublishRelease',
+                request_serializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.PublishReleaseRequest.SerializeToString,
+                response_deserializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.PublishReleaseResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -112,6 +122,22 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FileDispute(self, request, context):
+        """File a dispute (ADR 14): evidence that a worker's signed answer is not what the pinned model
+        gives. The gateway re-checks it and logs it as a `dispute` entry; the ledger rules decide.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PublishRelease(self, request, context):
+        """Admin: log a signed release manifest or revocation (ADR 10). Refused unless it parses and is
+        signed by one of the gateway's release keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +170,16 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.DrainWorker,
                     request_deserializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.DrainWorkerRequest.FromString,
                     response_serializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.DrainWorkerResponse.SerializeToString,
+            ),
+            'FileDispute': grpc.unary_unary_rpc_method_handler(
+                    servicer.FileDispute,
+                    request_deserializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.FileDisputeRequest.FromString,
+                    response_serializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.FileDisputeResponse.SerializeToString,
+            ),
+            'PublishRelease': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishRelease,
+                    request_deserializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.PublishReleaseRequest.FromString,
+                    response_serializer=protos_dot_ccgw_dot_v1_dot_gateway__pb2.PublishReleaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -308,6 +344,60 @@ class Gateway:
             '/ccgw.v1.Gateway/DrainWorker',
             protos_dot_ccgw_dot_v1_dot_gateway__pb2.DrainWorkerRequest.SerializeToString,
             protos_dot_ccgw_dot_v1_dot_gateway__pb2.DrainWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FileDispute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ccgw.v1.Gateway/FileDispute',
+            protos_dot_ccgw_dot_v1_dot_gateway__pb2.FileDisputeRequest.SerializeToString,
+            protos_dot_ccgw_dot_v1_dot_gateway__pb2.FileDisputeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishRelease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ccgw.v1.Gateway/PublishRelease',
+            protos_dot_ccgw_dot_v1_dot_gateway__pb2.PublishReleaseRequest.SerializeToString,
+            protos_dot_ccgw_dot_v1_dot_gateway__pb2.PublishReleaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

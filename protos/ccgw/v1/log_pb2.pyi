@@ -161,3 +161,31 @@ class GetAccountKeysResponse(_message.Message):
     LOG_INDEXES_FIELD_NUMBER: _ClassVar[int]
     log_indexes: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, log_indexes: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class GetReleasesRequest(_message.Message):
+    __slots__ = ("tree_size", "start_index")
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    START_INDEX_FIELD_NUMBER: _ClassVar[int]
+    tree_size: int
+    start_index: int
+    def __init__(self, tree_size: _Optional[int] = ..., start_index: _Optional[int] = ...) -> None: ...
+
+class ProvenEntry(_message.Message):
+    __slots__ = ("entry", "hashes")
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    HASHES_FIELD_NUMBER: _ClassVar[int]
+    entry: LogEntry
+    hashes: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, entry: _Optional[_Union[LogEntry, _Mapping]] = ..., hashes: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class GetReleasesResponse(_message.Message):
+    __slots__ = ("tree_size", "entries", "more", "checkpoint")
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    tree_size: int
+    entries: _containers.RepeatedCompositeFieldContainer[ProvenEntry]
+    more: bool
+    checkpoint: str
+    def __init__(self, tree_size: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[ProvenEntry, _Mapping]]] = ..., more: _Optional[bool] = ..., checkpoint: _Optional[str] = ...) -> None: ...

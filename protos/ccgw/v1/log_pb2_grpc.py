@@ -79,6 +79,11 @@ class TransparencyLogStub:
                 request_serializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetAccountKeysRequest.SerializeToString,
                 response_deserializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetAccountKeysResponse.FromString,
                 _registered_method=True)
+        self.GetReleases = channel.unary_unary(
+                '/ccgw.v1.TransparencyLog/GetReleases',
+                request_serializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetReleasesRequest.SerializeToString,
+                response_deserializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetReleasesResponse.FromString,
+                _registered_method=True)
 
 
 class TransparencyLogServicer:
@@ -146,6 +151,14 @@ class TransparencyLogServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetReleases(self, request, context):
+        """Release and revocation entries (ADR 10) at indexes >= start_index below a signed tree size
+        (0 = the latest checkpoint), each with its inclusion proof in that tree; at most a page.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TransparencyLogServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +206,11 @@ def add_TransparencyLogServicer_to_server(servicer, server):
                     servicer.GetAccountKeys,
                     request_deserializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetAccountKeysRequest.FromString,
                     response_serializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetAccountKeysResponse.SerializeToString,
+            ),
+            'GetReleases': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReleases,
+                    request_deserializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetReleasesRequest.FromString,
+                    response_serializer=protos_dot_ccgw_dot_v1_dot_log__pb2.GetReleasesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -438,6 +456,33 @@ class TransparencyLog:
             '/ccgw.v1.TransparencyLog/GetAccountKeys',
             protos_dot_ccgw_dot_v1_dot_log__pb2.GetAccountKeysRequest.SerializeToString,
             protos_dot_ccgw_dot_v1_dot_log__pb2.GetAccountKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReleases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ccgw.v1.TransparencyLog/GetReleases',
+            protos_dot_ccgw_dot_v1_dot_log__pb2.GetReleasesRequest.SerializeToString,
+            protos_dot_ccgw_dot_v1_dot_log__pb2.GetReleasesResponse.FromString,
             options,
             channel_credentials,
             insecure,
