@@ -17,7 +17,7 @@ import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ccgw.client.errors import ClientError, GatewayRefused
+from ccgw.client.errors import ClientError, GatewayRefused, UnknownModel
 from ccgw.client.sdk import Answer, Client
 from ccgw.enclave.config import WorkerLimits
 from ccgw.gateway.config import GatewayLimits
@@ -164,7 +164,9 @@ async def test_gateway_restart_with_clients_and_workers_active(tmp_path: Path) -
         stop.set()
         await asyncio.gather(*clients)
         assert before > 0 and len(answers) > after_restart  # served before and after
-        assert all(isinstance(e, GatewayRefused) for e in errors)
+        # Clear errors only: refusals, or — between the restart and the workers' re-registration —
+        # "no worker serves the model" (how often depends on the machine's load).
+        assert all(isinstance(e, GatewayRefused | UnknownModel) for e in errors), errors
         logged = await books_balance(c, accounts, 1_000_000)
         receipts = {bytes.fromhex(a.receipt.job_id) for a in answers if a.receipt}
         assert len(receipts) == len(answers) <= logged  # every verified answer is in the log once
