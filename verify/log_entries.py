@@ -38,9 +38,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ccgw.verify import limits, merkle
 from ccgw.verify.encoding import fields
 from ccgw.verify.errors import MalformedError, ReceiptError, VerifyError
+from ccgw.verify.jsonkeys import refuse_repeated_keys
 from ccgw.verify.prices import Price, PriceSchedule
 from ccgw.verify.receipts import Receipt, parse_claims
 from ccgw.verify.release.manifest import SignedManifest, SignedRevocation, parse_document
+
+_REPEATS = refuse_repeated_keys(MalformedError, "entry body")
 
 LEAF_LABEL = "ccgw/v1/log-entry"
 SIG_LABEL = "ccgw/v1/entry-sig"
@@ -71,13 +74,6 @@ def canonical(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise MalformedError("entry body repeats a key")
-    return out
-
-
 def _refuse(value: str) -> Any:
     raise MalformedError(f"entry body carries a non-integer number {value[:20]!r}")
 
@@ -95,7 +91,7 @@ def load(
     try:
         obj = json.loads(
             body,
-            object_pairs_hook=_no_duplicates,
+            object_pairs_hook=_REPEATS,
             parse_float=_refuse,
             parse_constant=_refuse,
         )

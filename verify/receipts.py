@@ -33,6 +33,9 @@ from ccgw.verify import limits
 from ccgw.verify.attestation.bundle import VerifiedWorker
 from ccgw.verify.chunks import AnswerDigest
 from ccgw.verify.errors import ReceiptError
+from ccgw.verify.jsonkeys import refuse_repeated_keys
+
+_REPEATS = refuse_repeated_keys(ReceiptError, "receipt JSON")
 
 RECEIPT_TYP = "ccgw-receipt+jws"
 # 2: the answer digest covers the answer salt (what the client needs to open the answer).
@@ -120,16 +123,9 @@ def b64url_decode(part: str) -> bytes:
     return raw
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise ReceiptError("receipt JSON repeats a member name")
-    return out
-
-
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        obj = json.loads(raw, object_pairs_hook=_no_duplicates)
+        obj = json.loads(raw, object_pairs_hook=_REPEATS)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ReceiptError(f"receipt {what} is not JSON") from exc
     if not isinstance(obj, dict):

@@ -34,6 +34,9 @@ from typing import Any, Final
 
 from ccgw.verify import limits
 from ccgw.verify.errors import BindingError, LimitError, MalformedError
+from ccgw.verify.jsonkeys import refuse_repeated_keys
+
+_REPEATS = refuse_repeated_keys(MalformedError, "runtime claims")
 
 MAGIC: Final = b"HCLA"  # ATTESTATION_SIGNATURE 0x414C4348, little-endian
 HEADER_BYTES: Final = 32
@@ -147,19 +150,10 @@ def parse_envelope(data: bytes) -> HclEnvelope:
     )
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise MalformedError(f"runtime claims: key {k!r} repeats")
-        out[k] = v
-    return out
-
-
 def parse_runtime_claims(raw: bytes) -> dict[str, Any]:
     """The runtime claims JSON: one object, no repeated keys (so it has one meaning)."""
     try:
-        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_REPEATS)
     except MalformedError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

@@ -17,6 +17,9 @@ from typing import Any, NoReturn
 
 from ccgw.verify import limits
 from ccgw.verify.errors import LimitError, MalformedError
+from ccgw.verify.jsonkeys import refuse_repeated_keys
+
+_REPEATS = refuse_repeated_keys(MalformedError, "JSON document")
 
 INT_MAX = (1 << 53) - 1
 HEX_RE = re.compile(r"[0-9a-f]+")
@@ -50,15 +53,6 @@ def _check_canonical(value: Any) -> None:
         raise MalformedError(f"canonical JSON has no {type(value).__name__} values")
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise MalformedError(f"JSON key {k!r} appears twice")
-        out[k] = v
-    return out
-
-
 def _refuse(text: str) -> NoReturn:
     raise MalformedError(f"JSON number {text[:20]} is not an integer")
 
@@ -69,7 +63,7 @@ def load(data: bytes, what: str) -> Any:
     try:
         return json.loads(
             data.decode("utf-8", "strict"),
-            object_pairs_hook=_no_duplicates,
+            object_pairs_hook=_REPEATS,
             parse_float=_refuse,
             parse_constant=_refuse,
         )
