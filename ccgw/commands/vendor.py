@@ -2,7 +2,9 @@
 
 Two inputs:
 - a ccgw evidence bundle (`--bundle`, as `ccgw evidence -o` writes it): the full verification a
-  client does before it trusts a worker (binding of the keys included), at `--at` or now;
+  client does before it trusts a worker (binding of the keys included), at `--at` or now, under a
+  --policy that pins the software (offline there is no release log to follow) or, loudly,
+  --accept-unreleased-software;
 - vendor evidence as a machine produced it: an SEV-SNP report (raw, or inside Azure's paravisor
   envelope) with its VCEK/VLEK certificate(s), or a TDX quote, and optionally NVIDIA GPU reports
   with their certificate chains. What only a worker bundle shows (key binding, issue time, models)
@@ -24,11 +26,13 @@ from typing import Any
 from ccgw.commands._common import (
     EXIT_CHECK_FAILED,
     EXIT_OK,
+    UNRELEASED_FLAG,
     CliError,
     Subparsers,
     add_simulated_root,
     policy_and_roots,
     read_bytes,
+    warn_unreleased,
 )
 
 
@@ -79,6 +83,13 @@ def register(sub: Subparsers) -> None:
         help="verify as of this UTC time (ISO 8601, e.g. 2024-06-01T00:00:00Z); default now",
     )
     v.add_argument("--json", action="store_true", help="machine-readable output")
+    v.add_argument(
+        UNRELEASED_FLAG,
+        dest="accept_unreleased_software",
+        action="store_true",
+        help="with --bundle and no pinning --policy: accept any software the hardware attests "
+        "(warned, and shown in the report)",
+    )
     add_simulated_root(v)
     v.set_defaults(func=_verify_evidence, default_log_level="WARNING")
 
@@ -139,6 +150,16 @@ def _verify_evidence(args: argparse.Namespace) -> int:
             bundle.ParseFromString(read_bytes(args.bundle, "evidence bundle"))
         except DecodeError as exc:
             raise CliError(f"{args.bundle}: not an evidence bundle ({type(exc).__name__})") from exc
+        # Offline there is no release log to follow: the software must be pinned by the policy,
+        # or accepted unpinned, loudly.
+        if args.accept_unreleased_software:
+            warn_unreleased()
+            policy = dataclasses.replace(policy, accept_unreleased=True)
+        elif args.policy is None or not policy.pins_software:
+            raise CliError(
+                "a bundle is trusted only under a --policy FILE that pins launch measurements "
+                f"(ccgw derive-policy), or with {UNRELEASED_FLAG} (accept ANY software, loudly)"
+            )
         try:
             report = verify_bundle(bundle, policy, roots, now).report
         except VerifyError as exc:

@@ -90,9 +90,22 @@ def test_a_saved_bundle_gets_the_full_verification(tmp_path: Path, capsys) -> No
     args = ["evidence", "--local", "--simulated-tee", str(tmp_path / "sim"), "-o", str(bundle)]
     assert run_main([*args, "--device", "cpu"]) == 0
     capsys.readouterr()
-    rc, out, _ = run(["--bundle", str(bundle)], capsys)
+    # Offline there is no release log: unpinned software is refused unless accepted loudly.
+    rc, _, err = run(["--bundle", str(bundle)], capsys)
+    assert rc == 2 and "pins launch measurements" in err and "--accept-unreleased" in err
+    loud = ["--bundle", str(bundle), "--accept-unreleased-software"]
+    rc, out, err = run(loud, capsys)
     assert rc == 1 and "REFUSED" in out.splitlines()[0]  # the simulated root is not accepted
+    assert "accept-unreleased-software" in err  # warned
     root = str(tmp_path / "sim" / "root.pem")
-    rc, out, _ = run(["--bundle", str(bundle), "--allow-simulated-tee", root], capsys)
+    rc, out, _ = run([*loud, "--allow-simulated-tee", root], capsys)
     assert rc == 0 and "TRUSTED" in out.splitlines()[0]
-    assert "PASS  binding.keys" in out
+    assert "PASS  binding.keys" in out and "skip  release.inclusion" in out
+    # A policy pinning the worker's measurement (derived from the same bundle) needs no flag.
+    policy = tmp_path / "policy.toml"
+    derive = ["derive-policy", str(bundle), "--allow-simulated-tee", root, "-o", str(policy)]
+    assert run_main(derive) == 0
+    capsys.readouterr()
+    pinned = ["--bundle", str(bundle), "--policy", str(policy), "--allow-simulated-tee", root]
+    rc, out, _ = run(pinned, capsys)
+    assert rc == 0 and "PASS  cpu.measurement" in out
