@@ -251,7 +251,7 @@ async def run_demo(
                 assert r is not None
                 _say(
                     f"receipt   VERIFIED by the client: worker signature (EdDSA, kid {r.key_id[:16]}…), "
-                    f"request and answer digests, {r.answer_chunks} chunks, "
+                    f"request and answer digests, {r.answer_chunks} chunk(s), "
                     f"{r.input_tokens} input + {r.output_tokens} output tokens, log index "
                     f"{answer.log_index}"
                 )

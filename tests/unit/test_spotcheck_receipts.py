@@ -21,33 +21,14 @@ from ccgw.verify.consistency import (
 )
 from ccgw.verify.errors import ReceiptError
 from ccgw.verify.receipts import Receipt, b64url, sign_receipt, verify_receipt
+from tests.support.receipts import make_receipt
 
 KEY = Ed25519PrivateKey.generate()
 PUB = KEY.public_key().public_bytes_raw()
 
 
 def _receipt(v: int, **kw: object) -> Receipt:
-    base: dict[str, object] = dict(
-        v=v,
-        job_id="00",
-        worker_id="w",
-        key_id="k",
-        account="a",
-        provider="p",
-        model="m",
-        model_digest="00",
-        request_sha256="00",
-        answer_sha256="00",
-        answer_chunks=1,
-        input_tokens=1,
-        output_tokens=1,
-        started_at_ms=1,
-        finished_at_ms=2,
-        evidence_sha256="00",
-        finish_reason="stop",
-    )
-    base.update(kw)
-    return Receipt(**base)  # type: ignore[arg-type]
+    return make_receipt(v=v, **kw)
 
 
 def _signed_claims(claims: dict[str, object]) -> str:

@@ -15,7 +15,8 @@ from ccgw.verify import limits
 from ccgw.verify.chunks import ChunkOpener, ChunkSealer
 from ccgw.verify.errors import DecryptError, MalformedError, ReceiptError, StreamError
 from ccgw.verify.hpke import pad, parse_header, seal_request, unpad
-from ccgw.verify.receipts import RECEIPT_VERSION, Receipt, sign_receipt, verify_receipt
+from ccgw.verify.receipts import Receipt, sign_receipt, verify_receipt
+from tests.support.receipts import make_receipt
 
 KEYS = Keyring()
 
@@ -96,27 +97,7 @@ def test_chunk_from_another_job_or_salt_fails() -> None:
 
 
 def receipt(**kw: object) -> Receipt:
-    base: dict[str, object] = dict(
-        v=RECEIPT_VERSION,
-        job_id="00",
-        worker_id="w",
-        key_id="k",
-        account="a",
-        provider="p",
-        model="m",
-        model_digest="00",
-        request_sha256="00",
-        answer_sha256="00",
-        answer_chunks=1,
-        input_tokens=1,
-        output_tokens=1,
-        started_at_ms=1,
-        finished_at_ms=2,
-        evidence_sha256="00",
-        finish_reason="stop",
-    )
-    base.update(kw)
-    return Receipt(**base)  # type: ignore[arg-type]
+    return make_receipt(**kw)
 
 
 def test_receipt_round_trip_and_refusals() -> None:
