@@ -37,9 +37,18 @@ class CliError(Exception):
         self.code = code
 
 
-def read_bytes(path: Path, what: str) -> bytes:
+# The most any command reads of one input file into memory (keys, tokens, certificates, evidence,
+# policies, release documents, firmware images): bounds a mistaken or hostile path (/dev/zero).
+CLI_FILE_BYTES_MAX = 64 * 1024 * 1024
+
+
+def read_bytes(path: Path, what: str, max_bytes: int = CLI_FILE_BYTES_MAX) -> bytes:
     try:
-        return path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise CliError(f"{what} {path} is larger than {max_bytes // (1024 * 1024)} MiB")
+        return data
     except FileNotFoundError:
         raise CliError(f"{what} {path} does not exist") from None
     except IsADirectoryError:

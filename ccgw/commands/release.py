@@ -219,7 +219,14 @@ def _time(text: str, what: str) -> datetime:
 
 
 def _sha256_file(path: Path) -> str:
-    return hashlib.sha256(read_bytes(path, "file")).hexdigest()
+    """Streamed: kernels and initrds may be large."""
+    try:
+        with path.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError:
+        raise CliError(f"file {path} does not exist") from None
+    except OSError as exc:
+        raise CliError(f"cannot read file {path}: {exc.strerror}") from None
 
 
 def _recipe(args: argparse.Namespace) -> dict[str, Any]:

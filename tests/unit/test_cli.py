@@ -209,3 +209,17 @@ def test_release_trust_comes_from_flags_env_or_the_config_file(tmp_path: Path) -
     ns = settings(base, {"CCGW_ACCEPT_UNRELEASED_SOFTWARE": "yes"}, tmp_path)
     assert ns.accept_unreleased_software is True and ns.release_key is None
     assert settings(base, {}, tmp_path).accept_unreleased_software is False
+
+
+def test_an_input_file_is_read_within_a_bound(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A hostile or mistaken path (/dev/zero, a huge file) ends in one line, not an exhausted
+    memory: every command reads its inputs through the one bounded reader."""
+    from ccgw.commands import _common
+
+    big = tmp_path / "big.pem"
+    big.write_bytes(b"x" * 2048)
+    with pytest.raises(_common.CliError, match="larger than"):
+        _common.read_bytes(big, "key", max_bytes=1024)
+    assert _common.read_bytes(big, "key", max_bytes=4096) == b"x" * 2048
+    with pytest.raises(_common.CliError, match="larger than 0 MiB"):
+        _common.read_bytes(Path("/dev/zero"), "token", max_bytes=1024)
