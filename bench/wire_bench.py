@@ -24,7 +24,8 @@ from ccgw.verify.attestation.policy import Policy
 from ccgw.verify.attestation.roots import RootStore
 from ccgw.verify.chunks import ChunkOpener, ChunkSealer
 from ccgw.verify.hpke import parse_header, seal_request
-from ccgw.verify.receipts import Receipt, verify_receipt
+from ccgw.verify.receipts import verify_receipt
+from tests.support.receipts import make_receipt
 
 
 def per_op_us(fn: Callable[[], object], seconds: float = 0.3) -> float:
@@ -79,25 +80,7 @@ def main() -> None:
             opener.open(idx, ct, i == 99)
 
     rows.append(("seal+open 100 answer chunks (64 B)", f"{per_op_us(chunk_round):9.1f} µs"))
-    r = Receipt(
-        v=1,
-        job_id="00",
-        worker_id="w",
-        key_id=keys.key_id,
-        account="a",
-        provider="p",
-        model="m",
-        model_digest="00",
-        request_sha256="00",
-        answer_sha256="00",
-        answer_chunks=1,
-        input_tokens=1,
-        output_tokens=1,
-        started_at_ms=1,
-        finished_at_ms=2,
-        evidence_sha256="00",
-        finish_reason="stop",
-    )
+    r = make_receipt(key_id=keys.key_id)
     jws = keys.sign(r)
     rows.append(("sign receipt", f"{per_op_us(lambda: keys.sign(r)):9.1f} µs"))
     rows.append(
